@@ -1,0 +1,174 @@
+"""Box arithmetic and non-maximum suppression.
+
+Boxes are float arrays `[..., 4]` holding (x1, y1, x2, y2) in continuous coordinates: a box
+covering pixels 0..9 is (0, 0, 10, 10) and has area 100. No `+1` anywhere here (the VOC
+devkit's inclusive-pixel convention lives in `jwsol.metrics.detection`).
+
+`nms` reproduces `torchvision.ops.nms` (CPU kernel): boxes are visited in descending score
+order; each box not yet suppressed is kept and suppresses every later box whose IoU with it is
+strictly greater than `iou_threshold`; areas are `(x2 - x1) * (y2 - y1)` and the IoU is
+`inter / (area_i + area_j - inter)`, evaluated in the input dtype in that order so that a pair
+exactly at the threshold is decided the same way.
+
+NOTE: ties in score. We break them by the lower index first (a stable sort). torchvision's CPU
+kernel calls torch's default (unstable) sort: with torch 2.13 it is stable up to 16 boxes
+(insertion sort) and not beyond, so for more than 16 boxes with *exactly* equal scores that
+also overlap above the threshold, torchvision's choice is an artefact of its sort and ours is
+the stable one. With distinct scores the kept set and order are identical.
+
+Three entry points:
+- `nms_padded`: jittable, fixed output size: indices padded with -1 and a valid mask.
+- `nms`: the same on concrete arrays, trimmed to the kept boxes (not jittable: dynamic size).
+- `nms_numpy`: host NumPy version for evaluation code that never touches a device.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def area(boxes: jax.Array) -> jax.Array:
+    """Areas `(x2 - x1) * (y2 - y1)` of `boxes: [..., 4]` -> `[...]`.
+
+    Like torchvision's `box_area`, malformed boxes (x2 < x1) are not clamped.
+    """
+    return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+
+
+def _intersection(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Intersection areas of broadcastable `a: [..., 4]` and `b: [..., 4]` -> `[...]`."""
+    width = jnp.maximum(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]), 0)
+    height = jnp.maximum(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]), 0)
+    return width * height
+
+
+def _safe_ratio(inter: jax.Array, union: jax.Array) -> jax.Array:
+    # NOTE: degenerate pairs (union <= 0, e.g. two zero-area padding boxes) give IoU 0, where
+    # torchvision gives NaN. Both compare false against any threshold >= 0, so NMS decisions
+    # agree, and 0 keeps padded batches and their gradients finite.
+    positive = union > 0
+    return jnp.where(positive, inter / jnp.where(positive, union, 1), 0)
+
+
+def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
+    """IoU of every box in `a: [N, 4]` with every box in `b: [M, 4]` -> `[N, M]`."""
+    inter = _intersection(a[:, None, :], b[None, :, :])
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return _safe_ratio(inter, union)
+
+
+def clip_boxes(boxes: jax.Array, height: float, width: float) -> jax.Array:
+    """Clamp `boxes: [..., 4]` to the image: x to [0, width], y to [0, height]."""
+    x = jnp.clip(boxes[..., 0::2], 0, width)
+    y = jnp.clip(boxes[..., 1::2], 0, height)
+    return jnp.stack([x[..., 0], y[..., 0], x[..., 1], y[..., 1]], axis=-1)
+
+
+def nms_padded(
+    boxes: jax.Array,
+    scores: jax.Array,
+    iou_threshold: float,
+    max_output: int | None = None,
+    valid: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Greedy NMS with a static output size (jittable, vmappable over a leading batch axis).
+
+    Args:
+      boxes: [N, 4] (x1, y1, x2, y2).
+      scores: [N].
+      iou_threshold: a later box is suppressed when its IoU with a kept box is > this.
+      max_output: K, the static number of output slots (default N); the search stops once K
+        boxes are kept.
+      valid: optional [N] bool; False marks padding, which is never kept and never
+        suppresses anything.
+
+    Returns:
+      indices: [K] int32 into `boxes`, kept boxes in descending score order, then -1.
+      kept: [K] bool, True where `indices` holds a kept box.
+    """
+    num_boxes = boxes.shape[0]
+    max_output = num_boxes if max_output is None else int(max_output)
+    if max_output < 0:
+        raise ValueError(f"max_output must be >= 0, got {max_output}")
+    if num_boxes == 0 or max_output == 0:
+        return jnp.full((max_output,), -1, jnp.int32), jnp.zeros((max_output,), bool)
+
+    order = jnp.argsort(scores, descending=True, stable=True).astype(jnp.int32)  # [N]
+    sorted_boxes = boxes[order]  # [N, 4]
+    sorted_areas = area(sorted_boxes)  # [N]
+    # Padding starts out "suppressed": it is skipped and never suppresses.
+    suppressed = jnp.zeros((num_boxes,), bool) if valid is None else ~valid[order]
+    positions = jnp.arange(num_boxes)
+
+    def cond(carry):
+        i, count, _, _ = carry
+        return (i < num_boxes) & (count < max_output)
+
+    def body(carry):
+        i, count, suppressed, keep = carry
+        is_kept = ~suppressed[i]
+        box = sorted_boxes[i]
+        inter = _intersection(box[None, :], sorted_boxes)  # [N]
+        # Same operation order as torchvision: inter / (area_i + area_j - inter).
+        iou = _safe_ratio(inter, sorted_areas[i] + sorted_areas - inter)
+        suppressed = suppressed | (is_kept & (positions > i) & (iou > iou_threshold))
+        keep = jnp.where(is_kept, keep.at[count].set(order[i]), keep)
+        return i + 1, count + is_kept.astype(jnp.int32), suppressed, keep
+
+    keep = jnp.full((max_output,), -1, jnp.int32)
+    init = (jnp.int32(0), jnp.int32(0), suppressed, keep)
+    _, _, _, keep = jax.lax.while_loop(cond, body, init)
+    return keep, keep >= 0
+
+
+def nms(
+    boxes: jax.Array, scores: jax.Array, iou_threshold: float, max_output: int | None = None
+) -> jax.Array:
+    """Kept indices `[K]` (int32, descending score), as `torchvision.ops.nms(boxes, scores, t)`.
+
+    Not jittable (the output size depends on the data); use `nms_padded` inside jit.
+    `boxes: [N, 4]`, `scores: [N]`; `max_output` truncates to the first K kept boxes.
+    """
+    _check_nms_inputs(np.shape(boxes), np.shape(scores))
+    indices, kept = _nms_padded_jit(
+        jnp.asarray(boxes), jnp.asarray(scores), iou_threshold, max_output
+    )
+    return indices[: int(jnp.sum(kept))]
+
+
+_nms_padded_jit = jax.jit(nms_padded, static_argnames=("max_output",))
+
+
+def nms_numpy(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int | None = None
+) -> np.ndarray:
+    """Host NumPy twin of `nms` (same rules, same tie-breaking): kept indices `[K]` int64."""
+    boxes = np.asarray(boxes)
+    scores = np.asarray(scores)
+    _check_nms_inputs(boxes.shape, scores.shape)
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    keep = []
+    limit = len(order) if max_output is None else max_output
+    while order.size > 0 and len(keep) < limit:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        width = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        height = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = width * height
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = inter / (areas[i] + areas[rest] - inter)
+        # NaN (0/0 for degenerate pairs) compares False: such boxes survive, as in torchvision.
+        order = rest[~(iou > iou_threshold)]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _check_nms_inputs(boxes_shape: tuple[int, ...], scores_shape: tuple[int, ...]) -> None:
+    if len(boxes_shape) != 2 or boxes_shape[1] != 4:
+        raise ValueError(f"boxes must be [N, 4], got shape {boxes_shape}")
+    if scores_shape != boxes_shape[:1]:
+        raise ValueError(f"scores must be [N] = {boxes_shape[:1]}, got shape {scores_shape}")
