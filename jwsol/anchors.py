@@ -37,10 +37,14 @@ import numbers
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jwsol.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from jwsol.data.scenes import SceneSettings
 
 UPDATES = ("median", "mean")
 SOURCES = ("coco", "voc_folder", "tfds", "scenes")
@@ -251,7 +255,9 @@ def lloyd(
     return best_anchors, best_iou, iterations, converged
 
 
-def _score(wh: np.ndarray, anchors: np.ndarray, run: int, iterations: int, converged: bool):
+def _score(
+    wh: np.ndarray, anchors: np.ndarray, run: int, iterations: int, converged: bool
+) -> KMeansResult:
     # NOTE: anchors are sorted by area so that results are comparable across runs and seeds.
     anchors = anchors[np.lexsort((anchors[:, 0], anchors[:, 0] * anchors[:, 1]))]
     iou = iou_wh(wh, anchors)
@@ -565,7 +571,7 @@ def load_boxes(
     split: str | None = None,
     absolute: bool = False,
     exclude_difficult: bool = False,
-    scenes_settings=None,
+    scenes_settings: SceneSettings | None = None,
 ) -> np.ndarray:
     """Box sizes [N, 2] from `source` (see `SOURCES`); `split` None takes the source's default.
 
@@ -592,7 +598,7 @@ def load_scenes(
     cache_dir: str | None = None,
     *,
     absolute: bool = False,
-    settings=None,
+    settings: SceneSettings | None = None,
 ) -> np.ndarray:
     """Sizes of the true boxes of the offline `scenes` data (`jwsol.data.scenes.load`).
 
@@ -611,7 +617,7 @@ def load_scenes(
     return wh if absolute else wh / float(settings.canvas_size)
 
 
-def scene_settings(overrides: Sequence[str]):
+def scene_settings(overrides: Sequence[str]) -> SceneSettings:
     """`SceneSettings` with `field=value` overrides (values cast to the default's type)."""
     from jwsol.data import scenes
 
