@@ -1,0 +1,462 @@
+"""torchvision -> Flax port: parity with torch reference modules that carry torchvision's key names.
+
+torchvision is not installed, so the reference AlexNet and ResNets are rebuilt here with the same
+module structure (features.0 ... classifier.6; conv1, bn1, layerK.J.*, downsample.0/1, fc) and
+random weights and BatchNorm running statistics. Outputs must agree within float32 rounding:
+|ours - torch| <= 1e-4 * |torch| + 1e-4 * max|torch| per tensor (rtol 1e-4, atol relative to the
+activation scale).
+"""
+
+import functools
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import traverse_util
+from torch import nn
+
+from jwsol.errors import DataError
+from jwsol.models.alexnet import AlexNet
+from jwsol.models.localizer import LocalizerAlexNet
+from jwsol.models.resnet import ResNet
+from jwsol.weights import torchvision as tv
+
+# ---------------------------------------------------------------- torch references (torchvision layout)
+
+
+class TorchAlexNet(nn.Module):
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+        )  # fmt: skip
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+        self.classifier = nn.Sequential(
+            nn.Dropout(0.5), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
+            nn.Dropout(0.5), nn.Linear(4096, 4096), nn.ReLU(),
+            nn.Linear(4096, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x):
+        conv5 = self.features[:12](x)
+        pool5 = self.features[12](conv5)
+        logits = self.classifier(torch.flatten(self.avgpool(pool5), 1))
+        return {"conv5": conv5, "pool5": pool5, "logits": logits}
+
+
+class TorchBasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class TorchBottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)  # v1.5: stride here
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class TorchResNet(nn.Module):
+    def __init__(self, block, layers, num_classes=1000):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = self._make_layer(block, 64, layers[0], 1)
+        self.layer2 = self._make_layer(block, 128, layers[1], 2)
+        self.layer3 = self._make_layer(block, 256, layers[2], 2)
+        self.layer4 = self._make_layer(block, 512, layers[3], 2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+
+    def _make_layer(self, block, planes, blocks, stride):
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        acts = {"stem": self.maxpool(torch.relu(self.bn1(self.conv1(x))))}
+        x = acts["stem"]
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            x = acts[name] = getattr(self, name)(x)
+        acts["logits"] = self.fc(torch.flatten(self.avgpool(x), 1))
+        return acts
+
+
+TORCH_RESNETS = {
+    "resnet18": (TorchBasicBlock, (2, 2, 2, 2)),
+    "resnet34": (TorchBasicBlock, (3, 4, 6, 3)),
+    "resnet50": (TorchBottleneck, (3, 4, 6, 3)),
+}
+
+
+@functools.cache
+def torch_model(arch: str, num_classes: int = 10) -> nn.Module:
+    """Random reference model in eval mode: random biases and BatchNorm affine/running stats."""
+    torch.manual_seed(sum(map(ord, arch)) + num_classes)
+    if arch == "alexnet":
+        model = TorchAlexNet(num_classes)
+    else:
+        block, layers = TORCH_RESNETS[arch]
+        model = TorchResNet(block, layers, num_classes)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d) and arch != "alexnet":  # as torchvision's ResNet init
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
+                m.bias.uniform_(-0.1, 0.1)
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.num_batches_tracked.fill_(1000)
+    return model.eval()
+
+
+@functools.cache
+def saved_pth(arch: str, tmp_dir: str) -> str:
+    path = os.path.join(tmp_dir, f"{arch}.pth")
+    torch.save(torch_model(arch).state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("pth"))
+
+
+@functools.cache
+def ported(arch: str, tmp_dir: str):
+    state_dict, _ = tv.load_torch_state_dict(saved_pth(arch, tmp_dir))
+    return tv.from_torch(state_dict, arch)
+
+
+def assert_close(ours, ref, name=""):
+    ours, ref = np.asarray(ours), np.asarray(ref)
+    assert ours.shape == ref.shape, name
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max(), err_msg=name)
+
+
+def nhwc_to_nchw(x):
+    return torch.tensor(np.asarray(x).transpose(0, 3, 1, 2))
+
+
+def nchw_to_nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def shape_tree(tree):
+    return {k: tuple(v.shape) for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
+
+
+# ---------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("height, width", [(224, 224), (256, 192)])  # 6x6 and 7x5 before the pool
+def test_alexnet_parity(tmp_dir, height, width):
+    x = np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch_model("alexnet")(nhwc_to_nchw(x))
+    logits, acts = AlexNet(num_classes=10).apply(
+        ported("alexnet", tmp_dir), x, return_activations=True
+    )
+    assert_close(acts["conv5"], nchw_to_nhwc(ref["conv5"]), "conv5")
+    assert_close(acts["pool5"], nchw_to_nhwc(ref["pool5"]), "pool5")
+    assert_close(logits, ref["logits"].numpy(), "logits")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
+def test_resnet_parity_eval_mode(tmp_dir, arch):
+    x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = torch_model(arch)(nhwc_to_nchw(x))
+    model = ResNet(depth=tv.RESNET_DEPTHS[arch], num_classes=10)
+    logits, acts = jax.jit(model.apply, static_argnames="return_activations")(
+        ported(arch, tmp_dir), x, return_activations=True
+    )
+    for name in ("stem", "layer1", "layer2", "layer3", "layer4"):
+        assert_close(acts[name], nchw_to_nhwc(ref[name]), f"{arch} {name}")
+    assert_close(logits, ref["logits"].numpy(), f"{arch} logits")
+
+
+def test_resnet_gradcam_matches_torch(tmp_dir):
+    """Gradients of a class score w.r.t. layer4 and the Grad-CAM map, against torch autograd."""
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    target = 3
+    ref = torch_model("resnet18")(nhwc_to_nchw(x))
+    ref["layer4"].retain_grad()
+    ref["logits"][:, target].sum().backward()
+    ref_grad = nchw_to_nhwc(ref["layer4"].grad)
+
+    model, variables = ResNet(depth=18, num_classes=10), ported("resnet18", tmp_dir)
+    layer4 = model.apply(variables, x, method=ResNet.features)["layer4"]
+
+    def score(a):
+        return model.apply(variables, a, method=ResNet.head)[:, target].sum()
+
+    grad = jax.grad(score)(layer4)
+    assert_close(grad, ref_grad, "d score / d layer4")
+
+    def gradcam(act, g):  # [N, h, w, C] -> [N, h, w]
+        weights = g.mean(axis=(1, 2), keepdims=True)
+        return np.maximum((weights * act).sum(-1), 0)
+
+    ref_act = nchw_to_nhwc(ref["layer4"])
+    assert_close(gradcam(np.asarray(layer4), np.asarray(grad)), gradcam(ref_act, ref_grad), "cam")
+
+
+# ---------------------------------------------------------------- tree and key checks
+
+
+@pytest.mark.parametrize("arch", tv.ARCHS)
+def test_ported_tree_has_the_shapes_of_init(tmp_dir, arch):
+    if arch == "alexnet":
+        model, x = AlexNet(num_classes=10), jnp.zeros((1, 224, 224, 3))
+    else:
+        model, x = ResNet(depth=tv.RESNET_DEPTHS[arch], num_classes=10), jnp.zeros((1, 64, 64, 3))
+    init = jax.eval_shape(model.init, jax.random.key(0), x)
+    tree = ported(arch, tmp_dir)
+    assert shape_tree(tree) == shape_tree(init)
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(tree))
+    table_keys = [row.torch_key for row in (tv.ALEXNET_TABLE if arch == "alexnet" else ())]
+    table_keys = table_keys or [r.torch_key for r in tv.resnet_table(tv.RESNET_DEPTHS[arch])]
+    assert sorted(table_keys) == sorted(torch_model(arch).state_dict())
+
+
+def test_fc6_permutation_is_nhwc_flatten():
+    # A one-hot input at (h, w, c) must pick the torch weight column c*36 + h*6 + w.
+    w = np.random.default_rng(3).normal(size=(7, 9216)).astype(np.float32)
+    kernel = tv._fc6_permute(w)
+    for h, wi, c in [(0, 0, 0), (2, 5, 17), (5, 1, 255)]:
+        x = np.zeros((6, 6, 256), np.float32)
+        x[h, wi, c] = 1
+        np.testing.assert_array_equal(x.reshape(-1) @ kernel, w[:, c * 36 + h * 6 + wi])
+
+
+def _resnet18_state_dict():
+    return {k: v.numpy() for k, v in torch_model("resnet18").state_dict().items()}
+
+
+def test_missing_key_is_named():
+    sd = _resnet18_state_dict()
+    del sd["layer2.0.downsample.1.running_var"]
+    with pytest.raises(DataError, match=r"missing keys: layer2\.0\.downsample\.1\.running_var"):
+        tv.resnet_from_torch(sd, 18)
+
+
+def test_unexpected_key_is_named():
+    sd = _resnet18_state_dict()
+    sd["layer5.0.conv1.weight"] = np.zeros((1, 1, 1, 1), np.float32)
+    with pytest.raises(DataError, match=r"unexpected keys: layer5\.0\.conv1\.weight"):
+        tv.resnet_from_torch(sd, 18)
+    # A resnet50 checkpoint offered as resnet18 fails the same way.
+    with pytest.raises(DataError, match="unexpected keys: .*layer1.0.conv3.weight"):
+        tv.resnet_from_torch(
+            {k: v.numpy() for k, v in torch_model("resnet50").state_dict().items()}, 18
+        )
+
+
+def test_wrong_shape_is_named():
+    sd = _resnet18_state_dict()
+    sd["layer3.1.conv2.weight"] = np.zeros((256, 256, 1, 1), np.float32)
+    with pytest.raises(DataError, match=r"layer3\.1\.conv2\.weight -> params/layer3/block1/conv2"):
+        tv.resnet_from_torch(sd, 18)
+    sd = _resnet18_state_dict()
+    sd["bn1.weight"] = np.zeros((64, 1), np.float32)
+    with pytest.raises(DataError, match=r"bn1\.weight has shape \(64, 1\)"):
+        tv.resnet_from_torch(sd, 18)
+
+
+def test_old_checkpoints_without_num_batches_tracked_load():
+    sd = {k: v for k, v in _resnet18_state_dict().items() if "num_batches_tracked" not in k}
+    assert shape_tree(tv.resnet_from_torch(sd, 18)) == shape_tree(
+        tv.resnet_from_torch(_resnet18_state_dict(), 18)
+    )
+
+
+def test_drop_classifier():
+    sd = _resnet18_state_dict()
+    dropped = tv.resnet_from_torch(sd, 18, drop_classifier=True)
+    assert "fc" not in dropped["params"]
+    without_fc = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    assert shape_tree(tv.resnet_from_torch(without_fc, 18, drop_classifier=True)) == shape_tree(
+        dropped
+    )
+    with pytest.raises(DataError, match="missing keys: fc.weight, fc.bias"):
+        tv.resnet_from_torch(without_fc, 18)
+
+
+# ---------------------------------------------------------------- files and the command
+
+
+def test_command_round_trip_without_torch(tmp_dir, tmp_path):
+    pth, out = saved_pth("resnet18", tmp_dir), str(tmp_path / "resnet18")
+    cmd = [sys.executable, "-m", "jwsol.weights.torchvision", "--arch", "resnet18", "--pth", pth]
+    done = subprocess.run(cmd + ["--out", out], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "num_classes=10" in done.stdout
+
+    loaded = tv.load_pretrained(out, "resnet18")
+    want = traverse_util.flatten_dict(ported("resnet18", tmp_dir), sep="/")
+    got = traverse_util.flatten_dict(loaded, sep="/")
+    assert sorted(got) == sorted(want)
+    for path, value in want.items():
+        np.testing.assert_array_equal(got[path], value, err_msg=path)
+
+    # Loading the converted folder and running the model must not import torch.
+    check = (
+        "import sys, numpy as np\n"
+        "from jwsol.weights.torchvision import load_pretrained\n"
+        "from jwsol.models import alexnet, localizer, resnet\n"
+        f"v = load_pretrained({out!r}, 'resnet18', drop_classifier=True)\n"
+        "y = resnet.ResNet(depth=18, num_classes=None).apply(v, np.zeros((1, 32, 32, 3), np.float32))\n"
+        "assert y.shape == (1, 512), y.shape\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_command_error_exits_2(tmp_path, capsys):
+    missing = str(tmp_path / "resnet50-0676ba61.pth")
+    assert tv.main(["--arch", "resnet50", "--pth", missing, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "https://download.pytorch.org/models/resnet50-0676ba61.pth" in err
+    assert "python -m jwsol.weights.torchvision --arch resnet50" in err
+
+
+def test_load_pretrained_missing_says_where_to_get_it(tmp_path):
+    with pytest.raises(DataError) as err:
+        tv.load_pretrained(str(tmp_path / "nowhere"), "alexnet")
+    message = str(err.value)
+    assert "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth" in message
+    assert (
+        "python -m jwsol.weights.torchvision --arch alexnet --pth alexnet-owt-7be5be79.pth"
+        in message
+    )
+
+
+def test_load_pretrained_rejects_pth_and_wrong_arch(tmp_dir, tmp_path):
+    with pytest.raises(DataError, match="is a torch checkpoint; convert it first"):
+        tv.load_pretrained(saved_pth("resnet18", tmp_dir), "resnet18")
+    out = str(tmp_path / "r18")
+    tv.convert(saved_pth("resnet18", tmp_dir), "resnet18", out)
+    with pytest.raises(DataError, match="holds arch='resnet18'"):
+        tv.load_pretrained(out, "resnet34")
+
+
+def test_torchvision_hash_in_the_name_is_checked(tmp_path):
+    path = tmp_path / "tiny.pth"
+    torch.save(torch_model("resnet18").state_dict(), path)
+    digest = tv._sha256(str(path))
+    good, bad = tmp_path / f"resnet18-{digest[:8]}.pth", tmp_path / "resnet18-deadbeef.pth"
+    os.link(path, good)
+    os.link(path, bad)
+    state_dict, sha = tv.load_torch_state_dict(str(good))
+    assert sha == digest and "fc.weight" in state_dict
+    with pytest.raises(DataError, match="corrupt or incomplete"):
+        tv.load_torch_state_dict(str(bad))
+
+
+# ---------------------------------------------------------------- merging into new models
+
+
+def _zeros_like_init(model, x):
+    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+def test_merge_into_localizer(tmp_dir):
+    init = _zeros_like_init(LocalizerAlexNet(num_classes=20), jnp.zeros((1, 128, 128, 3)))
+    pretrained = ported("alexnet", tmp_dir)
+    merged, report = tv.merge_pretrained(init, pretrained)
+    assert report.loaded == ["params/features"]
+    assert report.kept_init == ["params/conv6", "params/conv7", "params/score"]
+    assert report.unused == ["params/fc67", "params/fc8"]
+    assert "from checkpoint (1): params/features" in str(report)
+    for name in ("conv1", "conv5"):
+        np.testing.assert_array_equal(
+            merged["params"]["features"][name]["kernel"],
+            pretrained["params"]["features"][name]["kernel"],
+        )
+    np.testing.assert_array_equal(merged["params"]["conv6"]["kernel"], 0)
+
+
+def test_merge_rename_into_a_nested_backbone(tmp_dir):
+    backbone = _zeros_like_init(ResNet(depth=18, num_classes=None), jnp.zeros((1, 64, 64, 3)))
+    init = {
+        "params": {
+            "backbone": backbone["params"],
+            "head": {"kernel": np.zeros((512, 3), np.float32)},
+        },
+        "batch_stats": {"backbone": backbone["batch_stats"]},
+    }
+    pretrained = ported("resnet18", tmp_dir)
+    rename = {"params": "params/backbone", "batch_stats": "batch_stats/backbone"}
+    merged, report = tv.merge_pretrained(init, pretrained, rename=rename)
+    assert report.loaded == ["batch_stats", "params/backbone"]
+    assert report.kept_init == ["params/head"]
+    assert report.unused == ["params/fc"]
+    np.testing.assert_array_equal(
+        merged["batch_stats"]["backbone"]["layer4"]["block1"]["bn2"]["var"],
+        pretrained["batch_stats"]["layer4"]["block1"]["bn2"]["var"],
+    )
+
+
+def test_merge_shape_mismatch_and_exclude(tmp_dir):
+    init = _zeros_like_init(AlexNet(num_classes=20), jnp.zeros((1, 224, 224, 3)))
+    pretrained = ported("alexnet", tmp_dir)  # 10 classes
+    with pytest.raises(DataError, match=r"params/fc8/(kernel|bias).*exclude"):
+        tv.merge_pretrained(init, pretrained)
+    merged, report = tv.merge_pretrained(init, pretrained, exclude=["params/fc8"])
+    assert report.loaded == ["params/fc67", "params/features"]
+    assert report.kept_init == report.unused == ["params/fc8"]
+    assert merged["params"]["fc8"]["kernel"].shape == (4096, 20)
