@@ -498,8 +498,8 @@ def load_voc_folder(
     """Box sizes from VOC XML files, read with `jwsol.data.voc.parse_annotation`.
 
     path: a VOCdevkit year folder (Annotations/, ImageSets/Main/{split}.txt) or a folder of XML
-    files; split None (or 'all') uses every XML file. Width = x2 - x1 and height = y2 - y1, the
-    convention of tfds `voc` and of darknet's voc_label.py (no inclusive-pixel + 1).
+    files; split None (or 'all') uses every XML file. Boxes are in our pixel-edge convention, so
+    width = x2 - x1 = the devkit's xmax - xmin + 1 (the object's width in pixels).
     Returns float64 [N, 2], relative to the image size unless `absolute`.
     """
     from jwsol.data import voc  # NOTE: imported here so the rest of the tool works without it.
@@ -528,8 +528,11 @@ def load_tfds_voc(
 ) -> np.ndarray:
     """Box sizes from tfds `voc/2007` (`objects/bbox`: normalised ymin, xmin, ymax, xmax).
 
-    Never downloads: a data set not prepared in `data_dir` is a `DataError`. Images are decoded
-    only for `absolute` (pixel) sizes. Returns float64 [N, 2].
+    Sizes are converted to the pixel-edge convention of `load_voc_folder` (the same numbers for
+    the same annotations): tfds divides the devkit's 1-based xmin and xmax by the image width, so
+    the width in pixels is (xmax - xmin) * W + 1. The image size comes from the JPEG header (other
+    formats are decoded). Never downloads: a data set not prepared in `data_dir` is a
+    `DataError`. Returns float64 [N, 2], relative to the image size unless `absolute`.
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -547,20 +550,31 @@ def load_tfds_voc(
         Exception
     ) as e:  # NOTE: tfds raises several types (AssertionError, DatasetNotFoundError, ...).
         raise DataError(
-            f"tfds {name!r} split {split!r} is not available in data_dir={data_dir!r} ({type(e).__name__}: "
-            f"{e}). Prepare it on a machine with internet with `tfds build {name} --data_dir DIR` "
-            "(or tfds.load(..., download=True)) and copy DIR here, or use --source voc_folder."
+            f"tfds {name!r} split {split!r} is not available in data_dir={data_dir!r} "
+            f"({type(e).__name__}: {e}). Prepare it on a machine with internet with "
+            f"`tfds build {name} --data_dir DIR` (or tfds.load(..., download=True)) and copy DIR "
+            "here, or use --source voc_folder."
         ) from e
+
+    def image_size(image: tf.Tensor) -> tf.Tensor:
+        shape = tf.cond(
+            tf.io.is_jpeg(image),
+            lambda: tf.image.extract_jpeg_shape(image),
+            lambda: tf.shape(tf.io.decode_image(image, channels=3, expand_animations=False)),
+        )
+        return shape[:2]  # (height, width)
+
+    ds = ds.map(
+        lambda ex: (ex["objects"]["bbox"], ex["objects"]["is_difficult"], image_size(ex["image"]))
+    )
     chunks = []
-    for example in ds.as_numpy_iterator():
-        bbox = np.asarray(example["objects"]["bbox"], np.float64).reshape(-1, 4)
+    for bbox, difficult, (height, width) in ds.as_numpy_iterator():
+        bbox = np.asarray(bbox, np.float64).reshape(-1, 4)  # [M, 4] (ymin, xmin, ymax, xmax) / size
         if exclude_difficult:
-            bbox = bbox[~np.asarray(example["objects"]["is_difficult"], bool)]
-        wh = bbox[:, [3, 2]] - bbox[:, [1, 0]]  # (xmax - xmin, ymax - ymin)
-        if absolute:
-            shape = tf.io.decode_image(example["image"], channels=3, expand_animations=False).shape
-            wh = wh * np.array([shape[1], shape[0]], np.float64)
-        chunks.append(wh)
+            bbox = bbox[~np.asarray(difficult, bool)]
+        size = np.array([width, height], np.float64)
+        wh = (bbox[:, [3, 2]] - bbox[:, [1, 0]]) * size + 1.0  # pixels, = xmax - xmin + 1
+        chunks.append(wh if absolute else wh / size)
     return np.concatenate(chunks) if chunks else np.zeros((0, 2))
 
 

@@ -325,9 +325,10 @@ def _voc_expected(ids, *, absolute=False, exclude_difficult=False):
     for image_id, w, h, objects in VOC_IMAGES:
         if image_id not in ids:
             continue
-        for _, difficult, x1, y1, x2, y2 in objects:
+        for _, difficult, xmin, ymin, xmax, ymax in objects:
             if not (exclude_difficult and difficult):
-                rows.append([x2 - x1, y2 - y1] if absolute else [(x2 - x1) / w, (y2 - y1) / h])
+                bw, bh = xmax - xmin + 1, ymax - ymin + 1  # inclusive 1-based pixel indices
+                rows.append([bw, bh] if absolute else [bw / w, bh / h])
     return np.array(rows, np.float64)
 
 
