@@ -1,0 +1,19 @@
+"""Registry of jobs: `config.task` names one of these."""
+
+from __future__ import annotations
+
+import importlib
+
+from jwsol.errors import ConfigError
+
+TASKS = {
+    "sliding_window": "jwsol.tasks.sliding_window:SlidingWindowTask",
+}
+
+
+def get(name: str):
+    """The Task class registered under `name`."""
+    if name not in TASKS:
+        raise ConfigError(f"config.task={name!r} is unknown; known tasks: {sorted(TASKS)}.")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)

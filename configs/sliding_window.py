@@ -1,0 +1,61 @@
+"""Job 1: the convolutional sliding-window localizer on 64x64 canvases.
+
+Variants: `configs/sliding_window.py` (Fashion-MNIST IDX files from Debian's
+dataset-fashion-mnist), `:mnist` (tfds mnist), `:smoke` (made-up IDX data, a few steps).
+"""
+
+import ml_collections
+
+from jwsol.training.config import base_config
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    config = base_config("sliding_window")
+    config.data = ml_collections.ConfigDict(dict(
+        source="idx",  # 'idx' (a folder of MNIST-format IDX files) or 'tfds'
+        folder="/usr/share/datasets/fashion-mnist",  # for source='idx'
+        tfds_name="fashion_mnist",  # for source='tfds': 'mnist' or 'fashion_mnist'
+        data_dir="",  # tfds data_dir; '' for the tfds default
+        canvas_size=64,
+        scale_min=0.75,
+        scale_max=1.25,
+        max_rotation_deg=15.0,  # rotation drawn uniformly in [-max, max]
+        box_threshold=0.0,  # the true box covers transformed pixels above this (in [0, 1])
+        num_test=10000,  # test canvases (one per test image, fixed placement); 0: all
+    ))  # fmt: skip
+    config.model = ml_collections.ConfigDict(dict(
+        # cKxF: VALID conv KxK with F features + ReLU; pK: max pool K. A 1x1 head follows.
+        # This stack sees 48x48 windows every 4 px: 5x5 windows on a 64x64 canvas.
+        layers="c5x16,p2,c3x32,c3x32,p2,c3x64,c3x64,c5x128,c1x128",
+    ))  # fmt: skip
+    config.loss = ml_collections.ConfigDict(dict(cls_weight=1.0, box_weight=1.0))
+    config.train.batch_size = 128
+    config.train.num_steps = 1000
+    config.train.log_every = 50
+    config.train.eval_every = 500
+    config.train.checkpoint_every = 250
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 2e-3
+    config.optimizer.schedule = "cosine"
+    config.optimizer.warmup_steps = 50
+    config.eval.batch_size = 500
+    config.eval.num_figure_images = 30
+
+    variant = arg or ""
+    if variant == "mnist":
+        config.data.source = "tfds"
+        config.data.tfds_name = "mnist"
+    elif variant == "smoke":
+        # Tests point data.folder at made-up IDX files; a tiny net, a few steps.
+        config.model.layers = "c5x4,p2,c3x4,c3x4,p2,c3x8,c3x8,c5x8"
+        config.train.batch_size = 16
+        config.train.num_steps = 6
+        config.train.log_every = 2
+        config.train.eval_every = 3
+        config.train.checkpoint_every = 3
+        config.optimizer.warmup_steps = 0
+        config.eval.batch_size = 16
+        config.data.num_test = 40
+    elif variant:
+        raise ValueError(f"unknown variant {variant!r} of sliding_window; use mnist or smoke")
+    return config

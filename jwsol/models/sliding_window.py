@@ -1,0 +1,61 @@
+"""The fully convolutional sliding-window net: each output cell is one window of the input."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+from jwsol.ops.windows import Layer, WindowGeometry, geometry
+
+NUM_OUTPUTS = 15  # 1 detection logit, 10 class logits, 4 box values
+
+
+def parse_layers(spec: str) -> tuple[tuple[str, int, int], ...]:
+    """'c5x16,p2,c3x32' -> (('conv', 5, 16), ('pool', 2, 0), ('conv', 3, 32)).
+
+    Convs are VALID with stride 1; pools are max pools with stride = size. The head (a 1x1 conv
+    to NUM_OUTPUTS) is added by the model and not part of the spec.
+    """
+    layers = []
+    for item in spec.replace(" ", "").split(","):
+        try:
+            if item[0] == "c":
+                kernel, features = item[1:].split("x")
+                layers.append(("conv", int(kernel), int(features)))
+            elif item[0] == "p":
+                layers.append(("pool", int(item[1:]), 0))
+            else:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ValueError(
+                f"bad layer {item!r} in {spec!r}: use cKxF (conv KxK, F features) or pK (pool)"
+            ) from None
+    return tuple(layers)
+
+
+def layer_geometry(layers: Sequence[tuple[str, int, int]]) -> list[Layer]:
+    return [Layer(kind, k, 1 if kind == "conv" else k, 0) for kind, k, _ in layers] + [
+        Layer("conv", 1, 1, 0)
+    ]
+
+
+class SlidingWindowNet(nn.Module):
+    """images [N, S, S, 1] -> [N, H_out, W_out, 15]: per window (det logit, 10 class logits, box)."""
+
+    layers: tuple[tuple[str, int, int], ...]
+    num_classes: int = 10
+
+    def window_geometry(self, input_size: int) -> WindowGeometry:
+        """Size, stride, offset and count of the windows on an `input_size` square input."""
+        return geometry(layer_geometry(self.layers), input_size)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for kind, k, features in self.layers:
+            if kind == "conv":
+                x = nn.relu(nn.Conv(features, (k, k), padding="VALID")(x))
+            else:
+                x = nn.max_pool(x, (k, k), strides=(k, k))
+        return nn.Conv(1 + self.num_classes + 4, (1, 1), name="head")(x)

@@ -1,0 +1,87 @@
+"""What a job provides to the shared loop. A task wires config -> model, data, loss and eval.
+
+The loop never knows which task it runs: it only calls the methods below. Batches are dicts of
+NumPy arrays whose leading axis is the example axis (this process's share of the global batch).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...} as Flax returns them
+
+
+class Evaluator(abc.ABC):
+    """Accumulates per-batch model outputs on the host and turns them into metrics and figures."""
+
+    @abc.abstractmethod
+    def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """`batch` and `outputs` hold only valid (unpadded) examples."""
+
+    @abc.abstractmethod
+    def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """(metrics: flat name -> number, figures: name -> uint8 image [H, W, 3])."""
+
+
+class Task(abc.ABC):
+    """One job. Subclasses set `self.model` (a Flax module) in `__init__`."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    # Data -----------------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def num_train_examples(self) -> int:
+        """Size of one training epoch (for epoch-based schedules)."""
+
+    @abc.abstractmethod
+    def train_batches(
+        self, start_step: int, batch_size: int, process_index: int, process_count: int
+    ) -> Iterator[Batch]:
+        """Host batches of `batch_size // process_count` examples, from global step `start_step`.
+
+        Deterministic in (config.seed, step): resuming at step k yields what an uninterrupted
+        run sees at step k.
+        """
+
+    @abc.abstractmethod
+    def eval_batches(
+        self, batch_size: int, process_index: int, process_count: int
+    ) -> Iterable[Batch]:
+        """The fixed evaluation split; the last batch may be short (the loop pads it)."""
+
+    # Model ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def init_variables(self, rng: jax.Array, batch: Batch) -> Variables:
+        """Fresh variables (pretrained weights merged in where the config asks for them)."""
+
+    def load_pretrained(self, variables: Variables) -> Variables | None:
+        """Host-side hook: return `variables` with checkpoint weights merged in, or None to keep
+        the fresh init. Runs once, outside jit (file I/O belongs here, not in `init`)."""
+        return None
+
+    @abc.abstractmethod
+    def loss(
+        self, params, model_state: dict, batch: Batch, rng: jax.Array
+    ) -> tuple[jax.Array, tuple[dict, dict[str, jax.Array]]]:
+        """Training loss: (scalar, (new model_state e.g. batch_stats, scalar metrics)). Pure."""
+
+    @abc.abstractmethod
+    def predict(self, variables: Variables, batch: Batch) -> dict[str, jax.Array]:
+        """Eval-mode outputs, each with the example axis first. Pure and jittable."""
+
+    @abc.abstractmethod
+    def evaluator(self) -> Evaluator:
+        """A fresh evaluator for one pass over `eval_batches`."""
+
+    def grad_histograms(self, grads) -> dict[str, jax.Array]:
+        """Gradients to log as histograms at log steps (name -> array); none by default."""
+        return {}

@@ -1,0 +1,173 @@
+"""Job 1: one object in a 64x64 canvas, localised and classified by a sliding-window net."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from jwsol import losses
+from jwsol.data import canvas, mnist
+from jwsol.errors import ConfigError
+from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
+from jwsol.tasks.base import Batch, Evaluator, Task
+from jwsol.viz.boxes import box_grid
+
+TEST_SEED_SALT = 1_000_003  # the test split's placements use seed + this, never the train seed
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of boxes a, b [N, 4] (x1, y1, x2, y2, continuous)."""
+    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
+    inter = w * h
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
+
+
+class SlidingWindowEvaluator(Evaluator):
+    def __init__(self, task: SlidingWindowTask, num_figure_images: int = 30):
+        self.task, self.k = task, num_figure_images
+        self.correct, self.ious, self.shown = [], [], []
+
+    def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        box = self.task.window_box_to_canvas(outputs)
+        true = batch["box"].astype(np.float32)
+        self.correct.append(outputs["label"] == batch["label"])
+        self.ious.append(box_iou(box, true))
+        if sum(len(s[0]) for s in self.shown) < self.k:
+            self.shown.append((batch["image"], true, box, batch["label"], outputs["label"]))
+
+    def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        correct, ious = np.concatenate(self.correct), np.concatenate(self.ious)
+        metrics = {
+            "accuracy": float(np.mean(correct)),
+            "mean_iou": float(np.mean(ious)),
+            "iou50_accuracy": float(np.mean(correct & (ious >= 0.5))),
+            "num_examples": float(len(correct)),
+        }
+        images, true, pred, labels, predicted = (
+            np.concatenate(x)[: self.k] for x in zip(*self.shown)
+        )
+        names = self.task.class_names
+        titles = [f"T: {names[t]}\nP: {names[p]}" for t, p in zip(labels, predicted)]
+        figure = box_grid(images, true[:, None], pred[:, None], titles, ncols=6)
+        return metrics, {"test_predictions": figure}
+
+
+class SlidingWindowTask(Task):
+    def __init__(self, config):
+        super().__init__(config)
+        d = config.data
+        self.model = SlidingWindowNet(parse_layers(config.model.layers), num_classes=10)
+        self.geom = self.model.window_geometry(d.canvas_size)
+        extent = canvas.max_object_extent(28, d.scale_max, d.max_rotation_deg)
+        # A window must hold any object, and some window must hold it wherever it lands.
+        if extent > self.geom.size - self.geom.stride + 1:
+            raise ConfigError(
+                f"model.layers gives {self.geom.size}px windows every {self.geom.stride}px, but "
+                f"objects can be {extent:.1f}px wide (scale_max={d.scale_max}, "
+                f"max_rotation_deg={d.max_rotation_deg}); lower those or enlarge the windows."
+            )
+        if (
+            self.geom.offset + self.geom.stride * (self.geom.count - 1) + self.geom.size
+            < d.canvas_size
+        ):
+            logging.warning("windows do not reach the canvas's bottom/right edge: %s", self.geom)
+        kw = dict(folder=d.folder, tfds_name=d.tfds_name, data_dir=d.data_dir or None)
+        self.train_images, self.train_labels = self._nonblank(*mnist.load(d.source, "train", **kw))
+        self.test_images, self.test_labels = self._nonblank(*mnist.load(d.source, "test", **kw))
+        if d.num_test > 0:
+            self.test_images = self.test_images[: d.num_test]
+            self.test_labels = self.test_labels[: d.num_test]
+        self.class_names = mnist.class_names(d.source, d.tfds_name, d.folder)
+
+    @staticmethod
+    def _nonblank(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        keep = images.reshape(len(images), -1).max(axis=1) > 0
+        if not keep.all():
+            logging.warning("skipping %d blank source images (no object to place)", (~keep).sum())
+        return images[keep], labels[keep]
+
+    # Data -------------------------------------------------------------------------------------
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.train_images)
+
+    def _dataset(self, images, labels, indices, seed, train):
+        d = self.config.data
+        return canvas.canvas_dataset(
+            images, labels, indices, seed=seed, canvas_size=d.canvas_size,
+            scale_range=(d.scale_min, d.scale_max), max_rotation_deg=d.max_rotation_deg,
+            threshold=d.box_threshold, sample_with_replacement=train,
+        )  # fmt: skip
+
+    def _with_targets(self, batch: dict) -> Batch:
+        batch = dict(batch)
+        targets = canvas.window_targets(batch["box"], batch["label"], self.geom)
+        batch.update({f"target_{k}": v for k, v in targets.items()})
+        return batch
+
+    def train_batches(self, start_step, batch_size, process_index, process_count):
+        local = batch_size // process_count
+        steps = tf.data.Dataset.range(start_step, 2**62)
+        indices = steps.flat_map(
+            lambda s: tf.data.Dataset.range(local).map(
+                lambda b: s * batch_size + process_index * local + b
+            )
+        )  # fmt: skip
+        ds = self._dataset(self.train_images, self.train_labels, indices, self.config.seed, True)
+        ds = ds.batch(local, drop_remainder=True).prefetch(2)
+        for batch in ds.as_numpy_iterator():
+            yield self._with_targets(batch)
+
+    def eval_batches(self, batch_size, process_index, process_count):
+        local = batch_size // process_count
+        n = len(self.test_images)
+        indices = tf.data.Dataset.range(n).shard(process_count, process_index)
+        ds = self._dataset(
+            self.test_images, self.test_labels, indices, self.config.seed + TEST_SEED_SALT, False
+        )
+        for batch in ds.batch(local).prefetch(2).as_numpy_iterator():
+            yield self._with_targets(batch)
+
+    # Model ------------------------------------------------------------------------------------
+    def init_variables(self, rng, batch):
+        return self.model.init(rng, jnp.asarray(batch["image"]))
+
+    def loss(self, params, model_state, batch, rng):
+        outputs = self.model.apply({"params": params}, batch["image"])
+        loss, metrics = losses.sliding_window_loss(
+            outputs, batch["target_y0"], batch["target_y1"], batch["target_box"],
+            self.config.loss.cls_weight, self.config.loss.box_weight,
+        )  # fmt: skip
+        return loss, (model_state, metrics)
+
+    def predict(self, variables, batch):
+        """Per image, the window with the highest score sigmoid(det) * max softmax(class)."""
+        outputs = self.model.apply(variables, batch["image"])
+        n, h, w, _ = outputs.shape
+        probs = jax.nn.softmax(outputs[..., 1:-4])
+        score = jax.nn.sigmoid(outputs[..., 0]) * jnp.max(probs, axis=-1)
+        best = jnp.argmax(score.reshape(n, h * w), axis=-1)
+        i, j = best // w, best % w
+        pick = lambda x: x.reshape(n, h * w, -1)[jnp.arange(n), best]  # noqa: E731
+        return {
+            "label": jnp.argmax(pick(probs), axis=-1),
+            "score": score.reshape(n, -1)[jnp.arange(n), best],
+            "box": pick(outputs[..., -4:]),
+            "window_i": i,
+            "window_j": j,
+        }
+
+    def window_box_to_canvas(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """The predicted box [N, 4] in canvas pixels, clipped to the canvas."""
+        box = canvas.window_box_to_canvas(
+            outputs["box"], outputs["window_i"], outputs["window_j"], self.geom
+        )
+        return np.clip(box, 0, self.config.data.canvas_size)
+
+    def evaluator(self):
+        return SlidingWindowEvaluator(self, self.config.eval.num_figure_images)

@@ -1,0 +1,281 @@
+"""The one training/evaluation loop every job runs.
+
+config -> task -> host batches -> sharded global arrays -> jit step (donated, replicated state)
+-> metrics -> writer / checkpoint. The loop never looks inside a batch or the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from tqdm import tqdm
+
+from jwsol import tasks
+from jwsol.errors import UserError
+from jwsol.tasks.base import Batch, Task
+from jwsol.training import checkpoint, sharding
+from jwsol.training import logging as run_logging
+from jwsol.training.schedules import make_optimizer
+
+
+class NonFiniteLossError(UserError):
+    """The training loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    model_state: Any  # non-trained collections, e.g. {'batch_stats': ...}; {} if none
+    opt_state: Any
+
+    def variables(self) -> dict:
+        return {"params": self.params, **self.model_state}
+
+
+def num_train_steps(config: ml_collections.ConfigDict, task: Task) -> tuple[int, int]:
+    """(total steps, steps per epoch): `train.num_epochs` wins over `train.num_steps` when > 0."""
+    steps_per_epoch = max(1, task.num_train_examples // config.train.batch_size)
+    if config.train.num_epochs > 0:
+        return math.ceil(config.train.num_epochs * steps_per_epoch), steps_per_epoch
+    return config.train.num_steps, steps_per_epoch
+
+
+def _numeric(batch: Batch) -> Batch:
+    return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+
+
+def _pad(batch: Batch, size: int) -> Batch:
+    def pad(v):
+        v = np.asarray(v)
+        widths = [(0, size - v.shape[0])] + [(0, 0)] * (v.ndim - 1)
+        return np.pad(v, widths)
+
+    return {k: pad(v) for k, v in batch.items()}
+
+
+class Runner:
+    """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+        self.config, self.workdir = config, workdir
+        self.task: Task = tasks.get(config.task)(config)
+        self.mesh = sharding.make_mesh()
+        self.repl = sharding.replicated(self.mesh)
+        self.data = sharding.data_sharded(self.mesh)
+        self.local_train_batch = sharding.local_batch_size(config.train.batch_size)
+        self.local_eval_batch = sharding.local_batch_size(config.eval.batch_size, "eval.batch_size")
+        self.total_steps, self.steps_per_epoch = num_train_steps(config, self.task)
+        self.tx, self.schedule = make_optimizer(
+            config.optimizer, self.total_steps, self.steps_per_epoch
+        )
+        self.checkpointer = checkpoint.Checkpointer(
+            workdir, config.train.checkpoint_every, config.train.keep_checkpoints
+        )
+        self.writer = run_logging.Writer(workdir)
+        self.predict = jax.jit(
+            self.task.predict, in_shardings=(self.repl, self.data), out_shardings=self.data
+        )
+
+    # State ------------------------------------------------------------------------------------
+    def _init_state(self, rng: jax.Array, batch: Batch) -> TrainState:
+        variables = self.task.init_variables(rng, batch)
+        params = variables["params"]
+        model_state = {k: v for k, v in variables.items() if k != "params"}
+        return TrainState(jnp.zeros((), jnp.int32), params, model_state, self.tx.init(params))
+
+    def create_state(self, batch: Batch) -> TrainState:
+        """Initialises the state directly replicated over the mesh, pretrained weights merged in."""
+        rng = jax.random.PRNGKey(self.config.seed)
+        small = {k: v[:1] for k, v in _numeric(batch).items()}
+        state = jax.jit(self._init_state, out_shardings=self.repl)(rng, small)
+        variables = self.task.load_pretrained(jax.device_get(state.variables()))
+        if variables is not None:
+            params = variables["params"]
+            model_state = {k: v for k, v in variables.items() if k != "params"}
+            state = jax.device_put(
+                TrainState(state.step, params, model_state, self.tx.init(params)), self.repl
+            )
+        return state
+
+    def abstract_state(self, batch: Batch) -> TrainState:
+        rng = jax.random.PRNGKey(self.config.seed)
+        small = {k: v[:1] for k, v in _numeric(batch).items()}
+        shapes = jax.eval_shape(self._init_state, rng, small)
+        return checkpoint.abstract_with_sharding(shapes, self.repl)
+
+    # Steps ------------------------------------------------------------------------------------
+    def _train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
+        rng = jax.random.fold_in(rng, state.step)
+        grad_fn = jax.value_and_grad(self.task.loss, has_aux=True)
+        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = dict(
+            metrics,
+            loss=loss,
+            grad_norm=optax.global_norm(grads),
+            param_norm=optax.global_norm(params),
+            learning_rate=self.schedule(state.step),
+        )
+        hists = {f"hist/{k}": v for k, v in self.task.grad_histograms(grads).items()}
+        new_state = state.replace(
+            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+        )
+        return new_state, metrics, hists
+
+    def evaluate(self, state: TrainState) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """One pass over the eval split; padded examples never reach the evaluator."""
+        evaluator = self.task.evaluator()
+        variables = state.variables()
+        batches = self.task.eval_batches(
+            self.config.eval.batch_size, jax.process_index(), jax.process_count()
+        )
+        for batch in batches:
+            n = len(next(iter(batch.values())))
+            numeric = _pad(_numeric(batch), self.local_eval_batch)
+            numeric["_valid"] = np.arange(self.local_eval_batch) < n
+            global_batch = sharding.to_global(numeric, self.mesh)
+            outputs = sharding.to_host(self.predict(variables, global_batch))
+            if jax.process_count() == 1:
+                host_batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
+                outputs = {k: v[:n] for k, v in outputs.items()}
+            else:
+                gathered = sharding.to_host(global_batch)
+                valid = gathered.pop("_valid")
+                host_batch = {k: v[valid] for k, v in gathered.items()}
+                outputs = {k: v[valid] for k, v in outputs.items()}
+            evaluator.add(host_batch, outputs)
+        return evaluator.result()
+
+    def _write_eval(self, step: int, final: bool, state: TrainState) -> dict[str, float]:
+        start = time.time()
+        metrics, figures = self.evaluate(state)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        logging.info(
+            "eval at step %d (%.1fs): %s",
+            step,
+            time.time() - start,
+            json.dumps({k: round(v, 4) for k, v in metrics.items()}),
+        )
+        self.writer.scalars(step, metrics, prefix="eval/")
+        self.writer.images(step, figures)
+        if final:
+            self.writer.json("eval_metrics.json", dict(metrics, step=step))
+        return metrics
+
+    # Modes ------------------------------------------------------------------------------------
+    def train(self) -> dict[str, float]:
+        config = self.config
+        self.writer.json("config.json", json.loads(config.to_json_best_effort()))
+        start_step = self.checkpointer.latest_step() or 0
+        batches = self.task.train_batches(
+            start_step, config.train.batch_size, jax.process_index(), jax.process_count()
+        )
+        first = next(batches)
+        if start_step:
+            state = self.checkpointer.restore(self.abstract_state(first), start_step)
+            logging.info("resumed from step %d in %s", start_step, self.checkpointer.directory)
+        else:
+            state = self.create_state(first)
+        train_step = jax.jit(
+            self._train_step,
+            in_shardings=(self.repl, self.data, self.repl),
+            out_shardings=(self.repl, self.repl, self.repl),
+            donate_argnums=0,
+        )
+        rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
+        log_every, eval_every = config.train.log_every, config.train.eval_every
+        pending: list[dict] = []
+        bar = tqdm(
+            total=self.total_steps,
+            initial=start_step,
+            desc=config.task,
+            unit="step",
+            disable=jax.process_index() != 0 or not config.train.progress_bar,
+            dynamic_ncols=True,
+        )
+        clock, seen = time.time(), 0
+        batch = first
+        for step in range(start_step, self.total_steps):
+            if step > start_step:
+                batch = next(batches)
+            state, metrics, hists = train_step(
+                state, sharding.to_global(_numeric(batch), self.mesh), rng
+            )
+            pending.append(metrics)
+            seen += config.train.batch_size
+            bar.update(1)
+            done = step + 1
+            last = done == self.total_steps
+            if done % log_every == 0 or last or done % config.train.checkpoint_every == 0:
+                mean = self._flush(done, pending, clock, seen)
+                if done % log_every == 0 or last:
+                    self.writer.histograms(done, jax.device_get(hists))
+                bar.set_postfix(loss=f"{mean['loss']:.4f}", ex_s=f"{mean['examples_per_sec']:.0f}")
+                pending, clock, seen = [], time.time(), 0
+            self.checkpointer.save(done, state, force=last)
+            if eval_every and done % eval_every == 0 and not last:
+                self._write_eval(done, final=False, state=state)
+        bar.close()
+        self.checkpointer.wait()
+        metrics = self._write_eval(self.total_steps, final=True, state=state)
+        self.close()
+        return metrics
+
+    def _flush(self, step: int, pending: list[dict], since: float, seen: int) -> dict:
+        """Averages the pending step metrics, checks the loss is finite, and writes them."""
+        host = jax.device_get(pending)  # waits for the steps to finish: timing is honest
+        seconds = time.time() - since
+        losses = np.array([m["loss"] for m in host])
+        if not np.all(np.isfinite(losses)):
+            bad = step - len(host) + int(np.argmax(~np.isfinite(losses))) + 1
+            latest = self.checkpointer.latest_step()
+            raise NonFiniteLossError(
+                f"training loss became {losses[~np.isfinite(losses)][0]} at step {bad}. Lower "
+                f"--config.optimizer.learning_rate (now {self.config.optimizer.learning_rate}) or "
+                f"check the data; the last good checkpoint is step {latest} in "
+                f"{self.checkpointer.directory} (delete later ones before resuming)."
+            )
+        mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        mean["examples_per_sec"] = seen / max(seconds, 1e-9)
+        mean["learning_rate"] = float(host[-1]["learning_rate"])
+        self.writer.scalars(step, mean)
+        return mean
+
+    def eval_only(self) -> dict[str, float]:
+        """Restores the latest checkpoint (or `eval.step`) and evaluates; no training."""
+        first = next(iter(self.task.eval_batches(
+            self.config.eval.batch_size, jax.process_index(), jax.process_count()
+        )))  # fmt: skip
+        step = self.config.eval.step
+        state = self.checkpointer.restore(self.abstract_state(first), step if step >= 0 else None)
+        metrics = self._write_eval(int(state.step), final=True, state=state)
+        self.close()
+        return metrics
+
+    def close(self) -> None:
+        self.checkpointer.close()
+        self.writer.close()
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> dict[str, float]:
+    """Trains (resuming from the latest checkpoint in `workdir`) or evaluates; returns metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    runner = Runner(config, workdir)
+    if mode == "train":
+        return runner.train()
+    if mode == "eval":
+        return runner.eval_only()
+    raise UserError(f"--mode={mode!r} is unknown; use train or eval.")

@@ -1,0 +1,66 @@
+"""Device mesh, shardings and host-batch -> global-array conversion (single and multi-host)."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jwsol.errors import ConfigError
+
+DATA_AXIS = "data"
+
+
+def maybe_initialize_distributed(requested: bool) -> None:
+    """Calls `jax.distributed.initialize()` when asked by flag or JWSOL_DISTRIBUTED=1.
+
+    Coordinator address, process count and id come from the usual JAX environment variables
+    (or the cluster's auto-detection: SLURM, Open MPI, Cloud TPU).
+    """
+    if requested or os.environ.get("JWSOL_DISTRIBUTED", "") == "1":
+        jax.distributed.initialize()
+
+
+def make_mesh() -> Mesh:
+    """A 1-D mesh over every device of every process; the batch is split along `data`."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over the mesh, the rest replicated."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def local_batch_size(global_batch_size: int, field: str = "train.batch_size") -> int:
+    """The share of `global_batch_size` this process loads; checks it divides over the devices."""
+    devices, processes = jax.device_count(), jax.process_count()
+    if global_batch_size <= 0 or global_batch_size % devices:
+        lower = max(devices, global_batch_size // devices * devices)
+        raise ConfigError(
+            f"{field}={global_batch_size} does not divide over {devices} devices; use a multiple "
+            f"of {devices} (e.g. --config.{field}={lower})."
+        )
+    return global_batch_size // processes
+
+
+def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Host-local batch (this process's slice, leading axis) -> global arrays sharded on `data`."""
+    sharding = data_sharded(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+    }
+
+
+def to_host(tree):
+    """Global arrays -> NumPy on every host (gathers across processes when there are several)."""
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)

@@ -1,0 +1,80 @@
+"""Trains or evaluates a jwsol job: python train.py --config configs/NAME.py[:VARIANT] --workdir DIR.
+
+Intentionally kept short: the logic lives in jwsol.training.loop and the job's task.
+"""
+
+import logging as std_logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data; hush its banner
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+config_flags.DEFINE_config_file(
+    "config", None, "Job config file, configs/NAME.py[:VARIANT].", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, figures.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes if possible) or eval.")
+flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.mark_flags_as_required(["config", "workdir"])
+FLAGS = flags.FLAGS
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing with one-line errors for the usual mistakes."""
+    overrides = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.task  # noqa: B018 (config files load lazily; load now to report errors here)
+        return rest
+    except (KeyError, AttributeError) as e:
+        _fail(
+            f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in {overrides}; the "
+            f"fields are those of the config file (see its get_config)."
+        )
+    except OSError as e:  # the config file itself could not be read
+        path = FLAGS["config"].config_filename
+        reason = "no such file" if not os.path.exists(path) else str(e).splitlines()[0]
+        _fail(
+            f"cannot load config file {path!r} ({reason}); pass --config "
+            f"configs/NAME.py[:VARIANT] with a file from configs/."
+        )
+    except flags.Error as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        _fail(" ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0])
+
+
+class _QuietLibraries:
+    """Drops INFO records from orbax (dozens per checkpoint); warnings still pass."""
+
+    def filter(self, record) -> bool:
+        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv):
+    del argv
+    logging.get_absl_logger().addFilter(_QuietLibraries())
+    import tensorflow as tf
+
+    # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
+    tf.config.set_visible_devices([], "GPU")
+    from jwsol.errors import UserError
+    from jwsol.training import loop, sharding
+
+    try:
+        sharding.maybe_initialize_distributed(FLAGS.distributed)
+        loop.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+    except UserError as e:
+        logging.flush()
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)
