@@ -11,24 +11,24 @@ from jwsol.training.config import base_config
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = base_config("sliding_window")
-    config.data = ml_collections.ConfigDict(dict(
-        source="idx",  # 'idx' (a folder of MNIST-format IDX files) or 'tfds'
-        folder="/usr/share/datasets/fashion-mnist",  # for source='idx'
-        tfds_name="fashion_mnist",  # for source='tfds': 'mnist' or 'fashion_mnist'
-        data_dir="",  # tfds data_dir; '' for the tfds default
-        canvas_size=64,
-        scale_min=0.75,
-        scale_max=1.25,
-        max_rotation_deg=15.0,  # rotation drawn uniformly in [-max, max]
-        box_threshold=0.0,  # the true box covers transformed pixels above this (in [0, 1])
-        num_test=10000,  # test canvases (one per test image, fixed placement); 0: all
-    ))  # fmt: skip
-    config.model = ml_collections.ConfigDict(dict(
+    config.data = ml_collections.ConfigDict({
+        "source": "idx",  # 'idx' (a folder of MNIST-format IDX files) or 'tfds'
+        "folder": "/usr/share/datasets/fashion-mnist",  # for source='idx'
+        "tfds_name": "fashion_mnist",  # for source='tfds': 'mnist' or 'fashion_mnist'
+        "data_dir": "",  # tfds data_dir; '' for the tfds default
+        "canvas_size": 64,
+        "scale_min": 0.75,
+        "scale_max": 1.25,
+        "max_rotation_deg": 15.0,  # rotation drawn uniformly in [-max, max]
+        "box_threshold": 0.0,  # the true box covers transformed pixels above this (in [0, 1])
+        "num_test": 10000,  # test canvases (one per test image, fixed placement); 0: all
+    })  # fmt: skip
+    config.model = ml_collections.ConfigDict({
         # cKxF: VALID conv KxK with F features + ReLU; pK: max pool K. A 1x1 head follows.
         # This stack sees 48x48 windows every 4 px: 5x5 windows on a 64x64 canvas.
-        layers="c5x16,p2,c3x32,c3x32,p2,c3x64,c3x64,c5x128,c1x128",
-    ))  # fmt: skip
-    config.loss = ml_collections.ConfigDict(dict(cls_weight=1.0, box_weight=1.0))
+        "layers": "c5x16,p2,c3x32,c3x32,p2,c3x64,c3x64,c5x128,c1x128",
+    })  # fmt: skip
+    config.loss = ml_collections.ConfigDict({"cls_weight": 1.0, "box_weight": 1.0})
     config.train.batch_size = 128
     config.train.num_steps = 1000
     config.train.log_every = 50

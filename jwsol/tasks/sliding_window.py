@@ -23,7 +23,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
     h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
     inter = w * h
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
     return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
@@ -76,7 +76,7 @@ class SlidingWindowTask(Task):
             < d.canvas_size
         ):
             logging.warning("windows do not reach the canvas's bottom/right edge: %s", self.geom)
-        kw = dict(folder=d.folder, tfds_name=d.tfds_name, data_dir=d.data_dir or None)
+        kw = {"folder": d.folder, "tfds_name": d.tfds_name, "data_dir": d.data_dir or None}
         self.train_images, self.train_labels = self._nonblank(*mnist.load(d.source, "train", **kw))
         self.test_images, self.test_labels = self._nonblank(*mnist.load(d.source, "test", **kw))
         if d.num_test > 0:
@@ -153,7 +153,7 @@ class SlidingWindowTask(Task):
         score = jax.nn.sigmoid(outputs[..., 0]) * jnp.max(probs, axis=-1)
         best = jnp.argmax(score.reshape(n, h * w), axis=-1)
         i, j = best // w, best % w
-        pick = lambda x: x.reshape(n, h * w, -1)[jnp.arange(n), best]  # noqa: E731
+        pick = lambda x: x.reshape(n, h * w, -1)[jnp.arange(n), best]
         return {
             "label": jnp.argmax(pick(probs), axis=-1),
             "score": score.reshape(n, -1)[jnp.arange(n), best],

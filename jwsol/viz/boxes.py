@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def draw_boxes(
@@ -34,7 +34,7 @@ def draw_boxes(
                 labels[k],
                 color="white",
                 fontsize=6,
-                bbox=dict(facecolor=color, alpha=0.7, pad=0.5, linewidth=0),
+                bbox={"facecolor": color, "alpha": 0.7, "pad": 0.5, "linewidth": 0},
             )
 
 
