@@ -40,6 +40,8 @@ import numpy as np
 from flax import traverse_util
 
 from jwsol.errors import DataError, UserError
+from jwsol.models.alexnet import AlexNet
+from jwsol.models.resnet import STAGE_SIZES, ResNet
 
 VARIABLES_FILE = "variables.msgpack"
 META_FILE = "meta.json"
@@ -108,8 +110,6 @@ def _bn_rows(torch_module: str, flax_module: str) -> list[Row]:
 
 def resnet_table(depth: int) -> tuple[Row, ...]:
     """The port table of torchvision resnet{depth}: stem, every block of layer1..4, fc."""
-    from jwsol.models.resnet import STAGE_SIZES
-
     if depth not in STAGE_SIZES:
         raise UserError(f"ResNet depth {depth!r}: expected one of {sorted(STAGE_SIZES)}")
     block, sizes = STAGE_SIZES[depth]
@@ -165,9 +165,6 @@ def _listing(items: Sequence[str], limit: int = 8) -> str:
 
 def _expected_shapes(arch: str, num_classes: int) -> dict[str, jax.ShapeDtypeStruct]:
     """'collection/.../leaf' -> shape/dtype of the jwsol model's `init` tree (traced, no FLOPs)."""
-    from jwsol.models.alexnet import AlexNet
-    from jwsol.models.resnet import ResNet
-
     if arch == "alexnet":
         model, size = AlexNet(num_classes=num_classes), 224
     else:

@@ -4,7 +4,8 @@ torchvision is not installed, so the reference AlexNet and ResNets are rebuilt h
 module structure (features.0 ... classifier.6; conv1, bn1, layerK.J.*, downsample.0/1, fc) and
 random weights and BatchNorm running statistics. Outputs must agree within float32 rounding:
 |ours - torch| <= 1e-4 * |torch| + 1e-4 * max|torch| per tensor (rtol 1e-4, atol relative to the
-activation scale).
+activation scale). Measured on CPU: at most 2e-6 of the scale. The parity tests pin float32
+matmul/conv precision so that they also hold on GPUs that default to TF32.
 """
 
 import functools
@@ -159,22 +160,17 @@ def torch_model(arch: str, num_classes: int = 10) -> nn.Module:
     return model.eval()
 
 
-@functools.cache
-def saved_pth(arch: str, tmp_dir: str) -> str:
-    path = os.path.join(tmp_dir, f"{arch}.pth")
-    torch.save(torch_model(arch).state_dict(), path)
+@pytest.fixture(scope="module")
+def resnet18_pth(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("pth") / "resnet18.pth")
+    torch.save(torch_model("resnet18").state_dict(), path)
     return path
 
 
-@pytest.fixture(scope="module")
-def tmp_dir(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("pth"))
-
-
 @functools.cache
-def ported(arch: str, tmp_dir: str):
-    state_dict, _ = tv.load_torch_state_dict(saved_pth(arch, tmp_dir))
-    return tv.from_torch(state_dict, arch)
+def ported(arch: str):
+    """Ported from the in-memory state_dict; the .pth route is tested once, with resnet18."""
+    return tv.from_torch(torch_model(arch).state_dict(), arch)
 
 
 def assert_close(ours, ref, name=""):
@@ -199,33 +195,36 @@ def shape_tree(tree):
 
 
 @pytest.mark.parametrize("height, width", [(224, 224), (256, 192)])  # 6x6 and 7x5 before the pool
-def test_alexnet_parity(tmp_dir, height, width):
+@jax.default_matmul_precision("float32")
+def test_alexnet_parity(height, width):
     x = np.random.default_rng(0).normal(size=(2, height, width, 3)).astype(np.float32)
     with torch.no_grad():
         ref = torch_model("alexnet")(nhwc_to_nchw(x))
-    logits, acts = AlexNet(num_classes=10).apply(
-        ported("alexnet", tmp_dir), x, return_activations=True
-    )
+    apply = jax.jit(AlexNet(num_classes=10).apply, static_argnames="return_activations")
+    logits, acts = apply(ported("alexnet"), x, return_activations=True)
     assert_close(acts["conv5"], nchw_to_nhwc(ref["conv5"]), "conv5")
     assert_close(acts["pool5"], nchw_to_nhwc(ref["pool5"]), "pool5")
     assert_close(logits, ref["logits"].numpy(), "logits")
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet34", "resnet50"])
-def test_resnet_parity_eval_mode(tmp_dir, arch):
+# resnet34 has resnet18's blocks; its table is covered by test_ported_tree_has_the_shapes_of_init.
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+@jax.default_matmul_precision("float32")
+def test_resnet_parity_eval_mode(arch):
     x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
     with torch.no_grad():
         ref = torch_model(arch)(nhwc_to_nchw(x))
     model = ResNet(depth=tv.RESNET_DEPTHS[arch], num_classes=10)
     logits, acts = jax.jit(model.apply, static_argnames="return_activations")(
-        ported(arch, tmp_dir), x, return_activations=True
+        ported(arch), x, return_activations=True
     )
     for name in ("stem", "layer1", "layer2", "layer3", "layer4"):
         assert_close(acts[name], nchw_to_nhwc(ref[name]), f"{arch} {name}")
     assert_close(logits, ref["logits"].numpy(), f"{arch} logits")
 
 
-def test_resnet_gradcam_matches_torch(tmp_dir):
+@jax.default_matmul_precision("float32")
+def test_resnet_gradcam_matches_torch():
     """Gradients of a class score w.r.t. layer4 and the Grad-CAM map, against torch autograd."""
     x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
     target = 3
@@ -234,8 +233,9 @@ def test_resnet_gradcam_matches_torch(tmp_dir):
     ref["logits"][:, target].sum().backward()
     ref_grad = nchw_to_nhwc(ref["layer4"].grad)
 
-    model, variables = ResNet(depth=18, num_classes=10), ported("resnet18", tmp_dir)
-    layer4 = model.apply(variables, x, method=ResNet.features)["layer4"]
+    model, variables = ResNet(depth=18, num_classes=10), ported("resnet18")
+    features = jax.jit(lambda v, x: model.apply(v, x, method=ResNet.features))
+    layer4 = features(variables, x)["layer4"]
 
     def score(a):
         return model.apply(variables, a, method=ResNet.head)[:, target].sum()
@@ -255,13 +255,13 @@ def test_resnet_gradcam_matches_torch(tmp_dir):
 
 
 @pytest.mark.parametrize("arch", tv.ARCHS)
-def test_ported_tree_has_the_shapes_of_init(tmp_dir, arch):
+def test_ported_tree_has_the_shapes_of_init(arch):
     if arch == "alexnet":
         model, x = AlexNet(num_classes=10), jnp.zeros((1, 224, 224, 3))
     else:
         model, x = ResNet(depth=tv.RESNET_DEPTHS[arch], num_classes=10), jnp.zeros((1, 64, 64, 3))
     init = jax.eval_shape(model.init, jax.random.key(0), x)
-    tree = ported(arch, tmp_dir)
+    tree = ported(arch)
     assert shape_tree(tree) == shape_tree(init)
     assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(tree))
     table_keys = [row.torch_key for row in (tv.ALEXNET_TABLE if arch == "alexnet" else ())]
@@ -335,28 +335,28 @@ def test_drop_classifier():
 # ---------------------------------------------------------------- files and the command
 
 
-def test_command_round_trip_without_torch(tmp_dir, tmp_path):
-    pth, out = saved_pth("resnet18", tmp_dir), str(tmp_path / "resnet18")
+def test_command_round_trip_without_torch(resnet18_pth, tmp_path):
+    pth, out = resnet18_pth, str(tmp_path / "resnet18")
     cmd = [sys.executable, "-m", "jwsol.weights.torchvision", "--arch", "resnet18", "--pth", pth]
     done = subprocess.run(cmd + ["--out", out], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "num_classes=10" in done.stdout
+    assert "Warning" not in done.stderr, done.stderr
 
     loaded = tv.load_pretrained(out, "resnet18")
-    want = traverse_util.flatten_dict(ported("resnet18", tmp_dir), sep="/")
+    want = traverse_util.flatten_dict(ported("resnet18"), sep="/")
     got = traverse_util.flatten_dict(loaded, sep="/")
     assert sorted(got) == sorted(want)
     for path, value in want.items():
         np.testing.assert_array_equal(got[path], value, err_msg=path)
 
-    # Loading the converted folder and running the model must not import torch.
+    # Importing jwsol's models and loading the converted folder must not import torch.
     check = (
-        "import sys, numpy as np\n"
+        "import sys\n"
         "from jwsol.weights.torchvision import load_pretrained\n"
         "from jwsol.models import alexnet, localizer, resnet\n"
         f"v = load_pretrained({out!r}, 'resnet18', drop_classifier=True)\n"
-        "y = resnet.ResNet(depth=18, num_classes=None).apply(v, np.zeros((1, 32, 32, 3), np.float32))\n"
-        "assert y.shape == (1, 512), y.shape\n"
+        "assert 'fc' not in v['params'] and 'layer4' in v['batch_stats']\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     done = subprocess.run(
@@ -384,18 +384,17 @@ def test_load_pretrained_missing_says_where_to_get_it(tmp_path):
     )
 
 
-def test_load_pretrained_rejects_pth_and_wrong_arch(tmp_dir, tmp_path):
+def test_load_pretrained_rejects_pth_and_wrong_arch(resnet18_pth, tmp_path):
     with pytest.raises(DataError, match="is a torch checkpoint; convert it first"):
-        tv.load_pretrained(saved_pth("resnet18", tmp_dir), "resnet18")
+        tv.load_pretrained(resnet18_pth, "resnet18")
     out = str(tmp_path / "r18")
-    tv.convert(saved_pth("resnet18", tmp_dir), "resnet18", out)
+    tv.convert(resnet18_pth, "resnet18", out)
     with pytest.raises(DataError, match="holds arch='resnet18'"):
         tv.load_pretrained(out, "resnet34")
 
 
-def test_torchvision_hash_in_the_name_is_checked(tmp_path):
-    path = tmp_path / "tiny.pth"
-    torch.save(torch_model("resnet18").state_dict(), path)
+def test_torchvision_hash_in_the_name_is_checked(resnet18_pth, tmp_path):
+    path = resnet18_pth
     digest = tv._sha256(str(path))
     good, bad = tmp_path / f"resnet18-{digest[:8]}.pth", tmp_path / "resnet18-deadbeef.pth"
     os.link(path, good)
@@ -414,9 +413,9 @@ def _zeros_like_init(model, x):
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
 
 
-def test_merge_into_localizer(tmp_dir):
+def test_merge_into_localizer():
     init = _zeros_like_init(LocalizerAlexNet(num_classes=20), jnp.zeros((1, 128, 128, 3)))
-    pretrained = ported("alexnet", tmp_dir)
+    pretrained = ported("alexnet")
     merged, report = tv.merge_pretrained(init, pretrained)
     assert report.loaded == ["params/features"]
     assert report.kept_init == ["params/conv6", "params/conv7", "params/score"]
@@ -430,7 +429,7 @@ def test_merge_into_localizer(tmp_dir):
     np.testing.assert_array_equal(merged["params"]["conv6"]["kernel"], 0)
 
 
-def test_merge_rename_into_a_nested_backbone(tmp_dir):
+def test_merge_rename_into_a_nested_backbone():
     backbone = _zeros_like_init(ResNet(depth=18, num_classes=None), jnp.zeros((1, 64, 64, 3)))
     init = {
         "params": {
@@ -439,7 +438,7 @@ def test_merge_rename_into_a_nested_backbone(tmp_dir):
         },
         "batch_stats": {"backbone": backbone["batch_stats"]},
     }
-    pretrained = ported("resnet18", tmp_dir)
+    pretrained = ported("resnet18")
     rename = {"params": "params/backbone", "batch_stats": "batch_stats/backbone"}
     merged, report = tv.merge_pretrained(init, pretrained, rename=rename)
     assert report.loaded == ["batch_stats", "params/backbone"]
@@ -451,9 +450,9 @@ def test_merge_rename_into_a_nested_backbone(tmp_dir):
     )
 
 
-def test_merge_shape_mismatch_and_exclude(tmp_dir):
+def test_merge_shape_mismatch_and_exclude():
     init = _zeros_like_init(AlexNet(num_classes=20), jnp.zeros((1, 224, 224, 3)))
-    pretrained = ported("alexnet", tmp_dir)  # 10 classes
+    pretrained = ported("alexnet")  # 10 classes
     with pytest.raises(DataError, match=r"params/fc8/(kernel|bias).*exclude"):
         tv.merge_pretrained(init, pretrained)
     merged, report = tv.merge_pretrained(init, pretrained, exclude=["params/fc8"])
