@@ -58,6 +58,7 @@ URLS = {
     "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
 }
 ARCHS = tuple(URLS)
+TORCHVISION_FILES = {os.path.basename(url): arch for arch, url in URLS.items()}
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 # Flax subtree of each arch's classifier (dropped with drop_classifier=True).
 CLASSIFIER = {"alexnet": "params/fc8", **{a: "params/fc" for a in RESNET_DEPTHS}}
@@ -314,22 +315,23 @@ def _conversion_hint(arch: str, out: str) -> str:
 def load_torch_state_dict(path: str) -> tuple[dict[str, np.ndarray], str]:
     """Reads a .pth state_dict with torch (imported here only). Returns (state_dict, sha256).
 
-    A torchvision-style name `<name>-<hex>.pth` must match the start of the file's SHA-256, as
-    torch.hub checks, so a truncated download is caught here.
+    A file carrying a torchvision download name (e.g. resnet18-f37072fd.pth) must have the
+    SHA-256 its name starts, so a truncated download is caught here.
     """
     if not os.path.isfile(path):
-        arch = next(
-            (a for a, u in URLS.items() if os.path.basename(u) == os.path.basename(path)), None
-        )
+        arch = TORCHVISION_FILES.get(os.path.basename(path))
         hint = _conversion_hint(arch, "DIR") if arch else "Get one from " + ", ".join(URLS.values())
         raise DataError(f"torch checkpoint {path} not found. {hint}")
     sha256 = _sha256(path)
-    match = re.search(r"-([0-9a-f]{8,64})\.pth$", os.path.basename(path))
-    if match and not sha256.startswith(match.group(1)):
-        raise DataError(
-            f"{path}: SHA-256 {sha256[:12]}... does not start with {match.group(1)} from its name; "
-            "the download is corrupt or incomplete, fetch it again"
-        )
+    name = os.path.basename(path)
+    if name in TORCHVISION_FILES:
+        # torchvision names embed the start of the file's SHA-256 (torch.hub's check_hash).
+        expected = re.search(r"-([0-9a-f]{8,})\.pth$", name).group(1)
+        if not sha256.startswith(expected):
+            raise DataError(
+                f"{path}: SHA-256 {sha256[:12]}... does not start with {expected} as the "
+                "torchvision file name says; the download is corrupt or incomplete, fetch it again"
+            )
     try:
         import torch
     except ImportError as e:

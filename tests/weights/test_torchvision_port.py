@@ -393,16 +393,17 @@ def test_load_pretrained_rejects_pth_and_wrong_arch(resnet18_pth, tmp_path):
         tv.load_pretrained(out, "resnet34")
 
 
-def test_torchvision_hash_in_the_name_is_checked(resnet18_pth, tmp_path):
-    path = resnet18_pth
-    digest = tv._sha256(str(path))
-    good, bad = tmp_path / f"resnet18-{digest[:8]}.pth", tmp_path / "resnet18-deadbeef.pth"
-    os.link(path, good)
-    os.link(path, bad)
-    state_dict, sha = tv.load_torch_state_dict(str(good))
-    assert sha == digest and "fc.weight" in state_dict
-    with pytest.raises(DataError, match="corrupt or incomplete"):
-        tv.load_torch_state_dict(str(bad))
+def test_torchvision_file_names_are_hash_checked(resnet18_pth, tmp_path):
+    # Our random weights under the real download name do not have its SHA-256 prefix f37072fd.
+    fake_download = tmp_path / "resnet18-f37072fd.pth"
+    os.link(resnet18_pth, fake_download)
+    with pytest.raises(DataError, match="does not start with f37072fd.*corrupt or incomplete"):
+        tv.load_torch_state_dict(str(fake_download))
+    # Other names are not hash names, even when they end in hex digits.
+    own_name = tmp_path / "finetuned-20240101.pth"
+    os.link(resnet18_pth, own_name)
+    state_dict, sha = tv.load_torch_state_dict(str(own_name))
+    assert sha == tv._sha256(resnet18_pth) and "fc.weight" in state_dict
 
 
 # ---------------------------------------------------------------- merging into new models
