@@ -159,21 +159,15 @@ def dense_layer_index(layers: Sequence[Layer]) -> int:
 
     On a window the map shrinks to 1x1; the first conv whose kernel covers the whole map
     entering it (k == map side) is a Dense on the flattened (NHWC) window features, and every
-    later conv is 1x1, i.e. a Dense too. Returns len(layers) if no conv qualifies.
+    later conv is 1x1 on a 1x1 map, i.e. a Dense too. Returns len(layers) if no conv qualifies.
     """
     require_sliding_equivalence(layers)
     valid = [dataclasses.replace(layer, padding=0) for layer in layers]
     sizes = _sizes(valid, receptive_field(valid)[0])
     assert sizes[-1] == 1, sizes  # a window maps to exactly one output cell
+    # NOTE: after it the map is 1x1, so (without padding) every later layer is 1x1 as well.
     for index, layer in enumerate(valid):
         if layer.kind == "conv" and sizes[index] == layer.kernel:
-            for later in range(index + 1, len(valid)):
-                if valid[later].kernel != 1:
-                    raise ValueError(
-                        f"layer {later} ({valid[later].kind} {valid[later].kernel}x"
-                        f"{valid[later].kernel}) follows the fully connected layer {index}: "
-                        "only 1x1 layers can follow it"
-                    )
             return index
     return len(layers)
 
