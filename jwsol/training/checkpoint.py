@@ -13,11 +13,10 @@ from jwsol.errors import UserError
 class Checkpointer:
     """Wraps `ocp.CheckpointManager` for one workdir's `checkpoints/` folder."""
 
-    def __init__(self, workdir: str, every_steps: int, keep: int):
+    def __init__(self, workdir: str, keep: int):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, save_interval_steps=max(1, every_steps), create=True
-        )
+        # The loop decides when to save; orbax only keeps the newest `keep`.
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -26,9 +25,9 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state, force: bool = False) -> bool:
-        """Saves asynchronously if `step` is on the save interval (or `force`)."""
-        return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    def save(self, step: int, state) -> None:
+        """Saves asynchronously; the state must not be donated before the copy is taken."""
+        self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
     def restore(self, abstract_state, step: int | None = None):
         """Restores into the structure and shardings of `abstract_state` (from jax.eval_shape)."""

@@ -80,9 +80,7 @@ class Runner:
         self.tx, self.schedule = make_optimizer(
             config.optimizer, self.total_steps, self.steps_per_epoch
         )
-        self.checkpointer = checkpoint.Checkpointer(
-            workdir, config.train.checkpoint_every, config.train.keep_checkpoints
-        )
+        self.checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
         self.writer = run_logging.Writer(workdir)
         self.predict = jax.jit(
             self.task.predict, in_shardings=(self.repl, self.data), out_shardings=self.data
@@ -125,8 +123,8 @@ class Runner:
         metrics = dict(
             metrics,
             loss=loss,
-            grad_norm=optax.global_norm(grads),
-            param_norm=optax.global_norm(params),
+            grad_norm=optax.tree.norm(grads),
+            param_norm=optax.tree.norm(params),
             learning_rate=self.schedule(state.step),
         )
         hists = {f"hist/{k}": v for k, v in self.task.grad_histograms(grads).items()}
@@ -225,7 +223,8 @@ class Runner:
                     self.writer.histograms(done, jax.device_get(hists))
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", ex_s=f"{mean['examples_per_sec']:.0f}")
                 pending, clock, seen = [], time.time(), 0
-            self.checkpointer.save(done, state, force=last)
+            if done % config.train.checkpoint_every == 0 or last:
+                self.checkpointer.save(done, state)
             if eval_every and done % eval_every == 0 and not last:
                 self._write_eval(done, final=False, state=state)
         bar.close()

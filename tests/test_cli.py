@@ -1,0 +1,63 @@
+"""train.py as users call it: one-line errors, and the same loss on 1 and 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def train(*args, devices=1, timeout=300):
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def error_line(result):
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.stderr[-2000:]
+    return lines[0]
+
+
+def test_wrong_config_path(tmp_path):
+    line = error_line(train("--config", "configs/nope.py", "--workdir", str(tmp_path)))
+    assert "configs/nope.py" in line and "no such file" in line
+
+
+def test_unknown_config_field(tmp_path):
+    result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(tmp_path),
+                   "--config.train.bogus=3")
+    assert "unknown config field 'bogus'" in error_line(result)
+
+
+def test_missing_data(tmp_path):
+    result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(tmp_path),
+                   f"--config.data.folder={tmp_path}/none")
+    line = error_line(result)
+    assert f"{tmp_path}/none" in line and "apt-get install dataset-fashion-mnist" in line
+
+
+def test_batch_size_not_dividing_over_devices(tmp_path, idx_folder):
+    result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(tmp_path),
+                   f"--config.data.folder={idx_folder}", "--config.train.batch_size=12", devices=8)
+    assert "train.batch_size=12 does not divide over 8 devices" in error_line(result)
+
+
+def test_same_loss_on_1_and_8_devices(tmp_path, idx_folder):
+    losses = {}
+    for devices in (1, 8):
+        workdir = tmp_path / f"d{devices}"
+        result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(workdir),
+                       f"--config.data.folder={idx_folder}", "--config.train.num_steps=4",
+                       "--config.train.log_every=1", "--config.train.eval_every=0",
+                       devices=devices)
+        assert result.returncode == 0, result.stderr[-3000:]
+        rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+        losses[devices] = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses[1]) == 4
+    assert losses[1] == pytest.approx(losses[8], rel=1e-5, abs=1e-5)

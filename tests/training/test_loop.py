@@ -1,0 +1,107 @@
+"""The shared loop on the sliding-window smoke config: train, resume, eval, NaN guard."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jwsol.errors import ConfigError
+from jwsol.training import config as config_lib
+from jwsol.training import loop
+
+
+def smoke(idx_folder, **overrides):
+    return config_lib.load(
+        "configs/sliding_window.py:smoke",
+        {"data.folder": idx_folder, "train.progress_bar": False, **overrides},
+    )
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(idx_folder, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("full"))
+    metrics = loop.run(smoke(idx_folder), workdir)
+    return workdir, metrics
+
+
+def test_smoke_run_writes_every_output(uninterrupted):
+    workdir, metrics = uninterrupted
+    for name in ("config.json", "metrics.jsonl", "eval_metrics.json", "figures/test_predictions.png"):
+        assert os.path.exists(os.path.join(workdir, name)), name
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+    final = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    assert set(final) >= {"accuracy", "mean_iou", "iou50_accuracy"}
+    assert final["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert final["num_examples"] == 40
+    rows = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    train_steps = [r["step"] for r in rows if "loss" in r]
+    assert train_steps == [2, 3, 4, 6]  # log_every=2, plus the checkpoint step 3
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    steps = sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert steps == [3, 6]
+
+
+def test_resume_after_kill_gives_the_same_result(idx_folder, tmp_path, uninterrupted, monkeypatch):
+    from jwsol.tasks.sliding_window import SlidingWindowTask
+
+    original = SlidingWindowTask.train_batches
+
+    def dies_after_the_step_3_checkpoint(self, start_step, *args):
+        for step, batch in enumerate(original(self, start_step, *args), start_step):
+            if step == 4:
+                raise KeyboardInterrupt("killed")
+            yield batch
+
+    workdir = str(tmp_path)
+    monkeypatch.setattr(SlidingWindowTask, "train_batches", dies_after_the_step_3_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run(smoke(idx_folder), workdir)
+    monkeypatch.setattr(SlidingWindowTask, "train_batches", original)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
+    resumed = loop.run(smoke(idx_folder), workdir)
+    assert resumed == pytest.approx(uninterrupted[1], rel=1e-6, abs=1e-7)
+    full = [r for r in read_jsonl(os.path.join(uninterrupted[0], "metrics.jsonl")) if r["step"] == 6]
+    again = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r["step"] == 6]
+    assert again[0]["loss"] == pytest.approx(full[0]["loss"], rel=1e-6)
+
+
+def test_eval_mode_reproduces_eval_metrics(idx_folder, uninterrupted, tmp_path):
+    workdir = uninterrupted[0]
+    before = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    os.remove(os.path.join(workdir, "eval_metrics.json"))
+    metrics = loop.run(smoke(idx_folder), workdir, mode="eval")
+    after = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    assert after == before
+    assert metrics["accuracy"] == before["accuracy"]
+    earlier = loop.run(smoke(idx_folder, **{"eval.step": 3}), workdir, mode="eval")
+    assert json.load(open(os.path.join(workdir, "eval_metrics.json")))["step"] == 3
+    assert set(earlier) == set(metrics)
+
+
+def test_eval_without_checkpoint_is_a_clear_error(idx_folder, tmp_path):
+    with pytest.raises(Exception, match="no checkpoint in .*train first"):
+        loop.run(smoke(idx_folder), str(tmp_path), mode="eval")
+
+
+def test_nan_guard(idx_folder, tmp_path):
+    config = smoke(idx_folder, **{"optimizer.learning_rate": 1e38, "train.num_steps": 4})
+    with pytest.raises(loop.NonFiniteLossError, match="learning_rate"):
+        loop.run(config, str(tmp_path))
+
+
+def test_batch_that_does_not_divide_over_devices(idx_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    with pytest.raises(ConfigError, match="train.batch_size=12 does not divide over 8 devices"):
+        loop.run(smoke(idx_folder, **{"train.batch_size": 12}), str(tmp_path))
+
+
+def test_unknown_override_field():
+    with pytest.raises(ConfigError, match="train.bogus"):
+        config_lib.load("configs/sliding_window.py:smoke", {"train.bogus": 1})
