@@ -21,9 +21,10 @@ blocks of size 2**floor(log2(y1 - y0)) x 2**floor(log2(x1 - x0)) anchored at its
 C-vectors. Cost: the table holds (floor(log2 H) + 1) * (floor(log2 W) + 1) * H * W * C values
 (16x the feature map for 13x13, 36x for 50x50), built once per image and shared by all rois;
 then R * ph * pw * 4 gathers of C values. Maxima are exact, so outputs equal the reference
-bit for bit. The gradient is the max-pooling one: d out / d feature is 1 at the maximum.
-NOTE: exactly tied maxima with different positions share the gradient (JAX's max splits it),
-where torchvision gives it all to the first in row-major order; the sum is the same.
+bit for bit. An int32 table of the same size carries each block's argmax (first maximum in
+row-major order), and every max is a `where` selection, so plain autodiff gives torchvision's
+gradient: each bin's output gradient goes to its argmax cell, exact ties included. Reverse
+mode costs a scatter-add of R * ph * pw * 4 C-vectors into the table, then the selections.
 
 roi_align follows `torchvision.ops.roi_align`: sample points on a regular grid in each bin
 (`sampling_ratio` per axis, or ceil(roi_size / output_size) when <= 0), bilinear
@@ -113,32 +114,6 @@ def _bin_edges(start: jax.Array, end: jax.Array, bins: int, size: int) -> tuple:
     )
 
 
-def _shifted_max(x: jax.Array, shift: int, axis: int) -> jax.Array:
-    """max(x[i], x[i + shift]) along `axis`; the last `shift` entries keep x[i] (never read)."""
-    tail = jax.lax.slice_in_dim(x, shift, x.shape[axis], axis=axis)
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (0, shift)
-    tail = jnp.pad(tail, pad, constant_values=-jnp.inf)
-    return jnp.maximum(x, tail)
-
-
-def _sparse_table(features: jax.Array) -> jax.Array:
-    """[H, W, C] -> [LH, LW, H, W, C], table[a, b, y, x] = max of features[y:y+2^a, x:x+2^b]."""
-    height, width = features.shape[:2]
-    levels_h = height.bit_length()  # floor(log2 H) + 1
-    levels_w = width.bit_length()
-    rows = [features]
-    for a in range(1, levels_h):
-        rows.append(_shifted_max(rows[-1], 1 << (a - 1), axis=0))
-    table = []
-    for row in rows:
-        columns = [row]
-        for b in range(1, levels_w):
-            columns.append(_shifted_max(columns[-1], 1 << (b - 1), axis=1))
-        table.append(jnp.stack(columns))
-    return jnp.stack(table)
-
-
 def roi_pool(
     features: jax.Array,
     rois: jax.Array,
@@ -164,14 +139,30 @@ def roi_pool(
 def _roi_pool(
     features: jax.Array, rois: jax.Array, output_size: tuple[int, int], spatial_scale: float
 ) -> jax.Array:
-    pooled_h, pooled_w = output_size
     height, width = features.shape[:2]
+    empty, a, b, rows, cols = _bin_geometry(
+        jax.lax.stop_gradient(rois), output_size, spatial_scale, height, width
+    )
+    values, argmax = _sparse_table(features)  # [LH, LW, H, W, C] each
+    corners = [(values[a, b, y, x], argmax[a, b, y, x]) for y in rows for x in cols]
+    best, best_index = corners[0]  # [R, ph, pw, C] each
+    for value, index in corners[1:]:
+        best, best_index = _max_first(best, best_index, value, index)
+    return jnp.where(empty[..., None], jnp.zeros((), features.dtype), best)
+
+
+def _bin_geometry(rois, output_size, spatial_scale, height, width):
+    """Where each bin's four sparse-table blocks are.
+
+    Returns empty [R, ph, pw] bool, level_h [R, ph, 1], level_w [R, 1, pw] and the block
+    starts rows = (near, far) [R, ph, 1] each, cols = (near, far) [R, 1, pw] each.
+    """
+    pooled_h, pooled_w = output_size
     # Coordinates in float32 as in the reference kernel for float32 inputs.
-    scaled = jax.lax.stop_gradient(rois).astype(jnp.float32) * jnp.float32(spatial_scale)
+    scaled = rois.astype(jnp.float32) * jnp.float32(spatial_scale)
     x1, y1, x2, y2 = (_round_half_away(scaled[:, k]) for k in range(4))  # [R] each
     row_lo, row_hi = _bin_edges(y1, y2, pooled_h, height)  # [R, ph]
     col_lo, col_hi = _bin_edges(x1, x2, pooled_w, width)  # [R, pw]
-
     empty = (row_hi <= row_lo)[:, :, None] | (col_hi <= col_lo)[:, None, :]  # [R, ph, pw]
     # Clamp lengths to >= 1 so empty bins index valid cells; their output is replaced by 0.
     row_len = jnp.maximum(row_hi - row_lo, 1)
@@ -182,15 +173,46 @@ def _roi_pool(
     col_lo = jnp.minimum(col_lo, width - 1)
     row_far = row_lo + row_len - (1 << level_h)  # [R, ph], start of the block ending at hi
     col_far = col_lo + col_len - (1 << level_w)  # [R, pw]
-
-    table = _sparse_table(features)  # [LH, LW, H, W, C]
-    a = level_h[:, :, None]  # [R, ph, 1]
-    b = level_w[:, None, :]  # [R, 1, pw]
     rows = (row_lo[:, :, None], row_far[:, :, None])
     cols = (col_lo[:, None, :], col_far[:, None, :])
-    corners = [table[a, b, y, x] for y in rows for x in cols]  # 4 x [R, ph, pw, C]
-    pooled = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
-    return jnp.where(empty[..., None], jnp.zeros((), features.dtype), pooled)
+    return empty, level_h[:, :, None], level_w[:, None, :], rows, cols
+
+
+def _max_first(value_a, index_a, value_b, index_b):
+    """Elementwise max of two candidates; on equal values the smaller flat index (row-major
+    first) wins, the cell torchvision's strict `>` scan keeps. A `where`, not `jnp.maximum`,
+    so the gradient goes to the chosen cell alone (jnp.maximum splits it on ties)."""
+    take_b = (value_b > value_a) | ((value_b == value_a) & (index_b < index_a))
+    return jnp.where(take_b, value_b, value_a), jnp.where(take_b, index_b, index_a)
+
+
+def _shifted_max_first(values, indices, shift, axis):
+    """Combine entry i with entry i + shift along `axis` (entries past the end keep their own:
+    they are never read)."""
+    pad = [(0, 0)] * values.ndim
+    pad[axis] = (0, shift)
+    tail_values = jax.lax.slice_in_dim(values, shift, values.shape[axis], axis=axis)
+    tail_indices = jax.lax.slice_in_dim(indices, shift, indices.shape[axis], axis=axis)
+    tail_values = jnp.pad(tail_values, pad, constant_values=-jnp.inf)
+    tail_indices = jnp.pad(tail_indices, pad)
+    return _max_first(values, indices, tail_values, tail_indices)
+
+
+def _sparse_table(features: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """[H, W, C] -> values, argmax: [LH, LW, H, W, C] each.
+
+    values[a, b, y, x] = max of features[y:y+2^a, x:x+2^b]; argmax holds the flat index
+    y' * W + x' of its first maximum in row-major order (int32, not differentiated).
+    """
+    height, width = features.shape[:2]
+    index = jnp.arange(height * width, dtype=jnp.int32).reshape(height, width, 1)
+    columns = [(features, jnp.broadcast_to(index, features.shape))]
+    for level in range(1, width.bit_length()):  # floor(log2 W) + 1 levels
+        columns.append(_shifted_max_first(*columns[-1], 1 << (level - 1), axis=1))
+    levels = [(jnp.stack([c[0] for c in columns]), jnp.stack([c[1] for c in columns]))]
+    for level in range(1, height.bit_length()):  # rows: axis 1 of [LW, H, W, C]
+        levels.append(_shifted_max_first(*levels[-1], 1 << (level - 1), axis=1))
+    return jnp.stack([v for v, _ in levels]), jnp.stack([i for _, i in levels])
 
 
 def batched_roi_pool(
