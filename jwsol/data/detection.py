@@ -1,0 +1,661 @@
+"""The one detection-data builder of the WSDDN and localizer jobs: scenes, VOC folder or tfds.
+
+`build(config_data, split, train=..., seed=..., batch_size=...)` returns a `tf.data.Dataset` of
+per-process batches with static shapes (B = batch_size // process_count, S = image_size,
+R = max_proposals, G = max_gt_boxes, C = number of classes):
+
+  image            float32 [B, S, S, 3]  normalised (ImageNet mean/std); zero padding at the
+                                         bottom/right when the resized image is smaller than S
+  labels           float32 [B, C]        multi-hot image labels (data.difficult_policy)
+  label_weights    float32 [B, C]        0 for classes to ignore ('ignore' policy), else 1
+  proposals        float32 [B, R, 4]     (x1, y1, x2, y2) in the resized (and flipped) image's
+                                         pixels; rows past proposal_mask are 0
+  proposal_scores  float32 [B, R]        the source's scores, 0 where it has none
+  proposal_mask    bool    [B, R]
+  gt_boxes         float32 [B, G, 4]     true boxes, same coordinates as proposals
+  gt_classes       int32   [B, G]        (-1 in padding)
+  gt_difficult     bool    [B, G]
+  gt_mask          bool    [B, G]
+  image_id         string  [B]           e.g. b'000005' (VOC) or b'test_00042' (scenes)
+  image_index      int32   [B]           position of the image in the split's records
+  example_index    int64   [B]           global example index (see below)
+  example_mask     bool    [B]           False for the padding examples of the last eval batch
+  orig_size        int32   [B, 2]        (height, width) of the original image
+  image_size       int32   [B, 2]        (height, width) of the resized image before padding
+  scale_xy         float32 [B, 2]        (sx, sy): resized = original * scale
+  flipped          bool    [B]
+
+`augment.boxes_to_original(boxes, scale_xy, image_size, flipped)` maps boxes back.
+
+Determinism and resuming. Global example index `g` (0, 1, 2, ...) is the unit: a global batch
+`k` holds indices `[k * batch_size, (k + 1) * batch_size)`, and process `p` of `P` takes the
+contiguous slice `[p * B, (p + 1) * B)` of it. For training, index `g` shows image
+`perm(seed, g // N)[g % N]` (a fresh permutation per epoch, N = number of images), and every
+random choice for it (scale, flip) is a stateless function of `(seed, g)`. So the batches
+from `start_index = k * batch_size` are exactly those an uninterrupted run sees from step k.
+Evaluation (train=False) walks the images in order once, without flips, at the eval scale,
+padding the last global batch with `example_mask = False` examples.
+
+Records (the host-side NumPy view of a split, with proposals joined and cleaned) are built once
+per (config, split) and kept in memory: `load_records`. Bad input is reported as
+`DataError` naming the file when `data.strict` is True, else skipped, logged (absl) and counted
+(`Records.skipped`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from jwsol.data import augment, mnist, proposals, scenes, voc
+from jwsol.errors import ConfigError, DataError
+
+SOURCES = ("scenes", "voc_folder", "tfds")
+PROPOSAL_METHODS = ("selective_search", "grid", "mat")
+# Skips logged one by one before only the count is kept (the total is always logged).
+_MAX_LOGGED_SKIPS = 20
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The data section of a detection job's config (`config.data`), defaults for scenes."""
+    c = ml_collections.ConfigDict()
+    c.source = "scenes"  # 'scenes' | 'voc_folder' | 'tfds'
+    c.train_split = "train"  # scenes: 'train'/'test'; VOC: 'train', 'val', 'trainval', 'test'
+    c.eval_split = "test"
+    c.voc_root = ""  # VOCdevkit folder (or its VOC2007/ inside) for source 'voc_folder'
+    c.tfds_name = "voc/2007"
+    c.tfds_data_dir = ""  # tfds data_dir for source 'tfds' ('' = tfds' default); never downloads
+    c.cache_dir = "~/.cache/jwsol"  # generated scenes and computed proposals are cached here
+    c.strict = False  # True: bad files raise DataError; False: counted, logged skips
+
+    c.image_size = 224  # S: the static canvas side of `image`
+    # 'fixed': resize to SxS (aspect not kept); 'shorter_side'/'longer_side': that side is set to
+    # a value of `scales` (random per example in training, `eval_scale` in eval), aspect kept,
+    # the longer side capped at S, then zero-padded to SxS (see image_size in the batch).
+    c.resize_mode = "fixed"
+    c.scales = (160, 192, 224)  # training sides for the *_side modes (WSDDN: 480..1200 at S=1200)
+    c.eval_scale = 224
+    c.antialias = True  # antialiased bilinear resize (matters when shrinking VOC images)
+    c.flip = True  # random horizontal flips in training
+    c.shuffle = True  # new permutation of the images each epoch in training
+
+    c.max_proposals = 200  # R: proposals per image after cleaning, padded with proposal_mask
+    c.max_gt_boxes = 50  # G: VOC 2007 has at most 42 objects per image
+    c.difficult_policy = "include"  # 'include' | 'exclude' | 'ignore': see voc.image_labels
+
+    c.proposals = ml_collections.ConfigDict()
+    c.proposals.method = "selective_search"  # 'selective_search' | 'grid' | 'mat' (docs/data.md)
+    # `.mat` file for method 'mat'; '{split}' is replaced by the split name.
+    c.proposals.mat_file = ""
+    c.proposals.mat_order = "yxyx"  # 'yxyx' (Fast R-CNN files) | 'xyxy' | 'auto' (checked)
+    c.proposals.mode = "fast"  # selective search strategy: 'fast' | 'quality'
+    c.proposals.resize = 0  # run selective search with the longer side at this size (0 = native)
+    c.proposals.max_boxes = 0  # keep selective search's first N (0 = all)
+    # 'grid': box sides (original pixels), aspect ratios (w / h), step as a fraction of the side.
+    # NOTE: the grid is not ranked; set max_proposals >= its size (2,000-odd boxes at 128x128).
+    c.proposals.grid_sizes = (16, 24, 32, 48, 64)
+    c.proposals.grid_ratios = (0.5, 1.0, 2.0)
+    c.proposals.grid_stride = 0.25
+    c.proposals.min_size = 4  # drop proposals narrower or lower than this (original pixels)
+    c.proposals.top_k = 0  # keep the K best by score when the source has scores (0 = all)
+    c.proposals.num_workers = 0  # processes for selective search (0 = one per core)
+
+    c.mnist_source = "idx"  # where scenes take objects from: 'idx' (a folder) | 'tfds'
+    c.mnist_folder = mnist.DEFAULT_IDX_FOLDER  # Fashion-MNIST IDX files (Debian's package)
+    c.mnist_tfds_name = "fashion_mnist"
+    c.scenes = ml_collections.ConfigDict()
+    c.scenes.canvas_size = 128
+    c.scenes.min_objects = 1
+    c.scenes.max_objects = 4
+    c.scenes.min_object_size = 32  # side of a scaled 28x28 object square, pixels
+    c.scenes.max_object_size = 64
+    c.scenes.max_overlap = 0.2  # largest IoU between two objects' true boxes
+    c.scenes.pixel_threshold = 32  # object pixels (>= this) define the true box
+    c.scenes.num_train = 2000
+    c.scenes.num_test = 500
+    c.scenes.seed = 0  # fixes both splits
+    return c
+
+
+def voc_config() -> ml_collections.ConfigDict:
+    """Defaults for VOC 2007 with the Fast R-CNN proposal files (paths still to be set)."""
+    c = default_config()
+    c.source = "voc_folder"
+    c.train_split, c.eval_split = "trainval", "test"
+    c.image_size = 512
+    c.scales = (480, 512)
+    c.eval_scale = 512
+    c.max_proposals = 2000
+    c.proposals.method = "mat"
+    c.proposals.mat_file = "selective_search_data/voc_2007_{split}.mat"
+    c.proposals.min_size = 2
+    return c
+
+
+def class_names(config_data: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Names of the C classes of `labels`, in label order."""
+    if config_data.source == "scenes":
+        return mnist.class_names(
+            config_data.mnist_source, config_data.mnist_tfds_name, config_data.mnist_folder
+        )
+    return voc.VOC_CLASSES
+
+
+def num_classes(config_data: ml_collections.ConfigDict) -> int:
+    return len(class_names(config_data))
+
+
+def check_config(c: ml_collections.ConfigDict) -> None:
+    """ConfigError naming the field for values the pipeline cannot use."""
+    choices = {
+        "source": (c.source, SOURCES),
+        "resize_mode": (c.resize_mode, augment.RESIZE_MODES),
+        "difficult_policy": (c.difficult_policy, voc.DIFFICULT_POLICIES),
+        "proposals.method": (c.proposals.method, PROPOSAL_METHODS),
+        "proposals.mat_order": (c.proposals.mat_order, proposals.MAT_ORDERS),
+        "proposals.mode": (c.proposals.mode, ("fast", "quality")),
+    }
+    for field, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"data.{field}={value!r}; expected one of {allowed}.")
+    for field in ("image_size", "max_proposals", "max_gt_boxes"):
+        if int(c[field]) < 1:
+            raise ConfigError(f"data.{field}={c[field]}; must be >= 1.")
+    if c.resize_mode != "fixed":
+        sides = list(c.scales) + [c.eval_scale]
+        if not c.scales or min(sides) < 1:
+            raise ConfigError(
+                f"data.scales={tuple(c.scales)}, eval_scale={c.eval_scale}: need sides >= 1."
+            )
+        if c.resize_mode == "longer_side" and max(sides) > c.image_size:
+            raise ConfigError(
+                f"data.scales/eval_scale {tuple(sides)} exceed data.image_size={c.image_size} with "
+                "resize_mode 'longer_side'."
+            )
+    if c.source == "scenes" and c.proposals.method == "mat":
+        raise ConfigError("data.proposals.method='mat' needs a VOC source; scenes compute theirs.")
+    if c.proposals.method == "mat" and not c.proposals.mat_file:
+        raise ConfigError(
+            "data.proposals.mat_file is empty; set it or use method 'selective_search'."
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Records: the host-side view of one split.
+# ----------------------------------------------------------------------------------------------
+
+
+class Skips:
+    """`on_bad` for the loaders: raises in strict mode, else counts and logs each skip."""
+
+    def __init__(self, strict: bool, where: str):
+        self.strict = strict
+        self.where = where
+        self.items: list[tuple[str, str]] = []
+
+    def __call__(self, path: str, reason: str) -> None:
+        if self.strict:
+            raise DataError(f"{path}: {reason}")
+        self.items.append((path, reason))
+        if len(self.items) <= _MAX_LOGGED_SKIPS:
+            logging.warning("Skipped (%s): %s: %s", self.where, path, reason)
+
+    def summary(self) -> None:
+        if self.items:
+            logging.warning(
+                "%s: %d skip(s) in total (set data.strict=True to stop on the first).",
+                self.where,
+                len(self.items),
+            )
+
+
+@dataclasses.dataclass
+class Records:
+    """One split, cleaned, in NumPy. Lists hold one entry per image (N images).
+
+    images: JPEG paths ('path'), JPEG bytes ('bytes') or uint8 arrays [H, W] / [H, W, 3]
+    ('raw'), per `image_kind`. sizes: int32 [N, 2] (height, width). Boxes are in original
+    pixels (edge convention). proposal_scores are zeros when `has_scores` is False.
+    skipped: (file or id, reason) for each image or box left out.
+    """
+
+    image_ids: list[str]
+    images: list
+    image_kind: str
+    sizes: np.ndarray
+    labels: np.ndarray
+    label_weights: np.ndarray
+    gt_boxes: list[np.ndarray]
+    gt_classes: list[np.ndarray]
+    gt_difficult: list[np.ndarray]
+    proposals: list[np.ndarray]
+    proposal_scores: list[np.ndarray]
+    has_scores: bool
+    class_names: tuple[str, ...]
+    skipped: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+def scene_settings(c: ml_collections.ConfigDict) -> scenes.SceneSettings:
+    return scenes.SceneSettings(
+        canvas_size=c.scenes.canvas_size,
+        min_objects=c.scenes.min_objects,
+        max_objects=c.scenes.max_objects,
+        min_object_size=c.scenes.min_object_size,
+        max_object_size=c.scenes.max_object_size,
+        max_overlap=c.scenes.max_overlap,
+        pixel_threshold=c.scenes.pixel_threshold,
+        num_train=c.scenes.num_train,
+        num_test=c.scenes.num_test,
+        seed=c.scenes.seed,
+        mnist_source=c.mnist_source,
+        mnist_folder=c.mnist_folder,
+        mnist_tfds_name=c.mnist_tfds_name,
+    )
+
+
+def search_settings(c: ml_collections.ConfigDict) -> proposals.SearchSettings:
+    p = c.proposals
+    return proposals.SearchSettings(
+        method=p.method,
+        mode=p.mode,
+        resize=int(p.resize),
+        max_boxes=int(p.max_boxes),
+        grid_sizes=tuple(int(s) for s in p.grid_sizes),
+        grid_ratios=tuple(float(r) for r in p.grid_ratios),
+        grid_stride=float(p.grid_stride),
+    )
+
+
+def _annotations(
+    c: ml_collections.ConfigDict, split: str, skips: Skips
+) -> tuple[list[dict], str, str]:
+    """(annotation dicts with 'image', image kind, data set tag for the proposal cache)."""
+    if c.source == "scenes":
+        settings = scene_settings(c)
+        data = scenes.load(settings, split, cache_dir=c.cache_dir)
+        anns = []
+        for n in range(len(data)):
+            k = data.counts[n]
+            anns.append(
+                {
+                    "image_id": f"{split}_{n:05d}",
+                    "height": settings.canvas_size,
+                    "width": settings.canvas_size,
+                    "boxes": data.boxes[n, :k],
+                    "classes": data.classes[n, :k],
+                    "difficult": np.zeros([k], bool),
+                    "image": data.images[n],
+                }
+            )
+        return anns, "raw", f"scenes_{settings.key()}"
+    if c.source == "voc_folder":
+        anns = voc.load_folder(c.voc_root, split, on_bad=skips)
+        root_key = hashlib.sha1(os.path.abspath(c.voc_root).encode()).hexdigest()[:8]
+        return anns, "path", f"voc2007_folder_{root_key}"
+    anns = voc.load_tfds(split, data_dir=c.tfds_data_dir or None, name=c.tfds_name, on_bad=skips)
+    return anns, "bytes", "tfds_" + c.tfds_name.replace("/", "")
+
+
+def _clean_gt(ann: dict, skips: Skips) -> dict:
+    """Clips true boxes to the image; drops (counted) those empty after clipping or with x2 < x1."""
+    boxes = proposals.clip_boxes(ann["boxes"], ann["height"], ann["width"])
+    keep = proposals.valid_box_mask(boxes)
+    if not np.all(keep):
+        for box in np.asarray(ann["boxes"])[~keep]:
+            skips(
+                ann["image_id"],
+                f"true box {box.tolist()} is empty or outside the "
+                f"{ann['width']}x{ann['height']} image; dropped",
+            )
+    return {
+        **ann,
+        "boxes": boxes[keep],
+        "classes": ann["classes"][keep],
+        "difficult": ann["difficult"][keep],
+    }
+
+
+def _raw_proposals(
+    c, split, anns, kind, tag, skips
+) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
+    p = c.proposals
+    ids = [a["image_id"] for a in anns]
+    if p.method == "mat":
+        path = p.mat_file.format(split=split)
+        mat = proposals.read_mat(path)
+        sizes = {a["image_id"]: (a["height"], a["width"]) for a in anns}
+        joined, _ = proposals.join_mat(mat, sizes, p.mat_order)
+        out = []
+        for image_id in ids:
+            if image_id not in joined:
+                skips(path, f"image id {image_id!r} has no proposals in this file; image skipped")
+            out.append(joined.get(image_id))
+        return out
+    boxes = proposals.compute_cached(
+        [a["image"] for a in anns],
+        ids,
+        search_settings(c),
+        cache_dir=c.cache_dir,
+        tag=tag,
+        split=split,
+        num_workers=int(p.num_workers),
+    )
+    return [(b, None) for b in boxes]
+
+
+@functools.lru_cache(maxsize=8)
+def _load_records_cached(config_json: str, split: str) -> Records:
+    c = ml_collections.ConfigDict(json.loads(config_json))
+    skips = Skips(bool(c.strict), f"{c.source}/{split}")
+    anns, kind, tag = _annotations(c, split, skips)
+    anns = [_clean_gt(a, skips) for a in anns]
+    raw = _raw_proposals(c, split, anns, kind, tag, skips)
+    names = class_names(c)
+    kept = {
+        k: []
+        for k in (
+            "ids",
+            "images",
+            "sizes",
+            "labels",
+            "weights",
+            "boxes",
+            "classes",
+            "difficult",
+            "props",
+            "scores",
+        )
+    }
+    has_scores = False
+    for ann, entry in zip(anns, raw, strict=True):
+        if entry is None:
+            continue
+        boxes, scores = entry
+        boxes, scores = proposals.clean_proposals(
+            boxes,
+            scores,
+            ann["height"],
+            ann["width"],
+            min_size=float(c.proposals.min_size),
+            top_k=int(c.proposals.top_k),
+        )
+        if len(boxes) == 0:
+            skips(ann["image_id"], "no valid proposal left after cleaning; image skipped")
+            continue
+        if len(ann["boxes"]) > c.max_gt_boxes:
+            skips(
+                ann["image_id"],
+                f"{len(ann['boxes'])} true boxes, only data.max_gt_boxes={c.max_gt_boxes} kept",
+            )
+        has_scores = has_scores or scores is not None
+        labels, weights = voc.image_labels(
+            ann["classes"], ann["difficult"], c.difficult_policy, len(names)
+        )
+        kept["ids"].append(ann["image_id"])
+        kept["images"].append(ann["image"])
+        kept["sizes"].append((ann["height"], ann["width"]))
+        kept["labels"].append(labels)
+        kept["weights"].append(weights)
+        kept["boxes"].append(ann["boxes"].astype(np.float32))
+        kept["classes"].append(ann["classes"].astype(np.int32))
+        kept["difficult"].append(ann["difficult"].astype(bool))
+        kept["props"].append(boxes)
+        kept["scores"].append(scores if scores is not None else np.zeros([len(boxes)], np.float32))
+    skips.summary()
+    if not kept["ids"]:
+        raise DataError(f"{c.source}/{split}: no usable image left ({len(skips.items)} skipped).")
+    return Records(
+        image_ids=kept["ids"],
+        images=kept["images"],
+        image_kind=kind,
+        sizes=np.asarray(kept["sizes"], np.int32).reshape(-1, 2),
+        labels=np.stack(kept["labels"]),
+        label_weights=np.stack(kept["weights"]),
+        gt_boxes=kept["boxes"],
+        gt_classes=kept["classes"],
+        gt_difficult=kept["difficult"],
+        proposals=kept["props"],
+        proposal_scores=kept["scores"],
+        has_scores=has_scores,
+        class_names=names,
+        skipped=list(skips.items),
+    )
+
+
+def _records_key(c: ml_collections.ConfigDict) -> str:
+    """The fields that shape the records (not the augmentation) as canonical JSON."""
+    fields = (
+        "source",
+        "voc_root",
+        "tfds_name",
+        "tfds_data_dir",
+        "cache_dir",
+        "strict",
+        "max_gt_boxes",
+        "difficult_policy",
+        "proposals",
+        "mnist_source",
+        "mnist_folder",
+        "mnist_tfds_name",
+        "scenes",
+    )
+    return json.dumps(
+        {f: c[f].to_dict() if hasattr(c[f], "to_dict") else c[f] for f in fields},
+        sort_keys=True,
+        default=list,
+    )
+
+
+def load_records(config_data: ml_collections.ConfigDict, split: str) -> Records:
+    """The cleaned records of `split` (built once per process for a given config and split)."""
+    check_config(config_data)
+    return _load_records_cached(_records_key(config_data), split)
+
+
+def num_examples(config_data: ml_collections.ConfigDict, split: str) -> int:
+    """Number of usable images of `split` (after skips)."""
+    return len(load_records(config_data, split))
+
+
+# ----------------------------------------------------------------------------------------------
+# Index plan and tf.data pipeline.
+# ----------------------------------------------------------------------------------------------
+
+
+def epoch_permutation(seed: int, epoch: int, num_images: int, shuffle: bool = True) -> np.ndarray:
+    """The order of the images in training epoch `epoch` (a pure function of seed and epoch)."""
+    if not shuffle:
+        return np.arange(num_images)
+    return np.random.default_rng([seed & 0xFFFFFFFF, 0x5EED, epoch]).permutation(num_images)
+
+
+def example_plan(
+    num_images: int,
+    *,
+    train: bool,
+    seed: int,
+    batch_size: int,
+    start_index: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    shuffle: bool = True,
+) -> Iterator[tuple[int, int, bool]]:
+    """Yields (global example index, image index, valid) for this process, in batch order.
+
+    Training is infinite; evaluation covers each image once and pads the last global batch
+    (valid False, image 0).
+    """
+    if batch_size % process_count:
+        raise ConfigError(f"batch size {batch_size} is not divisible by {process_count} processes.")
+    local = batch_size // process_count
+    num_global = -(-num_images // batch_size) * batch_size
+    batch_start = start_index - start_index % batch_size
+    if start_index % batch_size:
+        raise ConfigError(
+            f"start_index {start_index} is not a multiple of batch size {batch_size}."
+        )
+    cached_epoch, order = -1, None
+    while train or batch_start < num_global:
+        for j in range(local):
+            g = batch_start + process_index * local + j
+            if train:
+                epoch = g // num_images
+                if epoch != cached_epoch:
+                    cached_epoch, order = epoch, epoch_permutation(seed, epoch, num_images, shuffle)
+                yield g, int(order[g % num_images]), True
+            else:
+                yield g, (g if g < num_images else 0), g < num_images
+        batch_start += batch_size
+
+
+def _generator(records: Records, plan_kwargs: dict, max_proposals: int):
+    def generate():
+        for g, i, valid in example_plan(len(records), **plan_kwargs):
+            yield {
+                "image": records.images[i],
+                "image_id": records.image_ids[i],
+                "image_index": np.int32(i),
+                "example_index": np.int64(g),
+                "example_mask": valid,
+                "orig_size": records.sizes[i],
+                "labels": records.labels[i],
+                "label_weights": records.label_weights[i],
+                "proposals": records.proposals[i][:max_proposals],
+                "proposal_scores": records.proposal_scores[i][:max_proposals],
+                "gt_boxes": records.gt_boxes[i],
+                "gt_classes": records.gt_classes[i],
+                "gt_difficult": records.gt_difficult[i],
+            }
+
+    return generate
+
+
+def _signature(records: Records) -> dict:
+    c = records.labels.shape[1]
+    if records.image_kind == "raw":
+        image = tf.TensorSpec([None, None] + ([3] if records.images[0].ndim == 3 else []), tf.uint8)
+    else:
+        image = tf.TensorSpec([], tf.string)
+    return {
+        "image": image,
+        "image_id": tf.TensorSpec([], tf.string),
+        "image_index": tf.TensorSpec([], tf.int32),
+        "example_index": tf.TensorSpec([], tf.int64),
+        "example_mask": tf.TensorSpec([], tf.bool),
+        "orig_size": tf.TensorSpec([2], tf.int32),
+        "labels": tf.TensorSpec([c], tf.float32),
+        "label_weights": tf.TensorSpec([c], tf.float32),
+        "proposals": tf.TensorSpec([None, 4], tf.float32),
+        "proposal_scores": tf.TensorSpec([None], tf.float32),
+        "gt_boxes": tf.TensorSpec([None, 4], tf.float32),
+        "gt_classes": tf.TensorSpec([None], tf.int32),
+        "gt_difficult": tf.TensorSpec([None], tf.bool),
+    }
+
+
+def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, seed: int):
+    size = int(c.image_size)
+    max_props, max_gt = int(c.max_proposals), int(c.max_gt_boxes)
+    scales = tf.constant([int(s) for s in c.scales] if train else [int(c.eval_scale)], tf.int32)
+    flip_enabled = bool(c.flip) and train
+
+    def transform(ex):
+        if kind == "path":
+            image = augment.decode_jpeg(tf.io.read_file(ex["image"]))
+        elif kind == "bytes":
+            image = augment.decode_jpeg(ex["image"])
+        else:
+            image = augment.to_rgb(ex["image"])
+        key = tf.stack([tf.constant(seed, tf.int64), ex["example_index"]])
+        scale_key = tf.random.experimental.stateless_fold_in(key, 1)
+        flip_key = tf.random.experimental.stateless_fold_in(key, 2)
+        pick = tf.random.stateless_uniform([], scale_key, 0, tf.shape(scales)[0], dtype=tf.int32)
+        shape = tf.shape(image)
+        new_h, new_w = augment.target_size(shape[0], shape[1], c.resize_mode, scales[pick], size)
+        image, scale_xy = augment.resize_image(image, new_h, new_w, antialias=bool(c.antialias))
+        props = augment.scale_boxes(ex["proposals"], scale_xy)
+        gt = augment.scale_boxes(ex["gt_boxes"], scale_xy)
+        flipped = tf.constant(False)
+        if flip_enabled:
+            flipped = tf.random.stateless_uniform([], flip_key) < 0.5
+            image, (props, gt) = augment.flip_left_right(image, [props, gt], flipped)
+        num_props = tf.shape(props)[0]
+        num_gt = tf.shape(gt)[0]
+        return {
+            "image": augment.pad_image(augment.normalize(image), size),
+            "labels": ex["labels"],
+            "label_weights": ex["label_weights"],
+            "proposals": augment.pad_rows(props, max_props),
+            "proposal_scores": augment.pad_rows(ex["proposal_scores"], max_props),
+            "proposal_mask": augment.row_mask(num_props, max_props),
+            "gt_boxes": augment.pad_rows(gt, max_gt),
+            "gt_classes": augment.pad_rows(ex["gt_classes"], max_gt, fill=-1),
+            "gt_difficult": augment.pad_rows(ex["gt_difficult"], max_gt, fill=False),
+            "gt_mask": augment.row_mask(num_gt, max_gt),
+            "image_id": ex["image_id"],
+            "image_index": ex["image_index"],
+            "example_index": ex["example_index"],
+            "example_mask": ex["example_mask"],
+            "orig_size": ex["orig_size"],
+            "image_size": tf.stack([new_h, new_w]),
+            "scale_xy": scale_xy,
+            "flipped": flipped,
+        }
+
+    return transform
+
+
+def build(
+    config_data: ml_collections.ConfigDict,
+    split: str,
+    *,
+    train: bool,
+    seed: int,
+    batch_size: int,
+    start_index: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> tf.data.Dataset:
+    """The detection batches of `split` for this process (see the module docstring).
+
+    Args:
+      config_data: `default_config()`-shaped ConfigDict.
+      split: 'train'/'test' (scenes) or 'train'/'val'/'trainval'/'test' (VOC).
+      train: infinite, shuffled, multi-scale and flipped; else one ordered pass, padded.
+      seed: fixes the epoch permutations and every random choice.
+      batch_size: the GLOBAL batch size; this process gets batch_size // process_count.
+      start_index: global example index to start at (a multiple of batch_size), for resuming.
+      process_index, process_count: this process's slice of each global batch.
+    """
+    records = load_records(config_data, split)
+    plan = {
+        "train": train,
+        "seed": seed,
+        "batch_size": batch_size,
+        "start_index": start_index,
+        "process_index": process_index,
+        "process_count": process_count,
+        "shuffle": bool(config_data.shuffle),
+    }
+    if not 0 <= process_index < process_count:
+        raise ConfigError(f"process_index {process_index} outside 0..{process_count - 1}.")
+    ds = tf.data.Dataset.from_generator(
+        _generator(records, plan, int(config_data.max_proposals)),
+        output_signature=_signature(records),
+    )
+    transform = _make_transform(config_data, records.image_kind, train=train, seed=seed)
+    ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
