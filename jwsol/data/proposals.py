@@ -40,6 +40,8 @@ from jwsol.errors import DataError
 # Fraction of boxes that may fall outside their image before a `.mat` file is judged to use
 # another coordinate order (a few proposals touch the border and round past it).
 _MAX_OUTSIDE_FRACTION = 0.01
+# Beyond this fraction outside in the best order, the file belongs to other images.
+_MAX_FOREIGN_FRACTION = 0.2
 # Tolerance (pixels) for "outside the image" in the order check.
 _OUTSIDE_TOLERANCE = 1.0
 
@@ -282,7 +284,9 @@ def check_order(mat: MatProposals, sizes: dict[str, tuple[int, int]], order: str
       order: 'yxyx' (Fast R-CNN), 'xyxy', or 'auto'.
     Returns:
       the order to use. Raises DataError naming the file when the asked order puts more than 1%
-      of the boxes outside their images (and says whether the other order fits).
+      of the boxes outside their images and the other order fits clearly better (saying which
+      to set), or when more than 20% fall outside (a file for other images); in between it
+      logs a warning and the boxes are clipped later.
     NOTE: for square images the two orders cannot be told apart; 'auto' then keeps 'yxyx'.
     """
     if order not in MAT_ORDERS:
@@ -302,18 +306,26 @@ def check_order(mat: MatProposals, sizes: dict[str, tuple[int, int]], order: str
             100 * outside["xyxy"],
         )
         order = chosen
-    if outside[order] > _MAX_OUTSIDE_FRACTION:
-        other = "xyxy" if order == "yxyx" else "yxyx"
-        hint = (
-            f"with {other!r} only {100 * outside[other]:.1f}% do: set "
-            f"data.proposals.mat_order={other!r}"
-            if outside[other] <= _MAX_OUTSIDE_FRACTION
-            else f"with {other!r} {100 * outside[other]:.1f}% do too: the file does not belong "
-            "to these images (wrong split or data set?)"
-        )
+    other = "xyxy" if order == "yxyx" else "yxyx"
+    if outside[order] > _MAX_OUTSIDE_FRACTION and (
+        outside[other] <= _MAX_OUTSIDE_FRACTION or outside[other] < outside[order] / 4
+    ):
         raise DataError(
             f"{mat.path}: with coordinate order {order!r}, {100 * outside[order]:.1f}% of the "
-            f"boxes fall outside their image; {hint}."
+            f"boxes fall outside their image; with {other!r} only {100 * outside[other]:.1f}% "
+            f"do: set data.proposals.mat_order={other!r}."
+        )
+    if outside[order] > _MAX_FOREIGN_FRACTION:
+        raise DataError(
+            f"{mat.path}: {100 * outside[order]:.1f}% of the boxes fall outside their image in "
+            f"order {order!r} ({100 * outside[other]:.1f}% in {other!r}): the file does not "
+            "belong to these images (wrong split or data set?)."
+        )
+    if outside[order] > _MAX_OUTSIDE_FRACTION:
+        logging.warning(
+            "%s: %.1f%% of the boxes cross their image's border in either order; they are clipped.",
+            mat.path,
+            100 * outside[order],
         )
     return order
 
