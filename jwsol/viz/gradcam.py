@@ -1,0 +1,128 @@
+"""Grad-CAM (Selvaraju et al., 2017) as pure JAX functions, and a gallery picture.
+
+For a class c with score y_c (a logit) and an activation A [h, w, K] of a conv layer:
+
+    alpha_k = mean over (i, j) of d y_c / d A[i, j, k]          (one weight per channel)
+    map     = ReLU(sum_k alpha_k * A[:, :, k])                   [h, w]
+
+For jwsol's ResNet the layer is layer4, through `ResNet.features` and `ResNet.head`. Its head
+is a global average pool and `fc`, so d y_c / d A[i, j, k] = W[k, c] / (h * w) everywhere and
+Grad-CAM equals CAM (Zhou et al., 2016) divided by h * w; the functions here do not rely on it
+and differentiate any head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from jwsol.models.resnet import ResNet
+from jwsol.viz.boxes import figure_to_array
+
+
+def gradcam_maps(
+    head: Callable[[jax.Array], jax.Array], activation: jax.Array, classes: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Grad-CAM maps of `classes` at `activation`.
+
+    head: activation [N, h, w, K] -> scores [N, C]; it must treat examples independently (no
+      batch statistics), which makes d sum_n y[n, c_n] / d A[n] the per-example gradient.
+    activation: [N, h, w, K]. classes: int [N], the class to explain for each example.
+    Returns (scores [N, C], maps [N, h, w] >= 0). Pure and jittable.
+    """
+
+    def picked(a):
+        scores = head(a)
+        return jnp.take_along_axis(scores, classes[:, None], axis=1).sum(), scores
+
+    grads, scores = jax.grad(picked, has_aux=True)(activation)
+    alpha = jnp.mean(grads, axis=(1, 2), keepdims=True)  # [N, 1, 1, K]
+    return scores, jax.nn.relu(jnp.sum(alpha * activation, axis=-1))
+
+
+def resnet_gradcam(
+    model: ResNet, variables: dict, images: jax.Array, classes: jax.Array | None = None
+) -> dict[str, jax.Array]:
+    """Eval-mode logits and layer4 Grad-CAM maps of a ResNet.
+
+    images: [N, H, W, 3]. classes: int [N] to explain, or None for the predicted classes.
+    Returns {'logits': [N, C], 'classes': int32 [N], 'maps': [N, h, w]} (h, w = H/32, W/32, or
+    H/8, W/8 with small_input). Pure and jittable.
+    """
+    layer4 = model.apply(variables, images, train=False, method=ResNet.features)["layer4"]
+
+    def head(a):
+        return model.apply(variables, a, method=ResNet.head)
+
+    if classes is None:
+        classes = jnp.argmax(head(layer4), axis=-1)
+    classes = jnp.asarray(classes, jnp.int32)
+    logits, maps = gradcam_maps(head, layer4, classes)
+    return {"logits": logits, "classes": classes, "maps": maps}
+
+
+def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
+    """maps [N, h, w] -> [N, height, width], bilinear with half-pixel centres (as the image it
+    explains: cell (i, j) covers the same fraction of the image)."""
+    maps = jnp.asarray(maps, jnp.float32)
+    return np.asarray(jax.image.resize(maps, (maps.shape[0], height, width), "bilinear"))
+
+
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Each map [.., h, w] divided by its maximum (all-zero maps stay 0): values in [0, 1]."""
+    maps = np.asarray(maps, np.float32)
+    peak = maps.max(axis=(-2, -1), keepdims=True)
+    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """uint8 [H, W, 3] image blended with a jet-coloured heat map [H, W] in [0, 1]."""
+    colours = plt.get_cmap("jet")(np.clip(heat, 0.0, 1.0))[..., :3]
+    blended = (1.0 - alpha) * np.asarray(image, np.float32) / 255.0 + alpha * colours
+    return np.clip(np.round(blended * 255.0), 0, 255).astype(np.uint8)
+
+
+def gradcam_gallery(
+    images: np.ndarray,
+    titles: Sequence[str],
+    maps: Sequence[np.ndarray],
+    map_titles: Sequence[Sequence[str]] | None = None,
+    examples_per_row: int = 3,
+    panel_inches: float = 1.7,
+) -> np.ndarray:
+    """A grid of examples: each shows its image uint8 [H, W, 3] (titled `titles[k]`), then one
+    overlay per entry of `maps` (each [K, h, w], e.g. the predicted and the true class's map),
+    titled `map_titles[m][k]` (default 'Grad-CAM').
+
+    Maps are upsampled to the image and scaled by their own maximum. Returns uint8 [H', W', 3].
+    """
+    images = np.asarray(images)
+    k, height, width = images.shape[:3]
+    heats = [normalise(upsample(m, height, width)) for m in maps] if k else []
+    per = 1 + len(maps)
+    cols = per * max(1, min(examples_per_row, k))
+    nrows = max(1, -(-k // max(1, min(examples_per_row, k))))
+    fig, axes = plt.subplots(
+        nrows, cols, figsize=(cols * panel_inches, nrows * panel_inches * 1.2), squeeze=False
+    )
+    panels = axes.ravel()
+    for ax in panels:
+        ax.axis("off")
+    for idx in range(k):
+        panels[idx * per].imshow(images[idx])
+        panels[idx * per].set_title(titles[idx], fontsize=7)
+        for m, heat in enumerate(heats):
+            ax = panels[idx * per + 1 + m]
+            ax.imshow(overlay(images[idx], heat[idx]))
+            ax.set_title(map_titles[m][idx] if map_titles else "Grad-CAM", fontsize=7)
+    if k == 0:
+        panels[0].text(0.5, 0.5, "no examples", ha="center", va="center")
+    fig.tight_layout()
+    return figure_to_array(fig)
