@@ -18,12 +18,18 @@ def loop_targets(boxes, labels, geom):
                 left, right = geom.span(j)
                 y0[b, i, j] = x1 >= left and x2 <= right and yy1 >= top and yy2 <= bottom
                 y1[b, i, j] = labels[b]
-                box[b, i, j] = [(x1 - left) / geom.size, (yy1 - top) / geom.size,
-                                (x2 - left) / geom.size, (yy2 - top) / geom.size]
+                box[b, i, j] = [
+                    (x1 - left) / geom.size,
+                    (yy1 - top) / geom.size,
+                    (x2 - left) / geom.size,
+                    (yy2 - top) / geom.size,
+                ]
     return y0, y1, box
 
 
-@pytest.mark.parametrize("geom", [WindowGeometry(48, 4, 0, 5, 64), WindowGeometry(14, 2, -2, 9, 20)])
+@pytest.mark.parametrize(
+    "geom", [WindowGeometry(48, 4, 0, 5, 64), WindowGeometry(14, 2, -2, 9, 20)]
+)
 def test_targets_match_loop(geom):
     rng = np.random.default_rng(0)
     xy = rng.integers(-2, geom.input_size - 10, (7, 2))
@@ -62,8 +68,14 @@ def _examples(seed, n=16, rot=15.0):
     for k in range(4):
         images[k, 4 + k : 20 + k, 6 : 12 + 3 * k] = rng.integers(50, 256)
     ds = canvas.canvas_dataset(
-        images, np.arange(4, dtype=np.int32), tf.data.Dataset.range(n), seed=seed,
-        canvas_size=64, scale_range=(0.75, 1.25), max_rotation_deg=rot, threshold=0.0,
+        images,
+        np.arange(4, dtype=np.int32),
+        tf.data.Dataset.range(n),
+        seed=seed,
+        canvas_size=64,
+        scale_range=(0.75, 1.25),
+        max_rotation_deg=rot,
+        threshold=0.0,
         sample_with_replacement=True,
     )
     return list(ds.as_numpy_iterator())
