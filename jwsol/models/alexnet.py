@@ -86,6 +86,9 @@ class AlexNetFeatures(nn.Module):
     """
 
     include_last_pool: bool = True
+    # Channel multiplier for CPU-sized models trained from scratch (offline scenes); 1.0 is
+    # torchvision's AlexNet and the only width the ported weights fit.
+    width: float = 1.0
 
     @nn.compact
     def __call__(
@@ -97,13 +100,17 @@ class AlexNetFeatures(nn.Module):
         conv1, pool1, conv2, pool2, conv3, conv4, conv5 (and pool5 with the last pool).
         """
         acts = {}
-        x = acts["conv1"] = nn.relu(_conv(64, 11, 4, 2, "conv1")(x))
+
+        def w(channels: int) -> int:
+            return max(1, round(channels * self.width))
+
+        x = acts["conv1"] = nn.relu(_conv(w(64), 11, 4, 2, "conv1")(x))
         x = acts["pool1"] = _max_pool_3x3_s2(x)
-        x = acts["conv2"] = nn.relu(_conv(192, 5, 1, 2, "conv2")(x))
+        x = acts["conv2"] = nn.relu(_conv(w(192), 5, 1, 2, "conv2")(x))
         x = acts["pool2"] = _max_pool_3x3_s2(x)
-        x = acts["conv3"] = nn.relu(_conv(384, 3, 1, 1, "conv3")(x))
-        x = acts["conv4"] = nn.relu(_conv(256, 3, 1, 1, "conv4")(x))
-        x = acts["conv5"] = nn.relu(_conv(256, 3, 1, 1, "conv5")(x))
+        x = acts["conv3"] = nn.relu(_conv(w(384), 3, 1, 1, "conv3")(x))
+        x = acts["conv4"] = nn.relu(_conv(w(256), 3, 1, 1, "conv4")(x))
+        x = acts["conv5"] = nn.relu(_conv(w(256), 3, 1, 1, "conv5")(x))
         if self.include_last_pool:
             x = acts["pool5"] = _max_pool_3x3_s2(x)
         return (x, acts) if return_activations else x
@@ -118,6 +125,7 @@ class FC67(nn.Module):
     """
 
     dropout_rate: float = 0.5
+    features: int = 4096  # torchvision's width; smaller only for models trained from scratch
 
     @nn.compact
     def __call__(
@@ -128,9 +136,9 @@ class FC67(nn.Module):
             raise ValueError(f"FC67 expects [..., 6, 6, 256] features, got shape {x.shape}")
         x = x.reshape(*x.shape[:-3], -1)
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        fc6 = x = nn.relu(_dense(4096, "fc6")(x))
+        fc6 = x = nn.relu(_dense(self.features, "fc6")(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        fc7 = x = nn.relu(_dense(4096, "fc7")(x))
+        fc7 = x = nn.relu(_dense(self.features, "fc7")(x))
         return (x, {"fc6": fc6, "fc7": fc7}) if return_activations else x
 
 
