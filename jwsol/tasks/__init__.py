@@ -8,6 +8,7 @@ from jwsol.errors import ConfigError
 
 TASKS = {
     "sliding_window": "jwsol.tasks.sliding_window:SlidingWindowTask",
+    "classification": "jwsol.tasks.classification:ClassificationTask",
 }
 
 

@@ -1,0 +1,251 @@
+"""Single-label image classification with a ResNet: TinyImageNet (seed 004) and Fashion-MNIST.
+
+Data sources (`config.data.source`):
+  tinyimagenet  the extracted tiny-imagenet-200 folder (`data.folder`), split 'standard'
+                (train / val) or 'shuffled' (70:30 of all labelled images); 64x64 RGB.
+  mnist_idx     MNIST-format IDX files in `data.folder` (Fashion-MNIST from Debian's
+                dataset-fashion-mnist by default), zero-padded from 28x28 to `data.image_size`
+                and replicated to 3 channels (so the model, the augmentation and ImageNet
+                weights stay those of RGB data).
+
+Training: cross-entropy (optional label smoothing) on augmented images, BatchNorm in train
+mode; logged train metrics `loss`, `top1` (on the augmented batch). Evaluation: `top1`, `top5`,
+`loss` (mean cross-entropy on the test split), `num_examples`, and the figure
+`gradcam_mistakes`: the first `eval.num_figure_images` misclassified test images, each with the
+layer4 Grad-CAM of the predicted class and of the true class.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from jwsol.data import mnist, tinyimagenet
+from jwsol.errors import ConfigError, DataError
+from jwsol.models.resnet import ResNet
+from jwsol.tasks.base import Batch, Evaluator, Task
+from jwsol.viz import gradcam
+from jwsol.weights import torchvision as tv
+
+SOURCES = ("tinyimagenet", "mnist_idx")
+
+
+def load_source(d: ml_collections.ConfigDict) -> tuple[tuple, tuple, tuple[str, ...]]:
+    """((train images, labels), (test images, labels), class names) of `config.data`.
+
+    Images are str paths [N] (tinyimagenet) or uint8 [N, S, S] (mnist_idx); labels int32 [N].
+    `num_train` / `num_test` > 0 keep the first that many of a split.
+    """
+    if d.source == "tinyimagenet":
+        data = tinyimagenet.load(d.folder)
+        train, test = tinyimagenet.split(data, d.split, d.train_fraction, d.split_seed)
+        names = data.names
+    elif d.source == "mnist_idx":
+        folder = d.folder or mnist.DEFAULT_IDX_FOLDER
+        train, test = (
+            pad_to(*mnist.load("idx", s, folder=folder), d.image_size) for s in ("train", "test")
+        )
+        names = mnist.class_names("idx", "", folder)
+    else:
+        raise ConfigError(f"data.source={d.source!r} is unknown; use one of {SOURCES}.")
+    train = tuple(x[: d.num_train] if d.num_train > 0 else x for x in train)
+    test = tuple(x[: d.num_test] if d.num_test > 0 else x for x in test)
+    for what, (_, labels) in (("training", train), ("test", test)):
+        if len(labels) == 0:
+            raise DataError(f"the {what} split of data.source={d.source!r} is empty.")
+        if labels.min() < 0 or labels.max() >= len(names):
+            raise DataError(
+                f"{what} labels lie outside [0, {len(names)}) for data.source={d.source!r}."
+            )
+    return train, test, tuple(names)
+
+
+def pad_to(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [N, h, w] zero-padded to [N, size, size], centred (an odd pixel goes bottom/right)."""
+    _, h, w = images.shape
+    if size < h or size < w:
+        raise ConfigError(f"data.image_size={size} is smaller than the {h}x{w} source images.")
+    top, left = (size - h) // 2, (size - w) // 2
+    widths = ((0, 0), (top, size - h - top), (left, size - w - left))
+    return np.pad(images, widths), labels
+
+
+def denormalise(images: np.ndarray, mean, std) -> np.ndarray:
+    """Normalised float [..., 3] -> uint8 RGB for pictures."""
+    out = (np.asarray(images) * np.asarray(std) + np.asarray(mean)) * 255.0
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-example -log softmax(logits)[label] in float64: logits [N, C], labels [N] -> [N]."""
+    z = np.asarray(logits, np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return log_norm - z[np.arange(len(z)), labels]
+
+
+def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """bool [N]: fewer than k classes score strictly above the true class (ties count for it)."""
+    logits = np.asarray(logits)
+    true = logits[np.arange(len(logits)), labels]
+    return (logits > true[:, None]).sum(axis=1) < k
+
+
+class ClassificationEvaluator(Evaluator):
+    def __init__(self, class_names, mean, std, num_figure_images: int = 24):
+        self.names, self.mean, self.std, self.k = class_names, mean, std, num_figure_images
+        self.losses, self.top1, self.top5 = [], [], []
+        self.mistakes: list[tuple] = []
+
+    def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        logits, labels = outputs["logits"], batch["label"]
+        predicted = np.argmax(logits, axis=1)
+        self.losses.append(cross_entropy(logits, labels))
+        self.top1.append(predicted == labels)
+        self.top5.append(topk_correct(logits, labels, min(5, logits.shape[1])))
+        have = sum(len(m[0]) for m in self.mistakes)
+        wrong = np.flatnonzero(predicted != labels)[: max(0, self.k - have)]
+        if len(wrong):
+            z = logits[wrong] - logits[wrong].max(axis=1, keepdims=True)
+            prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            self.mistakes.append(
+                (
+                    denormalise(batch["image"][wrong], self.mean, self.std),
+                    labels[wrong],
+                    predicted[wrong],
+                    prob[np.arange(len(wrong)), predicted[wrong]],
+                    outputs["cam_pred"][wrong],
+                    outputs["cam_true"][wrong],
+                )
+            )
+
+    def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        metrics = {
+            "top1": float(np.mean(np.concatenate(self.top1))),
+            "top5": float(np.mean(np.concatenate(self.top5))),
+            "loss": float(np.mean(np.concatenate(self.losses))),
+            "num_examples": float(sum(len(t) for t in self.top1)),
+        }
+        if self.mistakes:
+            images, true, pred, prob, cam_pred, cam_true = (
+                np.concatenate(x) for x in zip(*self.mistakes)
+            )
+        else:
+            images, true, pred, prob = np.zeros((0, 1, 1, 3), np.uint8), [], [], []
+            cam_pred = cam_true = np.zeros((0, 1, 1), np.float32)
+        names = self.names
+        titles = [
+            f"true: {names[t]}\npred: {names[p]} ({q:.2f})" for t, p, q in zip(true, pred, prob)
+        ]
+        map_titles = [[f"CAM {names[p]}" for p in pred], [f"CAM {names[t]}" for t in true]]
+        figure = gradcam.gradcam_gallery(images, titles, [cam_pred, cam_true], map_titles)
+        return metrics, {"gradcam_mistakes": figure}
+
+
+class ClassificationTask(Task):
+    def __init__(self, config: ml_collections.ConfigDict):
+        super().__init__(config)
+        d = config.data
+        (self.train_images, self.train_labels), (self.test_images, self.test_labels), names = (
+            load_source(d)
+        )
+        self.class_names = names
+        self.model = ResNet(
+            depth=config.model.depth, num_classes=len(names), small_input=config.model.small_input
+        )
+        self.aug = tinyimagenet.Augment.from_config(config.augment)
+        self.data_kwargs = {"image_size": d.image_size, "mean": tuple(d.mean), "std": tuple(d.std)}
+        logging.info(
+            "classification: %s, %d classes, %d train / %d test images",
+            d.source,
+            len(names),
+            len(self.train_labels),
+            len(self.test_labels),
+        )
+
+    # Data -------------------------------------------------------------------------------------
+    @property
+    def num_train_examples(self) -> int:
+        return len(self.train_labels)
+
+    def train_batches(self, start_step, batch_size, process_index, process_count):
+        return tinyimagenet.train_batches(
+            self.train_images,
+            self.train_labels,
+            seed=self.config.seed,
+            start_step=start_step,
+            batch_size=batch_size,
+            process_index=process_index,
+            process_count=process_count,
+            aug=self.aug,
+            **self.data_kwargs,
+        )
+
+    def eval_batches(self, batch_size, process_index, process_count):
+        return tinyimagenet.eval_batches(
+            self.test_images,
+            self.test_labels,
+            batch_size=batch_size,
+            process_index=process_index,
+            process_count=process_count,
+            **self.data_kwargs,
+        )
+
+    # Model ------------------------------------------------------------------------------------
+    def init_variables(self, rng, batch):
+        return self.model.init(rng, jnp.asarray(batch["image"]), train=False)
+
+    def load_pretrained(self, variables):
+        return load_resnet_pretrained(self.config.model, variables)
+
+    def loss(self, params, model_state, batch, rng):
+        logits, new_state = self.model.apply(
+            {"params": params, **model_state}, batch["image"], train=True, mutable=["batch_stats"]
+        )
+        targets = jax.nn.one_hot(batch["label"], len(self.class_names))
+        if self.config.loss.label_smoothing > 0:
+            targets = optax.smooth_labels(targets, self.config.loss.label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+        top1 = jnp.mean(jnp.argmax(logits, axis=-1) == batch["label"])
+        return loss, (dict(new_state), {"top1": top1})
+
+    def predict(self, variables, batch):
+        """Logits and layer4 Grad-CAM maps of the predicted and of the true class."""
+        layer4 = self.model.apply(variables, batch["image"], train=False, method=ResNet.features)[
+            "layer4"
+        ]
+
+        def head(a):
+            return self.model.apply(variables, a, method=ResNet.head)
+
+        logits = head(layer4)
+        _, cam_pred = gradcam.gradcam_maps(head, layer4, jnp.argmax(logits, axis=-1))
+        _, cam_true = gradcam.gradcam_maps(head, layer4, batch["label"].astype(jnp.int32))
+        return {"logits": logits, "cam_pred": cam_pred, "cam_true": cam_true}
+
+    def evaluator(self):
+        d = self.config.data
+        return ClassificationEvaluator(
+            self.class_names, tuple(d.mean), tuple(d.std), self.config.eval.num_figure_images
+        )
+
+
+def load_resnet_pretrained(model_config: ml_collections.ConfigDict, variables: dict) -> dict | None:
+    """Merges converted torchvision weights (`model.pretrained`, a folder made by
+    `python -m jwsol.weights.torchvision`) into fresh ResNet variables; None if not asked.
+
+    The classifier `fc` always keeps its init (another number of classes); so does `conv1` with
+    small_input (a 3x3 stem cannot take the 7x7 ImageNet kernel).
+    """
+    if not model_config.pretrained:
+        return None
+    arch = f"resnet{model_config.depth}"
+    pretrained = tv.load_pretrained(model_config.pretrained, arch, drop_classifier=True)
+    exclude = ["params/fc"] + (["params/conv1"] if model_config.small_input else [])
+    merged, report = tv.merge_pretrained(variables, pretrained, exclude=exclude)
+    logging.info("pretrained %s from %s:\n%s", arch, model_config.pretrained, report)
+    return merged

@@ -1,0 +1,119 @@
+"""The classification task: a smoke run through the shared loop on a made-up tiny-imagenet folder,
+--mode=eval, the evaluator's metrics against torch, and the Fashion-MNIST (IDX) source."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from jwsol.data import tinyimagenet
+from jwsol.errors import ConfigError, DataError
+from jwsol.tasks import classification
+from jwsol.training import config as config_lib
+from jwsol.training import loop
+from jwsol.viz import curves
+
+
+def smoke(folder, **overrides):
+    return config_lib.load(
+        "configs/resnet_tinyimagenet.py:smoke",
+        {"data.folder": folder, "train.progress_bar": False, **overrides},
+    )
+
+
+@pytest.fixture(scope="module")
+def fake_folder(tmp_path_factory):
+    return tinyimagenet.write_fake_folder(
+        str(tmp_path_factory.mktemp("tin")), num_classes=6, train_per_class=4, val_per_class=3,
+        size=20,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_run(fake_folder, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    return workdir, loop.run(smoke(fake_folder), workdir)
+
+
+def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
+    workdir, metrics = smoke_run
+    with open(os.path.join(workdir, "eval_metrics.json")) as f:
+        final = json.load(f)
+    assert set(final) >= {"top1", "top5", "loss", "num_examples", "step"}
+    assert final["num_examples"] == 18 and final["step"] == 4
+    assert final["top1"] == pytest.approx(metrics["top1"])
+    assert 0.0 <= final["top1"] <= final["top5"] <= 1.0 and np.isfinite(final["loss"])
+    assert os.path.exists(os.path.join(workdir, "figures", "gradcam_mistakes.png"))
+    rows = curves.read_metrics(os.path.join(workdir, "metrics.jsonl"))
+    train = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train] == [2, 4]
+    assert all(0.0 <= r["top1"] <= 1.0 and np.isfinite(r["loss"]) for r in train)
+    assert [r["step"] for r in rows if "eval/top1" in r] == [2, 4]
+    assert curves.default_panels(rows) == ["loss", "top1"]
+    assert curves.main([workdir]) == 0
+    assert os.path.exists(os.path.join(workdir, "figures", "curves.png"))
+
+
+def test_eval_mode_reproduces_the_final_metrics(fake_folder, smoke_run):
+    workdir, metrics = smoke_run
+    again = loop.run(smoke(fake_folder), workdir, mode="eval")
+    assert again == pytest.approx(metrics, rel=1e-6)
+
+
+def test_evaluator_metrics_against_torch():
+    rng = np.random.default_rng(0)
+    n, c = 40, 7
+    logits = rng.normal(size=(n, c)).astype(np.float32) * 3
+    labels = rng.integers(0, c, n)
+    logits[0] = 0.0  # all tied: counts as top-1 and top-5 by the "strictly above" rule
+    names = tuple(f"c{k}" for k in range(c))
+    evaluator = classification.ClassificationEvaluator(names, (0.5,) * 3, (0.2,) * 3, 4)
+    for part in np.array_split(np.arange(n), 3):
+        images = rng.normal(size=(len(part), 8, 8, 3)).astype(np.float32)
+        cams = rng.uniform(size=(len(part), 2, 2)).astype(np.float32)
+        evaluator.add({"image": images, "label": labels[part]},
+                      {"logits": logits[part], "cam_pred": cams, "cam_true": cams})  # fmt: skip
+    metrics, figures = evaluator.result()
+    t_logits, t_labels = torch.tensor(logits), torch.tensor(labels)
+    ce = torch.nn.functional.cross_entropy(t_logits.double(), t_labels).item()
+    top5 = (t_logits[1:].topk(5, dim=1).indices == t_labels[1:, None]).any(dim=1)
+    assert metrics["loss"] == pytest.approx(ce, rel=1e-9)
+    assert metrics["top5"] == pytest.approx((top5.sum().item() + 1) / n)
+    expected_top1 = (np.sum(logits[1:].argmax(1) == labels[1:]) + (labels[0] == 0)) / n
+    assert metrics["top1"] == pytest.approx(expected_top1)
+    assert metrics["num_examples"] == n
+    assert figures["gradcam_mistakes"].dtype == np.uint8
+    assert sum(len(m[0]) for m in evaluator.mistakes) == 4
+
+
+def test_fashion_mnist_source_is_padded_and_named(idx_folder):
+    config = config_lib.load(
+        "configs/resnet_tinyimagenet.py:fashion_mnist",
+        {"data.folder": idx_folder, "data.num_train": 50},
+    )
+    (train_x, train_y), (test_x, _), names = classification.load_source(config.data)
+    assert train_x.shape == (50, 32, 32) and test_x.shape == (64, 32, 32)
+    assert train_x.dtype == np.uint8 and len(names) == 10
+    assert not train_x[:, :2].any() and not train_x[:, -2:].any()  # 2 px zero border
+    task = classification.ClassificationTask(config)
+    batch = next(task.train_batches(0, 8, 0, 1))
+    assert batch["image"].shape == (8, 32, 32, 3) and batch["label"].dtype == np.int32
+    np.testing.assert_array_equal(batch["label"], train_y[batch["index"]])
+
+
+def test_source_errors(tmp_path, idx_folder):
+    config = config_lib.load("configs/resnet_tinyimagenet.py:smoke", {"data.folder": str(tmp_path)})
+    with pytest.raises(DataError, match="wnids.txt is missing"):
+        classification.load_source(config.data)
+    with config.unlocked():
+        config.data.source = "bogus"
+    with pytest.raises(ConfigError, match="data.source='bogus'"):
+        classification.load_source(config.data)
+    small = config_lib.load(
+        "configs/resnet_tinyimagenet.py:fashion_mnist",
+        {"data.folder": idx_folder, "data.image_size": 24},
+    )
+    with pytest.raises(ConfigError, match="data.image_size=24 is smaller than the 28x28"):
+        classification.load_source(small.data)
