@@ -41,3 +41,24 @@ def sliding_window_loss(
         "detected_positives": jnp.sum(mask) / jnp.maximum(jnp.sum(y0), 1.0),
     }
     return jnp.mean(per_image), metrics
+
+
+def image_label_bce(
+    logits: jax.Array, labels: jax.Array, label_weights: jax.Array | None = None
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Multi-label binary cross-entropy on image-level logits (the localizers' loss).
+
+    Args:
+      logits: [N, C] pooled class scores; labels: [N, C] in {0, 1};
+      label_weights: [N, C] (e.g. 0 for VOC classes seen only as 'difficult'), or None for 1.
+    Returns:
+      loss: sum over (n, c) of weight * BCE(logit, label), divided by N * C: torch's
+        `BCEWithLogitsLoss(weight=w)` with mean reduction. A zero weight removes an entry and
+        its gradient; the divisor stays N * C, so ignoring entries does not rescale the rest.
+      metrics: `label_accuracy`, the weighted fraction of entries with (logit > 0) == label.
+    """
+    weights = jnp.ones_like(logits) if label_weights is None else label_weights
+    per_entry = weights * optax.sigmoid_binary_cross_entropy(logits, labels)
+    correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
+    accuracy = jnp.sum(weights * correct) / jnp.maximum(jnp.sum(weights), 1e-12)
+    return jnp.mean(per_entry), {"label_accuracy": accuracy}
