@@ -61,6 +61,9 @@ class LocalizerAlexNet(nn.Module):
     num_classes: int = 20
     pooling: str = "max"
     lse_r: float = 10.0
+    # AlexNet channel multiplier (AlexNetFeatures.width): 1.0 for the ported ImageNet weights,
+    # smaller only for CPU-sized models trained from scratch (the offline scenes runs).
+    width: float = 1.0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
@@ -72,7 +75,7 @@ class LocalizerAlexNet(nn.Module):
         del train
         if self.pooling not in POOLINGS:
             raise ConfigError(f"pooling={self.pooling!r}: expected one of {', '.join(POOLINGS)}")
-        x = AlexNetFeatures(include_last_pool=False, name="features")(x)
+        x = AlexNetFeatures(include_last_pool=False, width=self.width, name="features")(x)
         x = nn.relu(_head_conv(256, 3, "conv6")(x))
         x = nn.relu(_head_conv(256, 1, "conv7")(x))
         score_map = _head_conv(self.num_classes, 1, "score")(x)
