@@ -62,3 +62,69 @@ def image_label_bce(
     correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
     accuracy = jnp.sum(weights * correct) / jnp.maximum(jnp.sum(weights), 1e-12)
     return jnp.mean(per_entry), {"label_accuracy": accuracy}
+
+
+def wsddn_loss(
+    image_scores: jax.Array,
+    labels: jax.Array,
+    label_weights: jax.Array | None = None,
+    eps: float = 1e-6,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """WSDDN's image-level binary cross-entropy on probabilities.
+
+    Args:
+      image_scores: [N, C] in [0, 1] (sums over regions of the two-stream product).
+      labels: [N, C] multi-hot; label_weights: [N, C] (0 drops an entry) or None.
+      eps: scores are clipped to [eps, 1 - eps] before the logs.
+    Returns:
+      loss: -sum_c w (y log s + (1 - y) log(1 - s)), summed over classes, mean over images
+        (hbilen/WSDDN's 'binarylog' loss sums over classes too).
+      metrics: `label_accuracy` (s > 0.5 agrees with the label, over weighted entries).
+    """
+    weights = jnp.ones_like(image_scores) if label_weights is None else label_weights
+    s = jnp.clip(image_scores, eps, 1.0 - eps)
+    per_entry = -(labels * jnp.log(s) + (1.0 - labels) * jnp.log1p(-s))
+    correct = ((image_scores > 0.5) == (labels > 0.5)).astype(jnp.float32)
+    accuracy = jnp.sum(weights * correct) / jnp.maximum(jnp.sum(weights), 1e-12)
+    return jnp.mean(jnp.sum(weights * per_entry, axis=-1)), {"label_accuracy": accuracy}
+
+
+def wsddn_spatial_regulariser(
+    region_scores: jax.Array,
+    features: jax.Array,
+    boxes: jax.Array,
+    mask: jax.Array,
+    labels: jax.Array,
+    iou_threshold: float = 0.6,
+    num_boxes: int = 10,
+) -> jax.Array:
+    """WSDDN's spatial regulariser (hbilen/WSDDN `LossTopBoxSmoothProb`), per image.
+
+    For each positive class, the top-scoring region and the next `num_boxes - 1` by score
+    whose IoU with it is > `iou_threshold` are pulled together in feature space:
+    0.5 * sum_r (p_r * ||f_r - f_top||)^2, p_r the region score (a constant here).
+
+    Args:
+      region_scores: [N, R, C]; features: [N, R, F] (fc7); boxes: [N, R, 4] (x1, y1, x2, y2);
+      mask: [N, R] valid proposals; labels: [N, C] (> 0.5 is positive).
+    Returns [N]: the sum over positive classes.
+    NOTE: the official backward pass sends p_r * (f_r - f_top) to f_r, dropping one factor p_r
+    of its own forward; we differentiate the forward as written (p_r^2 * (f_r - f_top)).
+    """
+    k = min(num_boxes, region_scores.shape[1])
+    scores = jnp.where(mask[:, :, None], region_scores, -1.0)  # padding ranks last
+    top_scores, top_index = jax.lax.top_k(jnp.swapaxes(scores, 1, 2), k)  # [N, C, k]
+    take = jax.vmap(lambda values, index: values[index])  # per image: [R, D], [C, k] -> [C, k, D]
+    top_boxes = take(boxes, top_index)  # [N, C, k, 4]
+    top_features = take(features, top_index)  # [N, C, k, F]
+    first, rest = top_boxes[:, :, :1], top_boxes[:, :, 1:]
+    inter_w = jnp.minimum(first[..., 2], rest[..., 2]) - jnp.maximum(first[..., 0], rest[..., 0])
+    inter_h = jnp.minimum(first[..., 3], rest[..., 3]) - jnp.maximum(first[..., 1], rest[..., 1])
+    inter = jnp.maximum(inter_w, 0.0) * jnp.maximum(inter_h, 0.0)
+    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    iou = inter / jnp.maximum(area(first) + area(rest) - inter, 1e-9)  # [N, C, k - 1]
+    near = (iou > iou_threshold) & (top_scores[:, :, 1:] >= 0.0)
+    distance = jnp.sum(jnp.square(top_features[:, :, 1:] - top_features[:, :, :1]), axis=-1)
+    weight = jnp.square(jax.lax.stop_gradient(top_scores[:, :, 1:]))
+    per_class = 0.5 * jnp.sum(jnp.where(near, weight * distance, 0.0), axis=-1)  # [N, C]
+    return jnp.sum(jnp.where(labels > 0.5, per_class, 0.0), axis=-1)
