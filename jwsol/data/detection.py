@@ -74,7 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.voc_root = ""  # VOCdevkit folder (or its VOC2007/ inside) for source 'voc_folder'
     c.tfds_name = "voc/2007"
     c.tfds_data_dir = ""  # tfds data_dir for source 'tfds' ('' = tfds' default); never downloads
-    c.cache_dir = "~/.cache/jwsol"  # generated scenes and computed proposals are cached here
+    c.cache_dir = (
+        "~/.cache/jwsol"  # scenes in <cache_dir>/scenes, computed proposals in .../proposals
+    )
     c.strict = False  # True: bad files raise DataError; False: counted, logged skips
 
     c.image_size = 224  # S: the static canvas side of `image`
@@ -101,8 +103,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.proposals.resize = 0  # run selective search with the longer side at this size (0 = native)
     c.proposals.max_boxes = 0  # keep selective search's first N (0 = all)
     # 'grid': box sides (original pixels), aspect ratios (w / h), step as a fraction of the side.
-    # NOTE: the grid is not ranked; set max_proposals >= its size (2,000-odd boxes at 128x128).
-    c.proposals.grid_sizes = (16, 24, 32, 48, 64)
+    # NOTE: the grid is not ranked; set max_proposals >= its size (1,891 boxes at 128x128).
+    c.proposals.grid_sizes = (24, 32, 48, 64)
     c.proposals.grid_ratios = (0.5, 1.0, 2.0)
     c.proposals.grid_stride = 0.25
     c.proposals.min_size = 4  # drop proposals narrower or lower than this (original pixels)
@@ -284,7 +286,7 @@ def _annotations(
     """(annotation dicts with 'image', image kind, data set tag for the proposal cache)."""
     if c.source == "scenes":
         settings = scene_settings(c)
-        data = scenes.load(settings, split, cache_dir=c.cache_dir)
+        data = scenes.load(settings, split, cache_dir=os.path.join(c.cache_dir, "scenes"))
         anns = []
         for n in range(len(data)):
             k = data.counts[n]
@@ -347,7 +349,7 @@ def _raw_proposals(
         [a["image"] for a in anns],
         ids,
         search_settings(c),
-        cache_dir=c.cache_dir,
+        cache_dir=os.path.join(c.cache_dir, "proposals"),
         tag=tag,
         split=split,
         num_workers=int(p.num_workers),
@@ -640,6 +642,20 @@ def build(
       process_index, process_count: this process's slice of each global batch.
     """
     records = load_records(config_data, split)
+    max_proposals = int(config_data.max_proposals)
+    over = sum(len(p) > max_proposals for p in records.proposals)
+    if over:
+        logging.warning(
+            "%s/%s: %d of %d images have more than data.max_proposals=%d proposals; the first "
+            "%d are used (%s).",
+            config_data.source,
+            split,
+            over,
+            len(records),
+            max_proposals,
+            max_proposals,
+            "best scores" if records.has_scores else "in the source's order",
+        )
     plan = {
         "train": train,
         "seed": seed,

@@ -370,7 +370,7 @@ class SearchSettings:
     mode: str = "fast"
     resize: int = 0
     max_boxes: int = 0
-    grid_sizes: tuple[int, ...] = (16, 24, 32, 48, 64)
+    grid_sizes: tuple[int, ...] = (24, 32, 48, 64)
     grid_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     grid_stride: float = 0.25
 

@@ -1,7 +1,7 @@
 """Pictures of detection data: true boxes with class names, and the top proposals.
 
-Matplotlib (Agg) only. Boxes are (x1, y1, x2, y2) in the pixels of the image drawn, edge
-convention (a box [0, 0, w, h] outlines the whole image).
+Matplotlib (Agg); boxes are drawn with `jwsol.viz.boxes.draw_boxes`, as (x1, y1, x2, y2) in the
+pixels of the image drawn, edge convention (a box [0, 0, w, h] outlines the whole image).
 """
 
 from __future__ import annotations
@@ -14,28 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-_PROPOSAL_COLORS = plt.get_cmap("tab10").colors
+from jwsol.viz.boxes import draw_boxes
 
-
-def _draw(ax, boxes: np.ndarray, colors, labels: Sequence[str] | None = None) -> None:
-    for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes, np.float32).reshape(-1, 4)):
-        color = colors[k % len(colors)]
-        # NOTE: matplotlib's imshow puts pixel i's centre at i, so pixel edges sit at -0.5.
-        ax.add_patch(
-            plt.Rectangle(
-                (x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.5
-            )
-        )
-        if labels is not None:
-            ax.text(
-                x1 - 0.5,
-                y1 - 0.5,
-                labels[k],
-                color="white",
-                fontsize=7,
-                va="bottom",
-                bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0},
-            )
+_PROPOSAL_COLORS = [matplotlib.colors.to_hex(c) for c in plt.get_cmap("tab10").colors]
+_TRUE_COLOR = "#1acc1a"
 
 
 def draw_example(
@@ -60,10 +42,13 @@ def draw_example(
     for ax in (left, right):
         ax.imshow(image, cmap=cmap)
         ax.set_axis_off()
-    _draw(left, gt_boxes, [(0.1, 0.8, 0.1)], labels=list(gt_names))
+    draw_boxes(left, gt_boxes, _TRUE_COLOR, labels=list(gt_names))
     left.set_title(f"true boxes ({len(gt_boxes)})", fontsize=9)
     top = np.asarray(proposals).reshape(-1, 4)[:top_n]
-    _draw(right, top, _PROPOSAL_COLORS, labels=[str(k + 1) for k in range(len(top))])
+    for k, box in enumerate(top):
+        draw_boxes(
+            right, box[None], _PROPOSAL_COLORS[k % len(_PROPOSAL_COLORS)], labels=[str(k + 1)]
+        )
     right.set_title(f"top {len(top)} proposals", fontsize=9)
     if title:
         figure.suptitle(title, fontsize=10)
