@@ -1,0 +1,279 @@
+"""Sliding window: the net on every window one at a time vs one convolutional pass.
+
+Run with `pytest benchmarks/` (or this file alone). For each input size (batch 5, the
+exercise's reference net) it times
+
+  * the sequential reference: `WindowNet` (Flatten + Dense form) on every extracted window,
+    `SEQ_WINDOWS_PER_BATCH` windows per call ("seq"), and one window per call ("1-by-1");
+  * the convolutional pass `conv_pass` offers (through pytest-benchmark), and the other
+    lowerings of `ConvStack` for comparison;
+  * the same conv net in PyTorch (CPU, NCHW) as a second reference;
+  * a 2048^3 float32 matmul in JAX, the machine's FLOP rate, before and after each size.
+
+Sequential runs that would outlast their time budget stop there and are extrapolated from the
+windows they did (marked * in the table, `*_extrapolated` in the JSON). Every timed output is
+checked against the conv pass. Results: a printed table, `benchmarks/results/sliding_window.json`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jwsol.models.conv_stack import (
+    REFERENCE_IN_CHANNELS,
+    REFERENCE_LAYERS,
+    ConvStack,
+    WindowNet,
+    conv_params_to_dense,
+    cpu_compiler_options,
+)
+from jwsol.ops.windows import geometry, sequential_flops, sliding_window_batches, stack_flops
+
+SIZES = (16, 28, 128, 256, 720, 1080)
+BATCH = 5  # as in the exercise
+SEQ_WINDOWS_PER_BATCH = 2048  # ~20 MB of windows and activations per call
+SEQ_BUDGET_S = 10.0  # per size, batched sequential; longer runs are extrapolated
+SEQ1_BUDGET_S = 2.0  # per size, one window per call
+MAX_RELATIVE_ERROR = 1e-5
+LAYERS = REFERENCE_LAYERS
+
+# name -> (ConvStack impl, with cpu_compiler_options()?). OFFERED is what `conv_pass` runs;
+# "xla" is what a plain jax.jit(ConvStack(layers).apply) runs.
+OFFERED = "xla+eigen"
+CONV_VARIANTS = {
+    "xla+eigen": ("xla", True),
+    "xla": ("xla", False),
+    "im2col+eigen": ("im2col", True),
+    "im2col": ("im2col", False),
+}
+
+ROWS: dict[int, dict] = {}
+
+
+def rounds_for(size: int) -> int:
+    return 5 if size <= 256 else 2
+
+
+def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(actual - expected)) / np.max(np.abs(expected)))
+
+
+@pytest.fixture(scope="module")
+def variables():
+    """Reference-net weights (lecun-normal kernels, small random biases), fixed seed."""
+    model = ConvStack(LAYERS)
+    variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 14, 14, 3)))
+    rng = np.random.default_rng(1)
+    return jax.tree.map(
+        lambda x: x if x.ndim > 1 else jnp.asarray(rng.uniform(-0.1, 0.1, x.shape), x.dtype),
+        variables,
+    )
+
+
+def compile_conv(variant: str, variables, images):
+    """AOT-compiled conv pass of `variant`, so no timed call includes compilation."""
+    impl, eigen = CONV_VARIANTS[variant]
+    return (
+        jax.jit(ConvStack(LAYERS, impl=impl).apply)
+        .lower(variables, images)
+        .compile(compiler_options=cpu_compiler_options() if eigen else None)
+    )
+
+
+def torch_net(variables) -> torch.nn.Sequential:
+    """The reference net in torch (NCHW, OIHW weights) with the same weights."""
+    params = variables["params"]
+    modules, channels = [], REFERENCE_IN_CHANNELS
+    last = max(i for i, layer in enumerate(LAYERS) if layer.kind == "conv")
+    for index, layer in enumerate(LAYERS):
+        if layer.kind == "pool":
+            modules.append(torch.nn.MaxPool2d(layer.kernel, layer.stride))
+            continue
+        conv = torch.nn.Conv2d(channels, layer.features, layer.kernel, layer.stride)
+        kernel = np.asarray(params[f"conv{index}"]["kernel"]).transpose(3, 2, 0, 1)
+        conv.weight.data = torch.from_numpy(np.ascontiguousarray(kernel))
+        conv.bias.data = torch.from_numpy(np.array(params[f"conv{index}"]["bias"]))
+        modules.append(conv)
+        if index != last:
+            modules.append(torch.nn.ReLU())
+        channels = layer.features
+    return torch.nn.Sequential(*modules).eval()
+
+
+def time_sequential(window_fn, params, images, conv_flat, windows_per_batch, budget_s):
+    """Run the sequential reference until done or past `budget_s`; check what it computed.
+
+    Returns (seconds for all windows, extrapolated?, windows timed, max relative error).
+    """
+    total = conv_flat.shape[0]
+    kwargs = {"windows_per_batch": windows_per_batch}
+    next(sliding_window_batches(window_fn, params, images, LAYERS, **kwargs))  # compile
+    outputs, done = [], 0
+    start = time.perf_counter()
+    for _, stop, out in sliding_window_batches(window_fn, params, images, LAYERS, **kwargs):
+        outputs.append(np.asarray(out))  # blocks: one batch in flight bounds the memory
+        done = stop
+        if time.perf_counter() - start > budget_s:
+            break
+    elapsed = time.perf_counter() - start
+    error = relative_error(np.concatenate(outputs), conv_flat[:done])
+    return elapsed * total / done, done < total, done, error
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sliding_window(size, variables, benchmark, best_time, matmul_gflops):
+    rng = np.random.default_rng(size)
+    images_np = rng.standard_normal((BATCH, size, size, REFERENCE_IN_CHANNELS), dtype=np.float32)
+    images = jnp.asarray(images_np)
+    geom = geometry(LAYERS, size)
+    conv_flops = stack_flops(LAYERS, REFERENCE_IN_CHANNELS, size, size, BATCH)
+    seq_flops = sequential_flops(LAYERS, REFERENCE_IN_CHANNELS, size, size, BATCH)
+    rounds = rounds_for(size)
+    matmul_before = matmul_gflops()
+
+    # The offered conv pass through pytest-benchmark; its output is the reference below.
+    offered = compile_conv(OFFERED, variables, images)
+    reference = np.asarray(offered(variables, images))
+    benchmark.extra_info.update(size=size, variant=OFFERED)
+    benchmark.pedantic(
+        lambda: offered(variables, images).block_until_ready(), rounds=rounds, iterations=1
+    )
+    conv_seconds = {OFFERED: benchmark.stats.stats.min}
+    for name in CONV_VARIANTS:
+        if name == OFFERED:
+            continue
+        compiled = compile_conv(name, variables, images)
+        assert relative_error(np.asarray(compiled(variables, images)), reference) <= 1e-5, name
+        conv_seconds[name] = best_time(
+            lambda compiled=compiled: compiled(variables, images).block_until_ready(),
+            1 if size >= 720 else rounds,  # comparison only; keeps the run within minutes
+        )
+    conv_s = conv_seconds[OFFERED]
+
+    # PyTorch on all usable cores, NCHW; the first timed call also gives the output to check.
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    net = torch_net(variables)
+    images_nchw = torch.from_numpy(np.ascontiguousarray(images_np.transpose(0, 3, 1, 2)))
+    torch_outputs = []
+    with torch.inference_mode():
+        torch_s = best_time(lambda: torch_outputs.append(net(images_nchw)), rounds)
+    torch_error = relative_error(torch_outputs[0].numpy().transpose(0, 2, 3, 1), reference)
+
+    # The sequential reference, batched and one window per call.
+    window_fn = WindowNet(LAYERS).apply
+    dense = conv_params_to_dense(variables, LAYERS)
+    conv_flat = reference.reshape(-1, reference.shape[-1])
+    seq_s, seq_extrapolated, seq_done, seq_error = time_sequential(
+        window_fn, dense, images, conv_flat, SEQ_WINDOWS_PER_BATCH, SEQ_BUDGET_S
+    )
+    seq1_s, seq1_extrapolated, seq1_done, seq1_error = time_sequential(
+        window_fn, dense, images, conv_flat, 1, SEQ1_BUDGET_S
+    )
+    matmul_after = matmul_gflops()
+    matmul = max(matmul_before["best"], matmul_after["best"])
+
+    assert seq_error <= MAX_RELATIVE_ERROR and seq1_error <= MAX_RELATIVE_ERROR
+    assert torch_error <= MAX_RELATIVE_ERROR
+    fastest = min(conv_seconds, key=conv_seconds.get)
+    ROWS[size] = {
+        "size": size,
+        "batch": BATCH,
+        "windows": BATCH * geom.count**2,
+        "window": geom.size,
+        "stride": geom.stride,
+        "conv_gflop": conv_flops / 1e9,
+        "seq_gflop": seq_flops / 1e9,
+        "seq_s": seq_s,
+        "seq_extrapolated": seq_extrapolated,
+        "seq_windows_timed": seq_done,
+        "seq_gflops": seq_flops / seq_s / 1e9,
+        "seq1_s": seq1_s,
+        "seq1_extrapolated": seq1_extrapolated,
+        "seq1_windows_timed": seq1_done,
+        "conv_s": conv_s,
+        "conv_variant": OFFERED,
+        "conv_s_by_variant": conv_seconds,
+        "fastest_variant": fastest,
+        "conv_gflops": conv_flops / conv_s / 1e9,
+        "speedup": seq_s / conv_s,
+        "speedup_vs_one_by_one": seq1_s / conv_s,
+        "torch_s": torch_s,
+        "torch_gflops": conv_flops / torch_s / 1e9,
+        "torch_over_conv": torch_s / conv_s,
+        "matmul_gflops": matmul,
+        "matmul_gflops_by_backend": {"before": matmul_before, "after": matmul_after},
+        "conv_fraction_of_matmul": conv_flops / conv_s / 1e9 / matmul,
+        "max_rel_error_seq": max(seq_error, seq1_error),
+        "max_rel_error_torch": torch_error,
+    }
+
+
+def _seconds(value: float, extrapolated: bool = False) -> str:
+    return f"{value:.3g}{'*' if extrapolated else ''}"
+
+
+def test_report(write_results, report_table, format_table):
+    """Print the table and write benchmarks/results/sliding_window.json for the sizes run."""
+    assert ROWS, "no size was benchmarked: run the whole file"
+    rows = [ROWS[size] for size in sorted(ROWS)]
+    cells = [
+        {
+            **row,
+            "seq": _seconds(row["seq_s"], row["seq_extrapolated"]),
+            "seq1": _seconds(row["seq1_s"], row["seq1_extrapolated"]),
+            "conv": _seconds(row["conv_s"]),
+            "torch": _seconds(row["torch_s"]),
+            "plain_xla": _seconds(row["conv_s_by_variant"]["xla"]),
+        }
+        for row in rows
+    ]
+    table = format_table(
+        cells,
+        [
+            ("size", "size", "d"),
+            ("windows", "windows", "d"),
+            ("seq1", "1-by-1 s", ""),
+            ("seq", "seq s", ""),
+            ("conv", "conv s", ""),
+            ("speedup", "seq/conv", ".1f"),
+            ("seq_gflops", "seq GF/s", ".1f"),
+            ("conv_gflops", "conv GF/s", ".1f"),
+            ("matmul_gflops", "matmul GF/s", ".1f"),
+            ("conv_fraction_of_matmul", "conv/matmul", ".2f"),
+            ("torch", "torch s", ""),
+            ("torch_gflops", "torch GF/s", ".1f"),
+            ("torch_over_conv", "torch/conv", ".2f"),
+            ("plain_xla", "plain-xla s", ""),
+            ("fastest_variant", "fastest", ""),
+        ],
+    )
+    notes = (
+        f"batch {BATCH}, reference net (14x14 windows, stride 2); best time of the rounds; "
+        f"conv = {OFFERED} (jwsol.models.conv_stack.conv_pass); * = extrapolated from the "
+        f"windows done within {SEQ_BUDGET_S:g} s (seq: {SEQ_WINDOWS_PER_BATCH} windows per "
+        f"call) or {SEQ1_BUDGET_S:g} s (1-by-1: one window per call); FLOPs: 2 per "
+        "multiply-add of the convs / Dense layers."
+    )
+    report_table("sliding window: sequential vs convolutional", f"{table}\n{notes}")
+    write_results(
+        "sliding_window",
+        rows,
+        {
+            "table": table,
+            "notes": notes,
+            "seq_budget_s": SEQ_BUDGET_S,
+            "seq1_budget_s": SEQ1_BUDGET_S,
+            "seq_windows_per_batch": SEQ_WINDOWS_PER_BATCH,
+            "conv_variants": {
+                name: {"impl": impl, "compiler_options": cpu_compiler_options() if eigen else None}
+                for name, (impl, eigen) in CONV_VARIANTS.items()
+            },
+        },
+    )
