@@ -65,19 +65,28 @@ def target_size(
 def resize_image(
     image: tf.Tensor, new_height: tf.Tensor, new_width: tf.Tensor, antialias: bool = True
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Bilinear resize of `image [H, W, 3]` to float32 [new_height, new_width, 3] (0..255).
+    """Resizes `image [H, W, C]` to float32 [new_height, new_width, C] (values kept, 0..255).
+
+    With `antialias`, the dimensions that shrink are first reduced by area averaging (a box
+    filter, exact pixel-area weights), then those that grow are bilinearly interpolated; without
+    it, plain bilinear. Both steps use half-pixel-centre geometry, so box edges scale exactly.
+    NOTE: not `tf.image.resize(..., antialias=True)`: its kernel costs 8-10 ms for a VOC image
+    here against about 1 ms for area + bilinear.
 
     Returns the image and `scale_xy` float32 [2] = (new_width / W, new_height / H), the factors
     that map box edge coordinates.
     """
     shape = tf.shape(image)
-    resized = tf.image.resize(
-        tf.cast(image, tf.float32), tf.stack([new_height, new_width]), antialias=antialias
-    )
+    height, width = shape[0], shape[1]
+    resized = tf.cast(image, tf.float32)
+    if antialias:
+        shrunk = tf.stack([tf.minimum(height, new_height), tf.minimum(width, new_width)])
+        resized = tf.image.resize(resized, shrunk, method="area")
+    resized = tf.image.resize(resized, tf.stack([new_height, new_width]), method="bilinear")
     scale_xy = tf.stack(
         [
-            tf.cast(new_width, tf.float32) / tf.cast(shape[1], tf.float32),
-            tf.cast(new_height, tf.float32) / tf.cast(shape[0], tf.float32),
+            tf.cast(new_width, tf.float32) / tf.cast(width, tf.float32),
+            tf.cast(new_height, tf.float32) / tf.cast(height, tf.float32),
         ]
     )
     return resized, scale_xy

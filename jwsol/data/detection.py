@@ -86,7 +86,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.resize_mode = "fixed"
     c.scales = (160, 192, 224)  # training sides for the *_side modes (WSDDN: 480..1200 at S=1200)
     c.eval_scale = 224
-    c.antialias = True  # antialiased bilinear resize (matters when shrinking VOC images)
+    c.antialias = True  # shrink by area averaging (no aliasing), grow bilinearly; False: bilinear
     c.flip = True  # random horizontal flips in training
     c.shuffle = True  # new permutation of the images each epoch in training
 

@@ -10,9 +10,11 @@ import types
 import numpy as np
 import pytest
 import scipy.io
+import tensorflow as tf
+import tensorflow_datasets as tfds
 from PIL import Image
 
-from jwsol.data import detection
+from jwsol.data import detection, voc
 
 BACKGROUND = (128, 128, 128)
 
@@ -169,6 +171,72 @@ def make_voc_mats(folder: str, *, with_scores: bool, order: str = "yxyx") -> str
     return os.path.join(folder, "voc_2007_{split}.mat")
 
 
+def mock_as_dataset(voc_root, broken_id=None):
+    """`_as_dataset` for tfds.testing.mock_data: tfds voc/2007 examples made from the test folder,
+    with the builder's own conventions (bbox = (ymin/h, xmin/w, ymax/h, xmax/w), 1-based)."""
+    split_ids = {"train": ["000001", "000002"], "validation": ["000003"], "test": ["000004"]}
+
+    def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+        del self, read_config, shuffle_files
+        assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
+
+        def examples():
+            for image_id in split_ids[str(split)]:
+                spec = VOC_IMAGES[image_id]
+                width, height = spec["size"]
+                with open(
+                    os.path.join(voc_root, "VOC2007", "JPEGImages", f"{image_id}.jpg"), "rb"
+                ) as f:
+                    data = f.read()
+                boxes = [
+                    [
+                        o["box"][1] / height,
+                        o["box"][0] / width,
+                        o["box"][3] / height,
+                        o["box"][2] / width,
+                    ]
+                    for o in spec["objects"]
+                ]
+                labels = [voc.VOC_CLASSES.index(o["name"]) for o in spec["objects"]]
+                difficult = [bool(o.get("difficult", 0)) for o in spec["objects"]]
+                if image_id == broken_id:
+                    difficult = difficult + [False]
+                yield {
+                    "image": data,
+                    "image/filename": f"{image_id}.jpg",
+                    "objects": {
+                        "bbox": np.asarray(boxes, np.float32),
+                        "label": np.asarray(labels, np.int64),
+                        "is_difficult": np.asarray(difficult, bool),
+                        "is_truncated": np.asarray(
+                            [bool(o.get("truncated", 0)) for o in spec["objects"]]
+                        ),
+                        "pose": np.zeros([len(labels)], np.int64),
+                    },
+                    "labels": np.asarray(sorted(set(labels)), np.int64),
+                    "labels_no_difficult": np.asarray(sorted(set(labels)), np.int64),
+                }
+
+        return tf.data.Dataset.from_generator(
+            examples,
+            output_signature={
+                "image": tf.TensorSpec([], tf.string),
+                "image/filename": tf.TensorSpec([], tf.string),
+                "objects": {
+                    "bbox": tf.TensorSpec([None, 4], tf.float32),
+                    "label": tf.TensorSpec([None], tf.int64),
+                    "is_difficult": tf.TensorSpec([None], tf.bool),
+                    "is_truncated": tf.TensorSpec([None], tf.bool),
+                    "pose": tf.TensorSpec([None], tf.int64),
+                },
+                "labels": tf.TensorSpec([None], tf.int64),
+                "labels_no_difficult": tf.TensorSpec([None], tf.int64),
+            },
+        )
+
+    return as_dataset
+
+
 @pytest.fixture(scope="session")
 def voc_root(tmp_path_factory) -> str:
     """A clean, read-only-by-convention VOCdevkit folder (copy it before breaking files)."""
@@ -248,5 +316,6 @@ def data_tools():
         voc_proposals=voc_proposals,
         make_voc_mats=make_voc_mats,
         voc_data_config=voc_data_config,
+        mock_as_dataset=mock_as_dataset,
         scenes_data_config=scenes_data_config,
     )

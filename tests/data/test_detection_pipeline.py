@@ -106,6 +106,28 @@ def test_boxes_after_fixed_resize_and_flip_by_hand(voc_config):
         np.testing.assert_allclose(back[0], [DOG, PERSON], atol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "size, antialias",
+    [((20, 32), True), ((40, 50), True), ((80, 128), True), ((40, 128), True), ((80, 128), False)],
+)
+def test_resize_moves_pixel_mass_with_the_box(size, antialias):
+    """Edge-convention geometry: the centroid of a block's pixel mass lands on the scaled box
+    centre, for shrinking (area), growing (bilinear) and mixed resizes. (Plain bilinear
+    shrinking samples rather than averages, so it is only checked growing.)"""
+    image = np.zeros([50, 80, 1], np.float32)
+    image[10:30, 20:45] = 200.0  # box (20, 10, 45, 30)
+    resized, scale_xy = augment.resize_image(image, size[0], size[1], antialias=antialias)
+    resized = resized.numpy()[:, :, 0]
+    sx, sy = scale_xy.numpy()
+    np.testing.assert_allclose([sx, sy], [size[1] / 80, size[0] / 50], rtol=1e-6)
+    ys, xs = np.mgrid[0 : size[0], 0 : size[1]] + 0.5  # pixel centres in edge coordinates
+    mass = resized.sum()
+    centre = [(xs * resized).sum() / mass, (ys * resized).sum() / mass]
+    np.testing.assert_allclose(centre, [32.5 * sx, 20.0 * sy], atol=0.02)
+    if antialias:  # area averaging keeps the total intensity per unit area
+        np.testing.assert_allclose(mass / (sx * sy), 200.0 * 25 * 20, rtol=0.02)
+
+
 def _eval_examples(config, split="test"):
     ds = detection.build(config, split, train=False, seed=0, batch_size=4)
     return {ex["image_id"].decode(): ex for ex in _examples(list(ds.as_numpy_iterator()))}
@@ -334,10 +356,8 @@ def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_
 
 
 def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools):
-    from test_voc import _mock_as_dataset
-
     folder = voc_config()
-    with tfds.testing.mock_data(as_dataset_fn=_mock_as_dataset(voc_root, data_tools)):
+    with tfds.testing.mock_data(as_dataset_fn=data_tools.mock_as_dataset(voc_root)):
         config = voc_config(source="tfds")
         records = detection.load_records(config, "train")
     assert records.image_kind == "bytes" and records.image_ids == ["000001", "000002"]

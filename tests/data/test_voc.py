@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jwsol.data import voc
@@ -153,72 +152,8 @@ def test_load_folder_rejects_size_mismatch(voc_copy, data_tools):
         voc.load_folder(voc_copy, "train")
 
 
-def _mock_as_dataset(voc_root, data_tools, broken_id=None):
-    """`_as_dataset` for tfds.testing.mock_data: tfds voc/2007 examples made from the test folder,
-    with the builder's own conventions (bbox = (ymin/h, xmin/w, ymax/h, xmax/w), 1-based)."""
-    split_ids = {"train": ["000001", "000002"], "validation": ["000003"], "test": ["000004"]}
-
-    def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
-        del self, read_config, shuffle_files
-        assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
-
-        def examples():
-            for image_id in split_ids[str(split)]:
-                spec = data_tools.VOC_IMAGES[image_id]
-                width, height = spec["size"]
-                with open(_jpeg_path(voc_root, image_id), "rb") as f:
-                    data = f.read()
-                boxes = [
-                    [
-                        o["box"][1] / height,
-                        o["box"][0] / width,
-                        o["box"][3] / height,
-                        o["box"][2] / width,
-                    ]
-                    for o in spec["objects"]
-                ]
-                labels = [voc.VOC_CLASSES.index(o["name"]) for o in spec["objects"]]
-                difficult = [bool(o.get("difficult", 0)) for o in spec["objects"]]
-                if image_id == broken_id:
-                    difficult = difficult + [False]
-                yield {
-                    "image": data,
-                    "image/filename": f"{image_id}.jpg",
-                    "objects": {
-                        "bbox": np.asarray(boxes, np.float32),
-                        "label": np.asarray(labels, np.int64),
-                        "is_difficult": np.asarray(difficult, bool),
-                        "is_truncated": np.asarray(
-                            [bool(o.get("truncated", 0)) for o in spec["objects"]]
-                        ),
-                        "pose": np.zeros([len(labels)], np.int64),
-                    },
-                    "labels": np.asarray(sorted(set(labels)), np.int64),
-                    "labels_no_difficult": np.asarray(sorted(set(labels)), np.int64),
-                }
-
-        return tf.data.Dataset.from_generator(
-            examples,
-            output_signature={
-                "image": tf.TensorSpec([], tf.string),
-                "image/filename": tf.TensorSpec([], tf.string),
-                "objects": {
-                    "bbox": tf.TensorSpec([None, 4], tf.float32),
-                    "label": tf.TensorSpec([None], tf.int64),
-                    "is_difficult": tf.TensorSpec([None], tf.bool),
-                    "is_truncated": tf.TensorSpec([None], tf.bool),
-                    "pose": tf.TensorSpec([None], tf.int64),
-                },
-                "labels": tf.TensorSpec([None], tf.int64),
-                "labels_no_difficult": tf.TensorSpec([None], tf.int64),
-            },
-        )
-
-    return as_dataset
-
-
 def test_tfds_source_matches_folder(voc_root, data_tools):
-    with tfds.testing.mock_data(as_dataset_fn=_mock_as_dataset(voc_root, data_tools)):
+    with tfds.testing.mock_data(as_dataset_fn=data_tools.mock_as_dataset(voc_root)):
         records = voc.load_tfds("trainval", data_dir=None)
     assert [r["image_id"] for r in records] == ["000001", "000002", "000003"]
     for record in records:
@@ -233,7 +168,7 @@ def test_tfds_source_matches_folder(voc_root, data_tools):
 
 def test_tfds_inconsistent_example_is_reported(voc_root, data_tools):
     reported = []
-    as_dataset = _mock_as_dataset(voc_root, data_tools, broken_id="000002")
+    as_dataset = data_tools.mock_as_dataset(voc_root, broken_id="000002")
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
         records = voc.load_tfds(
             "train", data_dir=None, on_bad=lambda p, why: reported.append((p, why))
