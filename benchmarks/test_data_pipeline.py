@@ -2,15 +2,15 @@
 
 Each case is measured against a reference run in the same process: the same per-image work
 (decode, resize, flip, normalise, pad proposals) as a plain sequential OpenCV/NumPy loop. The
-ratio says what tf.data's parallel map buys on this machine. Results: a printed table and
-benchmarks/results/data_pipeline.json (with the machine described).
+ratio says what tf.data's parallel map buys on this machine. "host side only" is the index plan
+and record lookups through `from_generator` alone, the single-threaded part. Results: a table in
+the pytest summary and benchmarks/results/data_pipeline.json (machine described by
+benchmarks/conftest.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import time
 
 import cv2
@@ -24,22 +24,6 @@ from jwsol.data import augment, detection
 NUM_VOC_IMAGES = 48
 NUM_PROPOSALS = 2000
 BATCH = 8
-RESULTS = os.path.join(os.path.dirname(__file__), "results", "data_pipeline.json")
-
-
-def _machine() -> dict:
-    import tensorflow as tf
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "load_average_1m": os.getloadavg()[0],
-    }
 
 
 def _make_voc(root: str) -> tuple[str, str]:
@@ -91,6 +75,24 @@ def _pipeline_rate(config, split: str, batches: int) -> float:
     return batches * BATCH / (time.perf_counter() - start)
 
 
+def _generator_rate(config, split: str, count: int) -> float:
+    """The host side alone: index plan and record lookups through `from_generator`."""
+    import tensorflow as tf
+
+    records = detection.load_records(config, split)
+    plan = {"train": True, "seed": 0, "batch_size": BATCH}
+    ds = tf.data.Dataset.from_generator(
+        detection._generator(records, plan, int(config.max_proposals)),
+        output_signature=detection._signature(records),
+    )
+    it = iter(ds)
+    next(it)
+    start = time.perf_counter()
+    for _ in range(count):
+        next(it)
+    return count / (time.perf_counter() - start)
+
+
 def _reference_rate(config, split: str, count: int) -> float:
     """The same per-example work, sequential, with OpenCV and NumPy."""
     records = detection.load_records(config, split)
@@ -119,19 +121,28 @@ def _reference_rate(config, split: str, count: int) -> float:
 
 
 @pytest.fixture(scope="module")
-def results():
-    out = {"machine": _machine(), "cases": {}}
-    yield out
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as f:
-        json.dump(out, f, indent=2)
-    print(f"\n{'case':<34}{'pipeline img/s':>16}{'reference img/s':>17}{'ratio':>8}")
-    for name, case in out["cases"].items():
-        print(
-            f"{name:<34}{case['pipeline_images_per_s']:>16.1f}{case['reference_images_per_s']:>17.1f}"
-            f"{case['ratio']:>8.2f}"
-        )
-    print(f"written to {RESULTS}")
+def results(write_results, report_table, format_table):
+    """Collects one row per case; writes the JSON and prints the table when the module ends."""
+    import tensorflow as tf
+
+    rows: list[dict] = []
+    yield rows
+    path = write_results(
+        "data_pipeline",
+        rows,
+        {
+            "versions_extra": {"tensorflow": tf.__version__, "opencv": cv2.__version__},
+            "batch": BATCH,
+        },
+    )
+    columns = [
+        ("case", "case", ""),
+        ("pipeline_images_per_s", "pipeline img/s", ".1f"),
+        ("reference_images_per_s", "reference img/s", ".1f"),
+        ("ratio", "ratio", ".2f"),
+        ("generator_only_images_per_s", "host side only img/s", ".0f"),
+    ]
+    report_table(f"detection input pipeline ({path.name})", format_table(rows, columns))
 
 
 @pytest.mark.parametrize("image_size", [224, 512])
@@ -145,13 +156,16 @@ def test_voc_sized_images_with_2000_proposals(tmp_path_factory, results, image_s
     assert len(records) == NUM_VOC_IMAGES and min(len(p) for p in records.proposals) > 1500
     pipeline = _pipeline_rate(config, "trainval", batches=12)
     reference = _reference_rate(config, "trainval", count=48)
-    results["cases"][f"voc 500x375 -> {image_size}, R=2000"] = {
-        "pipeline_images_per_s": pipeline,
-        "reference_images_per_s": reference,
-        "ratio": pipeline / reference,
-        "batch": BATCH,
-        "note": "reference: sequential cv2 decode + INTER_AREA resize + flip + normalise + pad",
-    }
+    results.append(
+        {
+            "case": f"voc 500x375 -> {image_size}, R=2000",
+            "pipeline_images_per_s": pipeline,
+            "reference_images_per_s": reference,
+            "ratio": pipeline / reference,
+            "note": "reference: sequential cv2 decode + INTER_AREA resize + flip + normalise + pad",
+            "generator_only_images_per_s": _generator_rate(config, "trainval", count=200),
+        }
+    )
     assert pipeline > 0 and reference > 0
 
 
@@ -163,11 +177,14 @@ def test_scenes(tmp_path_factory, results):
     records = detection.load_records(config, "train")
     pipeline = _pipeline_rate(config, "train", batches=24)
     reference = _reference_rate(config, "train", count=192)
-    results["cases"]["scenes 128 -> 224, R=200"] = {
-        "pipeline_images_per_s": pipeline,
-        "reference_images_per_s": reference,
-        "ratio": pipeline / reference,
-        "batch": BATCH,
-        "mean_proposals": float(np.mean([len(p) for p in records.proposals])),
-    }
+    results.append(
+        {
+            "case": "scenes 128 -> 224, R=200",
+            "pipeline_images_per_s": pipeline,
+            "reference_images_per_s": reference,
+            "ratio": pipeline / reference,
+            "mean_proposals": float(np.mean([len(p) for p in records.proposals])),
+            "generator_only_images_per_s": _generator_rate(config, "train", count=500),
+        }
+    )
     assert pipeline > 0 and reference > 0
