@@ -74,9 +74,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.voc_root = ""  # VOCdevkit folder (or its VOC2007/ inside) for source 'voc_folder'
     c.tfds_name = "voc/2007"
     c.tfds_data_dir = ""  # tfds data_dir for source 'tfds' ('' = tfds' default); never downloads
-    c.cache_dir = (
-        "~/.cache/jwsol"  # scenes in <cache_dir>/scenes, computed proposals in .../proposals
-    )
+    # Generated scenes go to <cache_dir>/scenes, computed proposals to <cache_dir>/proposals.
+    c.cache_dir = "~/.cache/jwsol"
     c.strict = False  # True: bad files raise DataError; False: counted, logged skips
 
     c.image_size = 224  # S: the static canvas side of `image`

@@ -10,11 +10,7 @@ import types
 import numpy as np
 import pytest
 import scipy.io
-import tensorflow as tf
-import tensorflow_datasets as tfds
 from PIL import Image
-
-from jwsol.data import detection, voc
 
 BACKGROUND = (128, 128, 128)
 
@@ -174,6 +170,12 @@ def make_voc_mats(folder: str, *, with_scores: bool, order: str = "yxyx") -> str
 def mock_as_dataset(voc_root, broken_id=None):
     """`_as_dataset` for tfds.testing.mock_data: tfds voc/2007 examples made from the test folder,
     with the builder's own conventions (bbox = (ymin/h, xmin/w, ymax/h, xmax/w), 1-based)."""
+    # NOTE: TensorFlow is imported inside the helpers, so the other data tests do not pay for it.
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from jwsol.data import voc
+
     split_ids = {"train": ["000001", "000002"], "validation": ["000003"], "test": ["000004"]}
 
     def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
@@ -256,6 +258,8 @@ def voc_mat_template(tmp_path_factory) -> str:
 
 def voc_data_config(voc_root: str, mat_template: str, cache_dir: str, **overrides):
     """A data config for the test VOC folder with `.mat` proposals."""
+    from jwsol.data import detection
+
     c = detection.voc_config()
     c.voc_root = voc_root
     c.cache_dir = cache_dir
@@ -276,6 +280,8 @@ def voc_data_config(voc_root: str, mat_template: str, cache_dir: str, **override
 
 def scenes_data_config(idx_folder: str, cache_dir: str, **overrides):
     """A small scenes config on the synthetic IDX folder (rectangles), selective search in-process."""
+    from jwsol.data import detection
+
     c = detection.default_config()
     c.cache_dir = cache_dir
     c.mnist_folder = idx_folder
