@@ -80,25 +80,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.eval_every = TINYIMAGENET_TRAIN["shuffled"] // 256
         config.train.checkpoint_every = config.train.eval_every
     elif variant == "fashion_mnist":
-        # The offline check: ~8 minutes on 2 shared CPU cores. Augmentation scaled to 32 px.
+        # The offline check: ~8 minutes of training on 2 shared CPU cores (4,800 images, under
+        # a tenth of an epoch). Augmentation scaled to 32 px.
         config.data.source = "mnist_idx"
         config.data.folder = "/usr/share/datasets/fashion-mnist"
         config.data.image_size = 32
         config.data.mean = (0.2860,) * 3  # Fashion-MNIST's training-set pixel mean and std
         config.data.std = (0.3530,) * 3
-        config.data.num_test = 2000
+        config.data.num_test = 1000  # the first 1,000 test images
         config.augment.pad = 4
         config.augment.hole_min = 4
         config.augment.hole_max = 8
         config.augment.holes_max = 2
-        config.train.batch_size = 64
+        config.train.batch_size = 32
         config.train.num_epochs = 0.0
-        config.train.num_steps = 300
-        config.train.eval_every = 100
-        config.train.checkpoint_every = 100
+        config.train.num_steps = 150
+        config.train.eval_every = 50
+        config.train.checkpoint_every = 50
         config.train.log_every = 10
         config.optimizer.learning_rate = 0.05
-        config.eval.batch_size = 500
+        config.eval.batch_size = 250
     elif variant == "smoke":
         config.data.image_size = 16
         config.augment.pad = 2

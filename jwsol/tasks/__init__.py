@@ -8,7 +8,10 @@ from jwsol.errors import ConfigError
 
 TASKS = {
     "sliding_window": "jwsol.tasks.sliding_window:SlidingWindowTask",
+    "localizer": "jwsol.tasks.localizer:LocalizerTask",
     "classification": "jwsol.tasks.classification:ClassificationTask",
+    "multilabel": "jwsol.tasks.multilabel:MultiLabelTask",
+    "wsddn": "jwsol.tasks.wsddn:WSDDNTask",
 }
 
 

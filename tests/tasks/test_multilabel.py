@@ -1,0 +1,122 @@
+"""The multi-label task: a smoke run through the shared loop on made-up scenes (five crops), the
+evaluator against scikit-learn and brute force, tail accuracy by hand, crop pooling, errors."""
+
+import json
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from jwsol.errors import ConfigError
+from jwsol.tasks import multilabel
+from jwsol.training import config as config_lib
+from jwsol.training import loop
+
+
+def smoke(idx_folder, cache_dir, **overrides):
+    return config_lib.load(
+        "configs/resnet_voc.py:smoke",
+        {"data.mnist_folder": idx_folder, "data.cache_dir": cache_dir,
+         "train.progress_bar": False, **overrides},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def smoke_run(idx_folder, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    cache = str(tmp_path_factory.mktemp("cache"))
+    return workdir, loop.run(smoke(idx_folder, cache), workdir)
+
+
+def test_smoke_run_writes_metrics_and_figures(smoke_run):
+    workdir, metrics = smoke_run
+    with open(os.path.join(workdir, "eval_metrics.json")) as f:
+        final = json.load(f)
+    assert set(final) >= {"map", "label_accuracy", "tail_acc", "num_examples", "step"}
+    assert final["num_examples"] == 10 and final["step"] == 4
+    assert len([k for k in final if k.startswith("ap/")]) == 10
+    assert final["map"] == pytest.approx(metrics["map"])
+    assert 0.0 <= final["map"] <= 1.0 and 0.0 <= final["label_accuracy"] <= 1.0
+    for name in ("ranked_images", "tail_accuracy"):
+        assert os.path.exists(os.path.join(workdir, "figures", f"{name}.png"))
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows if "loss" in r] == [2, 4]
+    assert all(np.isfinite(r["loss"]) and "label_accuracy" in r for r in rows if "loss" in r)
+
+
+def test_tail_accuracy_by_hand():
+    scores = np.array([[0.9, 0.2], [0.8, 0.7], [0.6, 0.6], [0.3, 0.95], [0.55, 0.1]])
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0]])
+    thresholds, curve, mean = multilabel.tail_accuracy(scores, labels, top=3, num_thresholds=3)
+    # t_max = 0.95: thresholds 0.5, 0.65, 0.8.
+    np.testing.assert_allclose(thresholds, [0.5, 0.65, 0.8])
+    # Class 0: top 3 = rows 0 (0.9, +), 1 (0.8, -), 2 (0.6, +): t=0.5 -> 2/3, 0.65 -> 1/2,
+    # 0.8 -> 1/2. Class 1: top 3 = rows 3 (0.95, +), 1 (0.7, +), 2 (0.6, +): 1, 1, 1.
+    np.testing.assert_allclose(curve, [(2 / 3 + 1) / 2, 0.75, 0.75])
+    assert mean == pytest.approx(np.mean([(2 / 3 + 1) / 2, 0.75, 0.75]))
+    # An entry left out by `valid` is neither ranked nor counted; a class whose top images all
+    # score below t is left out of that threshold's mean.
+    valid = np.ones_like(labels, bool)
+    valid[1, 0] = False
+    _, curve, _ = multilabel.tail_accuracy(scores, labels, valid, top=3, num_thresholds=3)
+    # Class 0 top 3 now rows 0, 2, 4 (all positive): 1 at every t (0.55 < 0.65 drops out).
+    np.testing.assert_allclose(curve, [1.0, 1.0, 1.0])
+    low = np.array([[0.1], [0.2]])
+    _, curve, mean = multilabel.tail_accuracy(low, np.array([[1], [0]]), top=2, num_thresholds=2)
+    assert np.isnan(curve).all() and np.isnan(mean)
+
+
+def test_evaluator_against_sklearn_and_brute_force():
+    rng = np.random.default_rng(0)
+    n, c = 37, 4
+    scores = rng.uniform(size=(n, c))
+    labels = (rng.uniform(size=(n, c)) < 0.4).astype(np.float32)
+    weights = np.ones((n, c), np.float32)
+    weights[rng.uniform(size=(n, c)) < 0.1] = 0.0
+    thumbs = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    evaluator = multilabel.MultiLabelEvaluator(["a", "b", "c", "d"], num_ranked=3, tail_top=10)
+    for part in np.array_split(np.arange(n), 5):
+        evaluator.add(
+            {"labels": labels[part], "label_weights": weights[part], "thumbnail": thumbs[part]},
+            {"scores": scores[part]},
+        )
+    metrics, figures = evaluator.result()
+    aps = []
+    for k, name in enumerate("abcd"):
+        keep = weights[:, k] > 0
+        aps.append(average_precision_score(labels[keep, k], scores[keep, k]))
+        assert metrics[f"ap/{name}"] == pytest.approx(aps[-1])
+    assert metrics["map"] == pytest.approx(np.mean(aps))
+    valid = weights > 0
+    accuracy = (((scores >= 0.5) == (labels > 0.5)) & valid).sum() / valid.sum()
+    assert metrics["label_accuracy"] == pytest.approx(accuracy)
+    assert metrics["num_examples"] == n
+    # The streamed ranking keeps exactly the thumbnails of the best and worst 3 per class.
+    best = np.argsort(-scores, axis=0)[:3]
+    worst = np.argsort(scores, axis=0)[:3]
+    assert set(evaluator.thumbs) == set(best.ravel()) | set(worst.ravel())
+    assert all(evaluator.thumbs[i][0, 0, 0] == i for i in evaluator.thumbs)
+    assert figures["ranked_images"].dtype == np.uint8
+    assert figures["tail_accuracy"].ndim == 3
+
+
+def test_views_are_pooled_per_image(idx_folder, tmp_path):
+    task = multilabel.MultiLabelTask(smoke(idx_folder, str(tmp_path)))
+    # Image b, crop k is filled with 10 * b + k: flattening then pooling must group by image.
+    values = 10.0 * np.arange(3)[:, None] + np.arange(5)[None, :]
+    crops = np.broadcast_to(values[:, :, None, None, None], (3, 5, 2, 2, 3))
+    batch = {"image": crops, "labels": np.zeros((3, 10), np.float32)}
+    views = task._images(batch)
+    assert views.shape == (15, 2, 2, 3)
+    logits = jnp.tile(views.mean(axis=(1, 2, 3))[:, None], (1, 10))
+    np.testing.assert_array_equal(task._pool(logits, batch)[:, 0], [4.0, 14.0, 24.0])
+
+
+def test_config_errors(idx_folder, tmp_path):
+    with pytest.raises(ConfigError, match="crops.mode='bogus'"):
+        multilabel.MultiLabelTask(smoke(idx_folder, str(tmp_path), **{"crops.mode": "bogus"}))
+    with pytest.raises(ConfigError, match="crops.size=64 exceeds data.image_size=48"):
+        multilabel.MultiLabelTask(smoke(idx_folder, str(tmp_path), **{"crops.size": 64}))
