@@ -4,8 +4,6 @@ static shapes, determinism and resuming, process slices, evaluation padding, bad
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -368,41 +366,3 @@ def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools)
             np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=key)
         else:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
-def test_show_draws_voc_and_scenes(voc_config, idx_folder, tmp_path, data_tools):
-    from jwsol.data import show
-
-    out = str(tmp_path / "voc.png")
-    batch = show.render(voc_config(), "test", 1, out)
-    assert batch["image_id"][0] == b"000002"
-    with open(out, "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    scenes_out = str(tmp_path / "scene.png")
-    show.render(
-        data_tools.scenes_data_config(idx_folder, str(tmp_path / "c")), "test", 0, scenes_out
-    )
-    assert os.path.getsize(scenes_out) > 1000
-
-
-def test_show_command_line(voc_root, voc_mat_template, tmp_path):
-    out = str(tmp_path / "cli.png")
-    cmd = [
-        sys.executable,
-        "-m",
-        "jwsol.data.show",
-        "--data.source=voc_folder",
-        f"--data.voc_root={voc_root}",
-        "--data.proposals.method=mat",
-        f"--data.proposals.mat_file={voc_mat_template}",
-        f"--data.cache_dir={tmp_path}",
-        "--data.image_size=64",
-        "--data.max_proposals=16",
-        "--split=test",
-        "--index=2",
-        f"--out={out}",
-    ]
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert os.path.getsize(out) > 1000
