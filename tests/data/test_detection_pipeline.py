@@ -366,3 +366,23 @@ def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools)
             np.testing.assert_allclose(a[key], b[key], atol=1e-4, err_msg=key)
         else:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_grid_proposals_on_scenes(idx_folder, tmp_path, data_tools):
+    from jwsol.data import proposals
+
+    config = data_tools.scenes_data_config(
+        idx_folder,
+        str(tmp_path),
+        **{"proposals.method": "grid", "proposals.grid_sizes": (24, 32), "max_proposals": 300},
+    )
+    records = detection.load_records(config, "train")
+    expected = proposals.grid_boxes(64, 64, (24, 32), (0.5, 1.0, 2.0), 0.25)
+    assert len(expected) <= 300
+    for boxes in records.proposals:
+        np.testing.assert_array_equal(boxes, expected)
+    batch = next(
+        detection.build(config, "train", train=False, seed=0, batch_size=2).as_numpy_iterator()
+    )
+    assert batch["proposal_mask"].sum(axis=1).tolist() == [len(expected)] * 2
+    assert not os.path.exists(os.path.join(str(tmp_path), "proposals"))  # the grid is not cached
