@@ -12,6 +12,7 @@ skip (or raises, with `data.strict=True`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import os
 from collections.abc import Callable
@@ -22,10 +23,27 @@ import numpy as np
 from jwsol.errors import DataError
 
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 _CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
 
 SPLITS = ("train", "val", "trainval", "test")
@@ -220,10 +238,45 @@ def _check_sizes(path: str, ann: dict, height: int, width: int, on_bad: OnBad) -
     return True
 
 
-def load_folder(root: str, split: str, *, on_bad: OnBad = raise_on_bad) -> list[dict]:
+def decode_errors(images: list, num_threads: int = 0) -> list[str | None]:
+    """Decodes each JPEG (a path or bytes) fully with TensorFlow's decoder, the pipeline's own.
+
+    Returns, per image, the decoder's error message, or None when it decodes. A JPEG with an
+    intact header and end marker can still hold damaged data that only a full decode finds.
+    Threads overlap well: TensorFlow releases the GIL while decoding.
+    """
+    import tensorflow as tf
+
+    def one(item) -> str | None:
+        try:
+            data = tf.io.read_file(item) if isinstance(item, str) else item
+            tf.io.decode_jpeg(data, channels=3)
+        except tf.errors.OpError as e:
+            return e.message.strip().splitlines()[-1]
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(num_threads or os.cpu_count() or 1) as pool:
+        return list(pool.map(one, images))
+
+
+def _drop_undecodable(records: list[dict], names: list[str], on_bad: OnBad) -> list[dict]:
+    errors = decode_errors([r["image"] for r in records])
+    kept = []
+    for record, name, error in zip(records, names, errors, strict=True):
+        if error is None:
+            kept.append(record)
+        else:
+            on_bad(name, f"JPEG cannot be decoded ({error}).")
+    return kept
+
+
+def load_folder(
+    root: str, split: str, *, on_bad: OnBad = raise_on_bad, verify: bool = False
+) -> list[dict]:
     """Annotations of a VOCdevkit split, each with `image` = the JPEG's path.
 
-    Images whose XML or JPEG is missing or bad are reported through `on_bad` and left out.
+    Images whose XML or JPEG is missing or bad are reported through `on_bad` and left out;
+    with `verify`, every JPEG is also decoded once (`decode_errors`, about 3 ms an image).
     """
     voc_dir = find_voc_root(root)
     records = []
@@ -243,6 +296,8 @@ def load_folder(root: str, split: str, *, on_bad: OnBad = raise_on_bad) -> list[
         if _check_sizes(jpeg_path, ann, height, width, on_bad):
             ann["image"] = jpeg_path
             records.append(ann)
+    if verify:
+        records = _drop_undecodable(records, [r["image"] for r in records], on_bad)
     return records
 
 
@@ -287,9 +342,17 @@ def _tfds_example(example: dict, on_bad: OnBad, where: str) -> dict | None:
 
 
 def load_tfds(
-    split: str, *, data_dir: str | None, name: str = "voc/2007", on_bad: OnBad = raise_on_bad
+    split: str,
+    *,
+    data_dir: str | None,
+    name: str = "voc/2007",
+    on_bad: OnBad = raise_on_bad,
+    verify: bool = False,
 ) -> list[dict]:
     """Annotations of tfds `voc/2007` for our split name, each with `image` = JPEG bytes.
+
+    Bad examples go to `on_bad` (named `tfds:<name>/<tfds split>:<file name>`); `verify` as in
+    `load_folder`.
 
     NOTE: the split's encoded JPEGs are held in memory (about 0.45 GB for VOC 2007 trainval),
     which buys random access by index, hence resumable, index-deterministic pipelines.
@@ -298,13 +361,17 @@ def load_tfds(
 
     if split not in _TFDS_SPLITS:
         raise DataError(f"unknown VOC split {split!r}; expected one of {SPLITS}.")
-    records = []
+    records, names = [], []
     for tfds_split in _TFDS_SPLITS[split]:
         try:
             ds = tfds.load(
-                name, split=tfds_split, data_dir=data_dir or None, download=False,
-                shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
-            )  # fmt: skip
+                name,
+                split=tfds_split,
+                data_dir=data_dir or None,
+                download=False,
+                shuffle_files=False,
+                decoders={"image": tfds.decode.SkipDecoding()},
+            )
         except Exception as e:  # tfds raises AssertionError/DatasetNotFoundError/...
             raise DataError(
                 f"tfds {name!r} split {tfds_split!r} not found in data_dir={data_dir!r} ({e}). "
@@ -316,4 +383,7 @@ def load_tfds(
             record = _tfds_example(example, on_bad, where)
             if record is not None:
                 records.append(record)
+                names.append(f"{where}:{record['image_id']}.jpg")
+    if verify:
+        records = _drop_undecodable(records, names, on_bad)
     return records

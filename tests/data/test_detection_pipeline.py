@@ -289,14 +289,21 @@ def test_corrupt_jpeg_and_missing_xml_are_counted_skips(
         f.write(b"\xff\xd8\xff\xe0 not really a jpeg")
     xml = os.path.join(voc_copy, "VOC2007", "Annotations", "000004.xml")
     os.remove(xml)
+    damaged = os.path.join(voc_copy, "VOC2007", "JPEGImages", "000001.jpg")
+    with open(damaged, "rb") as f:
+        data = bytearray(f.read())
+    data[len(data) // 2 : len(data) // 2 + 40] = b"\xff" * 40  # only a full decode notices
+    with open(damaged, "wb") as f:
+        f.write(bytes(data))
     config = data_tools.voc_data_config(voc_copy, voc_mat_template, str(tmp_path))
     records = detection.load_records(config, "test")
-    assert records.image_ids == ["000001", "000002"]
-    assert [path for path, _ in records.skipped] == [jpeg, xml]
+    assert records.image_ids == ["000002"]
+    assert [path for path, _ in records.skipped] == [jpeg, xml, damaged]
+    assert "cannot be decoded" in records.skipped[2][1]
     batches = list(
         detection.build(config, "test", train=False, seed=0, batch_size=2).as_numpy_iterator()
     )
-    assert len(batches) == 1 and batches[0]["example_mask"].all()
+    assert len(batches) == 1 and batches[0]["example_mask"].tolist() == [True, False]
     config.strict = True
     with pytest.raises(DataError, match="000003.jpg"):
         detection.load_records(config, "test")

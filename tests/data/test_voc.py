@@ -227,3 +227,22 @@ def test_show_command_line(voc_root, voc_mat_template, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"wrote {out}" in result.stdout
     assert os.path.getsize(out) > 1000
+
+
+def test_damaged_jpeg_is_found_by_a_full_decode(voc_copy):
+    path = _jpeg_path(voc_copy, "000002")
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    middle = len(data) // 2
+    data[middle : middle + 40] = b"\xff" * 40  # bogus markers inside the entropy-coded data
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    assert voc.check_jpeg(path) == (140, 100)  # header and end marker look fine
+    assert [r["image_id"] for r in voc.load_folder(voc_copy, "train")] == ["000001", "000002"]
+    reported = []
+    records = voc.load_folder(
+        voc_copy, "train", verify=True, on_bad=lambda p, why: reported.append((p, why))
+    )
+    assert [r["image_id"] for r in records] == ["000001"]
+    assert reported[0][0] == path and reported[0][1].startswith("JPEG cannot be decoded")
+    assert voc.decode_errors([path, bytes(data), _jpeg_path(voc_copy, "000001")])[2] is None
