@@ -117,3 +117,36 @@ def test_source_errors(tmp_path, idx_folder):
     )
     with pytest.raises(ConfigError, match="data.image_size=24 is smaller than the 28x28"):
         classification.load_source(small.data)
+
+
+def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path):
+    import importlib.util
+
+    import jax
+    import ml_collections
+    from flax import traverse_util
+
+    from jwsol.models.resnet import ResNet
+    from jwsol.weights import torchvision as tv
+
+    path = os.path.join(os.path.dirname(__file__), "..", "weights", "test_torchvision_port.py")
+    spec = importlib.util.spec_from_file_location("_port_references", path)
+    refs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refs)
+    pth = str(tmp_path / "resnet18.pth")
+    torch.save(refs.torch_model("resnet18").state_dict(), pth)
+    tv.convert(pth, "resnet18", str(tmp_path / "w"), drop_classifier=True)
+
+    model = ResNet(depth=18, num_classes=7, small_input=True)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3)))
+    fresh = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), shapes)
+    cfg = ml_collections.ConfigDict({"depth": 18, "small_input": True, "pretrained": ""})
+    assert classification.load_resnet_pretrained(cfg, fresh) is None
+    cfg.pretrained = str(tmp_path / "w")
+    merged = traverse_util.flatten_dict(classification.load_resnet_pretrained(cfg, fresh), sep="/")
+    ported = traverse_util.flatten_dict(tv.load_pretrained(cfg.pretrained, "resnet18", drop_classifier=True), sep="/")  # fmt: skip
+    for key, value in merged.items():
+        if key.startswith(("params/conv1", "params/fc")):
+            assert np.all(np.asarray(value) == 7.0), key  # kept their init
+        else:
+            np.testing.assert_array_equal(value, ported[key], err_msg=key)
