@@ -14,6 +14,7 @@ and `bias`. ReLU follows every conv but the last one; pools are max pools.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +29,9 @@ from jwsol.ops.windows import (
     conv_kernel_to_dense,
     dense_kernel_to_conv,
     dense_layer_index,
+    output_size,
+    receptive_field,
+    require_sliding_equivalence,
 )
 
 # The exercise's net on 14x14x3 windows: conv 5x5 x16 -> 10x10, max pool 2 -> 5x5, the
@@ -256,12 +260,65 @@ def cpu_compiler_options() -> dict[str, str] | None:
     return dict(_EIGEN_DOTS)
 
 
-def conv_pass(layers: Sequence[Layer], impl: str = "xla") -> Callable[[Any, jax.Array], jax.Array]:
-    """Jitted `ConvStack(layers, impl).apply(variables, images)` with `cpu_compiler_options()`.
+def tiled_apply(
+    layers: Sequence[Layer], impl: str = "xla", rows_per_tile: int = 4
+) -> Callable[[Any, jax.Array], jax.Array]:
+    """`ConvStack(layers, impl).apply` computed `rows_per_tile` output rows of one image at a time.
 
-    images: [N, H, W, C_in] -> [N, H_out, W_out, C_last]. Same numbers as a plain
-    `jax.jit(ConvStack(layers).apply)`, faster on CPU (see docs/sliding_window.md).
+    Returns apply(variables, images [N, H, W, C_in]) -> [N, H_out, W_out, C_last], the same
+    numbers as the whole-image pass. A tile of output rows needs the input rows of its windows
+    ((rows_per_tile - 1) * stride + window), so each tile's activations stay small enough for
+    the CPU caches instead of streaming [N, H, W, 400] maps through memory between layers; the
+    price is recomputing the layers before the last stride on the overlap (here conv0: ~1% of
+    the FLOPs). Needs `require_sliding_equivalence(layers)`: only a first conv may pad.
     """
-    return jax.jit(
-        ConvStack(tuple(layers), impl=impl).apply, compiler_options=cpu_compiler_options()
-    )
+    require_sliding_equivalence(layers)
+    if rows_per_tile < 1:
+        raise ValueError(f"rows_per_tile must be >= 1, got {rows_per_tile}")
+    size, stride, offset = receptive_field(layers)
+    valid = ConvStack(tuple(dataclasses.replace(layer, padding=0) for layer in layers), impl=impl)
+    rows_in = (rows_per_tile - 1) * stride + size  # input rows of one tile
+
+    def apply(variables: Any, images: jax.Array) -> jax.Array:
+        n, height, width, channels = images.shape
+        h_out, w_out = output_size(layers, height), output_size(layers, width)
+        tiles = -(-h_out // rows_per_tile)
+        rows_read = (tiles - 1) * rows_per_tile * stride + rows_in
+        pad = -offset  # the first layer's padding, applied once to the whole image
+        bottom = max(pad, rows_read - height - pad)  # rows past the last window are cropped
+        padded = jnp.pad(images, ((0, 0), (pad, bottom), (pad, pad), (0, 0)))
+
+        def tile(k: jax.Array) -> jax.Array:  # [rows_per_tile, W_out, C_last]
+            image, row = k // tiles, (k % tiles) * rows_per_tile * stride
+            rows = lax.dynamic_slice(
+                padded, (image, row, 0, 0), (1, rows_in, padded.shape[2], channels)
+            )
+            return valid.apply(variables, rows)[0]
+
+        out = lax.map(tile, jnp.arange(n * tiles))  # [N * tiles, rows_per_tile, W_out, C]
+        out = out.reshape(n, tiles * rows_per_tile, w_out, out.shape[-1])
+        return out[:, :h_out]
+
+    return apply
+
+
+def conv_pass(
+    layers: Sequence[Layer],
+    *,
+    impl: str = "im2col",
+    rows_per_tile: int | None = 4,
+    eigen_dots: bool = True,
+) -> Callable[[Any, jax.Array], jax.Array]:
+    """The fastest convolutional pass measured here, jitted: (variables, images) -> outputs.
+
+    images: [N, H, W, C_in] -> [N, H_out, W_out, C_last], the numbers of `ConvStack(layers)`.
+    rows_per_tile: `tiled_apply` tile height, or None for the whole image at once (needed when
+    a layer past the first pads). eigen_dots: compile with `cpu_compiler_options()` on CPU.
+    The defaults are the fastest in benchmarks/test_sliding_window.py (docs/sliding_window.md).
+    """
+    layers = tuple(layers)
+    if rows_per_tile is None:
+        fn = ConvStack(layers, impl=impl).apply
+    else:
+        fn = tiled_apply(layers, impl, rows_per_tile)
+    return jax.jit(fn, compiler_options=cpu_compiler_options() if eigen_dots else None)

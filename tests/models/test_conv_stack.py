@@ -13,8 +13,11 @@ from jwsol.models.conv_stack import (
     ConvStack,
     WindowNet,
     conv_params_to_dense,
+    conv_pass,
+    cpu_compiler_options,
     dense_params_to_conv,
     reference_layers,
+    tiled_apply,
 )
 from jwsol.ops.windows import Layer, min_input_size, receptive_field
 
@@ -171,6 +174,44 @@ def test_converter_round_trip_is_exact():
     assert jax.tree.structure(back) == jax.tree.structure(variables)
     for got, want in zip(jax.tree.leaves(back), jax.tree.leaves(variables)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+@pytest.mark.parametrize(
+    ("layers", "shape", "rows_per_tile"),
+    [
+        (REFERENCE_LAYERS, (2, 33, 29, 3), 4),  # 10 output rows: the last tile is cropped
+        (REFERENCE_LAYERS, (1, 16, 16, 3), 1),
+        (
+            (Layer("conv", 3, 2, 2, 4), Layer("pool", 2, 2), Layer("conv", 3, features=3)),
+            (3, 21, 17, 3),
+            3,
+        ),
+        ((Layer("conv", 2, 1, 1, 3), Layer("conv", 1, features=2)), (1, 9, 12, 3), 16),
+    ],
+)
+def test_tiled_pass_equals_the_whole_image_pass(layers, shape, rows_per_tile):
+    images = jnp.asarray(np.random.default_rng(7).standard_normal(shape), jnp.float32)
+    variables = random_variables(ConvStack(layers), images, seed=8)
+    whole = jax.jit(ConvStack(layers).apply)(variables, images)
+    tiled = jax.jit(tiled_apply(layers, "im2col", rows_per_tile))(variables, images)
+    assert tiled.shape == whole.shape
+    assert relative_error(tiled, whole) <= 1e-5
+    offered = conv_pass(layers, rows_per_tile=rows_per_tile)(variables, images)
+    assert relative_error(offered, whole) <= 1e-5
+
+
+def test_conv_pass_options():
+    assert cpu_compiler_options() == {"xla_cpu_experimental_ynn_fusion_type": ""}  # CPU here
+    padded_inside = (Layer("conv", 3, features=2), Layer("conv", 3, padding=1, features=2))
+    with pytest.raises(ValueError, match="only a first conv layer may pad"):
+        tiled_apply(padded_inside)
+    with pytest.raises(ValueError, match="rows_per_tile"):
+        tiled_apply(REFERENCE_LAYERS, rows_per_tile=0)
+    images = jnp.asarray(np.random.default_rng(9).standard_normal((1, 12, 12, 3)), jnp.float32)
+    variables = random_variables(ConvStack(padded_inside), images, seed=10)
+    expected = torch_forward(torch_conv_stack(padded_inside, variables, 3), np.asarray(images))
+    whole = conv_pass(padded_inside, rows_per_tile=None, eigen_dots=False)(variables, images)
+    assert relative_error(whole, expected) <= 1e-5
 
 
 def test_bad_specs_are_clear_errors():
