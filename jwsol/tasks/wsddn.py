@@ -1,0 +1,286 @@
+"""WSDDN (Bilen & Vedaldi, CVPR 2016): a detector trained from image-level labels.
+
+config -> `jwsol.models.wsddn.WSDDN` on detection batches (`jwsol.data.detection`) -> image-level
+BCE (+ the optional spatial regulariser) -> evaluated as a detector.
+
+Evaluation (host side, `WSDDNEvaluator`): per image, the region scores (class softmax x region
+softmax, [R, C]) of the valid proposals; boxes are mapped back to original-image pixels
+(`augment.boxes_to_original`) and so are the true boxes, so every metric is in original
+coordinates. Per class: scores > eval.score_threshold, then NMS at eval.nms_iou
+(`jwsol.ops.boxes.nms_numpy`, torchvision's rules) -> detections. Metrics:
+  map, ap/<class>     VOC AP (`metrics.detection.mean_ap`: voc_eval rules, 11-point by default)
+  corloc              top box per positive class, IoU >= 0.5 (`metrics.detection.corloc`)
+  cls_map             image classification mAP of the image scores (`metrics.multilabel`)
+  proposal_recall     share of non-difficult true boxes some proposal covers at IoU >= 0.5: the
+                      ceiling of any detector on these proposals
+Boxes use the data's edge convention (width = x2 - x1, which is the devkit's xmax - xmin + 1),
+so IoU is computed without the devkit's `+1` (plus_one=False) and equals the devkit's.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from jwsol import losses
+from jwsol.data import augment
+from jwsol.metrics import detection as det_metrics
+from jwsol.metrics import multilabel
+from jwsol.models.wsddn import WSDDN
+from jwsol.ops.boxes import nms_numpy
+from jwsol.tasks.base import Batch, Evaluator
+from jwsol.tasks.image_labels import ImageLabelTask
+from jwsol.viz.boxes import draw_boxes, figure_to_array
+
+# Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).
+HISTOGRAM_LAYERS = {
+    "conv1": ("features", "conv1", "kernel"),
+    "conv2": ("features", "conv2", "kernel"),
+    "fc7": ("fc67", "fc7", "kernel"),
+}
+
+
+def detect(
+    region_scores: np.ndarray,
+    boxes: np.ndarray,
+    score_threshold: float,
+    nms_iou: float,
+    max_per_class: int = 0,
+) -> det_metrics.ImageDetections:
+    """One image's detections: per class, scores > threshold, then NMS.
+
+    region_scores: [R, C] of the valid proposals, boxes: [R, 4]. max_per_class > 0 keeps the
+    best that many per class after NMS. Returns ImageDetections(boxes [K, 4], scores [K],
+    labels [K]), classes in order, each by descending score.
+    """
+    out_boxes, out_scores, out_labels = [], [], []
+    for c in range(region_scores.shape[1]):
+        keep = np.nonzero(region_scores[:, c] > score_threshold)[0]
+        if not len(keep):
+            continue
+        kept = keep[nms_numpy(boxes[keep], region_scores[keep, c], nms_iou)]
+        if max_per_class > 0:
+            kept = kept[:max_per_class]
+        out_boxes.append(boxes[kept])
+        out_scores.append(region_scores[kept, c])
+        out_labels.append(np.full(len(kept), c, np.int64))
+    if not out_boxes:
+        return det_metrics.ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+    return det_metrics.ImageDetections(
+        np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_labels)
+    )
+
+
+class WSDDNEvaluator(Evaluator):
+    """Detection AP, CorLoc, classification mAP and proposal recall over one eval pass."""
+
+    def __init__(self, task: WSDDNTask, first: bool):
+        self.task = task
+        self.first = first
+        e = task.config.eval
+        self.score_threshold = float(e.score_threshold)
+        self.nms_iou = float(e.nms_iou)
+        self.max_per_class = int(e.max_per_class)
+        self.num_figure_images = int(e.num_figure_images)
+        self.detections: list[det_metrics.ImageDetections] = []
+        self.truth: list[det_metrics.ImageGroundTruth] = []
+        self.proposals: list[np.ndarray] = []
+        self.image_scores, self.labels, self.label_weights = [], [], []
+        self.shown: list[dict] = []
+
+    def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        proposals = augment.boxes_to_original(
+            batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+        )
+        gt_boxes = augment.boxes_to_original(
+            batch["gt_boxes"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+        )
+        scores = np.asarray(outputs["region_scores"], np.float64)
+        for i in range(len(proposals)):
+            valid = batch["proposal_mask"][i]
+            gt = batch["gt_mask"][i]
+            dets = detect(
+                scores[i][valid], proposals[i][valid], self.score_threshold, self.nms_iou,
+                self.max_per_class,
+            )  # fmt: skip
+            truth = det_metrics.ImageGroundTruth(
+                gt_boxes[i][gt], batch["gt_classes"][i][gt], batch["gt_difficult"][i][gt]
+            )
+            self.detections.append(dets)
+            self.truth.append(truth)
+            self.proposals.append(proposals[i][valid])
+            if len(self.shown) < self.num_figure_images:
+                self.shown.append(self._figure_entry(batch, i, scores[i], valid))
+        self.image_scores.append(np.asarray(outputs["image_scores"]))
+        self.labels.append(batch["labels"])
+        self.label_weights.append(batch["label_weights"])
+
+    def _figure_entry(self, batch: Batch, i: int, scores: np.ndarray, valid: np.ndarray) -> dict:
+        """What the detections picture needs of image i, in the batch's (resized) pixels: the
+        top box of each class the image is labelled with."""
+        h, w = batch["image_size"][i]
+        classes = np.nonzero(batch["labels"][i] > 0.5)[0]
+        masked = np.where(valid[:, None], scores, -np.inf)
+        top = masked[:, classes].argmax(axis=0) if len(classes) else np.zeros(0, int)
+        gt = batch["gt_mask"][i]
+        return {
+            "image": augment.denormalize(batch["image"][i][:h, :w]),
+            "gt": batch["gt_boxes"][i][gt],
+            "boxes": batch["proposals"][i][top],
+            "text": [
+                f"{self.task.class_names[c]} {scores[t, c]:.3f}" for c, t in zip(classes, top)
+            ],
+        }
+
+    def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        names = self.task.class_names
+        c = self.task.num_classes
+        ap = det_metrics.mean_ap(
+            self.detections, self.truth, c, names, use_07_metric=self.task.config.eval.voc07,
+            plus_one=False,
+        )  # fmt: skip
+        loc = det_metrics.corloc(self.detections, self.truth, c, names, plus_one=False)
+        weights = np.concatenate(self.label_weights) > 0
+        cls_map, _ = multilabel.mean_average_precision(
+            np.concatenate(self.image_scores), np.concatenate(self.labels), weights
+        )
+        recall = det_metrics.proposal_recall(
+            self.proposals, [t.boxes[~t.difficult] for t in self.truth], plus_one=False
+        )
+        metrics = {
+            "map": ap["map"],
+            "corloc": loc["corloc"],
+            "cls_map": cls_map,
+            "proposal_recall": recall,
+            "mean_proposals": float(np.mean([len(p) for p in self.proposals])),
+            "num_images": float(len(self.detections)),
+        }
+        metrics.update({f"ap/{name}": value for name, value in ap["ap"].items()})
+        metrics.update({f"corloc/{name}": value for name, value in loc["per_class"].items()})
+        figures = {
+            "detections": detections_figure(self.shown),
+            "ap_per_class": ap_bar_chart(ap["ap"], ap["map"], loc["corloc"], recall),
+        }
+        if self.first:
+            figures["detections_first"] = figures["detections"]
+        return metrics, figures
+
+
+def detections_figure(shown: list[dict], ncols: int = 4) -> np.ndarray:
+    """Images with true boxes (green) and the top box of each labelled class (red, with the
+    class name and score). uint8 [H, W, 3]."""
+    k = max(len(shown), 1)
+    ncols = min(ncols, k)
+    nrows = -(-k // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, entry in zip(axes.ravel(), shown):
+        ax.imshow(entry["image"])
+        draw_boxes(ax, entry["gt"], "lime", linewidth=1.0)
+        draw_boxes(ax, entry["boxes"], "red", labels=entry["text"])
+    fig.tight_layout()
+    return figure_to_array(fig)
+
+
+def ap_bar_chart(ap: dict[str, float], mean: float, corloc: float, recall: float) -> np.ndarray:
+    """Detection AP per class as bars, with mAP, CorLoc and proposal recall in the title."""
+    names = list(ap)
+    values = [0.0 if np.isnan(ap[n]) else ap[n] for n in names]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2))
+    ax.bar(range(len(names)), values, color="tab:blue")
+    ax.axhline(mean, color="tab:red", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("AP (IoU 0.5)")
+    ax.set_title(f"mAP {mean:.3f}  CorLoc {corloc:.3f}  proposal recall {recall:.3f}", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return figure_to_array(fig)
+
+
+class WSDDNTask(ImageLabelTask):
+    """WSDDN on scenes or VOC: config.model (WSDDN fields), config.loss, config.eval."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        m = config.model
+        self.model = WSDDN(
+            num_classes=self.num_classes,
+            width=float(m.width),
+            fc_features=int(m.fc_features),
+            dropout_rate=float(m.dropout_rate),
+            pooling=m.pooling,
+            pool_size=int(m.pool_size),
+            spatial_scale=float(m.spatial_scale),
+            sampling_ratio=int(m.sampling_ratio),
+            cls_temperature=float(m.cls_temperature),
+            det_temperature=float(m.det_temperature),
+            box_score_scale=float(m.box_score_scale),
+        )
+        self._evaluations = 0
+        self._training = False  # eval-only runs never ask for training batches
+
+    def train_batches(self, start_step, batch_size, process_index, process_count):
+        self._training = True
+        yield from super().train_batches(start_step, batch_size, process_index, process_count)
+
+    def _apply(self, variables, batch, train: bool, rng=None):
+        return self.model.apply(
+            variables,
+            batch["image"],
+            batch["proposals"],
+            batch["proposal_mask"],
+            batch["proposal_scores"],
+            train=train,
+            rngs={"dropout": rng} if train else None,
+        )
+
+    def init_variables(self, rng, batch: Batch):
+        return self.model.init(
+            rng,
+            jnp.asarray(batch["image"]),
+            jnp.asarray(batch["proposals"]),
+            jnp.asarray(batch["proposal_mask"]),
+            jnp.asarray(batch["proposal_scores"]),
+        )
+
+    def loss(self, params, model_state, batch, rng):
+        out = self._apply({"params": params, **model_state}, batch, train=True, rng=rng)
+        loss, metrics = losses.wsddn_loss(
+            out["image_scores"], batch["labels"], batch["label_weights"]
+        )
+        metrics["bce"] = loss
+        lc = self.config.loss
+        if lc.spatial_weight > 0:
+            reg = losses.wsddn_spatial_regulariser(
+                out["region_scores"], out["fc7"], batch["proposals"], batch["proposal_mask"],
+                batch["labels"], lc.spatial_iou, lc.spatial_num_boxes,
+            )  # fmt: skip
+            metrics["spatial"] = jnp.mean(reg)
+            loss = loss + lc.spatial_weight * jnp.mean(reg)
+        return loss, (model_state, metrics)
+
+    def predict(self, variables, batch):
+        out = self._apply(variables, batch, train=False)
+        return {"region_scores": out["region_scores"], "image_scores": out["image_scores"]}
+
+    def evaluator(self) -> WSDDNEvaluator:
+        self._evaluations += 1
+        # The first evaluation of a training run also keeps its picture as detections_first.
+        return WSDDNEvaluator(self, first=self._training and self._evaluations == 1)
+
+    def grad_histograms(self, grads) -> dict[str, jax.Array]:
+        out = {}
+        for name, path in HISTOGRAM_LAYERS.items():
+            node = grads
+            for key in path:
+                node = node[key]
+            out[name] = node
+        return out

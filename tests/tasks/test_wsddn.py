@@ -1,0 +1,175 @@
+"""The WSDDN job: detections by hand, the evaluator's coordinates and metrics, and a smoke run
+of configs/wsddn.py:smoke through the shared loop (train, figures, eval mode)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jwsol.training import config as config_lib
+from jwsol.training import loop
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def smoke_config(idx_folder, cache_dir, **overrides):
+    return config_lib.load(
+        "configs/wsddn.py:smoke",
+        {"data.mnist_folder": idx_folder, "data.cache_dir": cache_dir, **overrides},
+    )
+
+
+def test_detect_thresholds_then_suppresses_per_class():
+    from jwsol.tasks.wsddn import detect
+
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float64)
+    # class 0: boxes 0 and 1 overlap (IoU 9/11 > 0.4): the lower-scoring one goes;
+    # class 1: only box 2 passes the threshold.
+    scores = np.array([[0.5, 0.0], [0.6, 0.001], [0.2, 0.3], [0.0005, 0.0]])
+    dets = detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4)
+    np.testing.assert_array_equal(dets.labels, [0, 0, 1])
+    np.testing.assert_allclose(dets.scores, [0.6, 0.2, 0.3])
+    np.testing.assert_array_equal(dets.boxes, boxes[[1, 2, 2]])
+    capped = detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4, max_per_class=1)
+    np.testing.assert_array_equal(capped.labels, [0, 1])
+    none = detect(np.zeros((4, 2)), boxes, 1e-3, 0.4)
+    assert none.boxes.shape == (0, 4) and len(none.scores) == len(none.labels) == 0
+
+
+def _fake_batch(num_classes=3):
+    """Two images, resized x2 from 50x60 originals; image 1 is flipped. R = 3, G = 2."""
+    original_gt = np.array([[[4, 6, 20, 30], [30, 10, 50, 40]], [[10, 10, 40, 40], [0, 0, 0, 0]]])
+    original_props = np.array(
+        [
+            [[4, 6, 20, 30], [30, 10, 50, 40], [0, 0, 60, 50]],
+            [[10, 10, 40, 40], [12, 8, 38, 44], [0, 0, 0, 0]],
+        ],
+        np.float32,
+    )
+
+    def to_batch(boxes, flipped):
+        out = boxes * 2.0
+        w = 120.0
+        flip = out.copy()
+        flip[..., 0], flip[..., 2] = w - out[..., 2], w - out[..., 0]
+        return np.where(flipped[:, None, None], flip, out).astype(np.float32)
+
+    flipped = np.array([False, True])
+    return {
+        "image": np.zeros((2, 128, 128, 3), np.float32),
+        "labels": np.array([[1, 1, 0], [0, 0, 1]], np.float32),
+        "label_weights": np.ones((2, num_classes), np.float32),
+        "proposals": to_batch(original_props, flipped),
+        "proposal_mask": np.array([[True, True, True], [True, True, False]]),
+        "gt_boxes": to_batch(original_gt.astype(np.float32), flipped),
+        "gt_classes": np.array([[0, 1], [2, -1]], np.int32),
+        "gt_difficult": np.zeros((2, 2), bool),
+        "gt_mask": np.array([[True, True], [True, False]]),
+        "image_size": np.array([[100, 120], [100, 120]], np.int32),
+        "scale_xy": np.full((2, 2), 2.0, np.float32),
+        "flipped": flipped,
+    }, original_props
+
+
+@pytest.fixture(scope="module")
+def task(idx_folder, tmp_path_factory):
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    return WSDDNTask(smoke_config(idx_folder, str(tmp_path_factory.mktemp("cache"))))
+
+
+def test_evaluator_scores_in_original_coordinates(task):
+    from jwsol.tasks.wsddn import WSDDNEvaluator
+
+    task.class_names, task.num_classes = ("a", "b", "c"), 3
+    batch, original_props = _fake_batch()
+    # Image 0: proposal 0 is class a's, proposal 1 class b's, the whole image scores low.
+    # Image 1: proposal 0 is class c's box; proposal 1 (IoU 0.75 with it) scores lower.
+    region_scores = np.zeros((2, 3, 3), np.float32)
+    region_scores[0, 0, 0], region_scores[0, 1, 1], region_scores[0, 2] = 0.9, 0.8, 0.05
+    region_scores[1, 0, 2], region_scores[1, 1, 2] = 0.7, 0.2
+    region_scores[1, 2] = 0.99  # padded proposal: must be ignored
+    valid = batch["proposal_mask"][:, :, None]
+    outputs = {"region_scores": region_scores, "image_scores": (region_scores * valid).sum(1)}
+    evaluator = WSDDNEvaluator(task, first=True)
+    evaluator.add(batch, outputs)
+    # Boxes come back in the original image's pixels, the flip undone.
+    np.testing.assert_allclose(evaluator.proposals[1], original_props[1, :2], atol=1e-5)
+    np.testing.assert_allclose(evaluator.truth[1].boxes, [[10, 10, 40, 40]], atol=1e-5)
+    assert np.all(evaluator.detections[1].labels == 2)
+    metrics, figures = evaluator.result()
+    assert metrics["map"] == pytest.approx(1.0)
+    assert metrics["corloc"] == pytest.approx(1.0)
+    assert metrics["proposal_recall"] == pytest.approx(1.0)
+    assert metrics["cls_map"] == pytest.approx(1.0)
+    assert metrics["ap/a"] == metrics["ap/b"] == metrics["ap/c"] == pytest.approx(1.0)
+    assert set(figures) == {"detections", "ap_per_class", "detections_first"}
+    for image in figures.values():
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[-1] == 3
+
+    # Swapping the two classes' boxes in image 0 makes both wrong: AP and CorLoc drop to
+    # the remaining class c, whose AP stays 1; a and b have a detection only at IoU 0.
+    swapped = region_scores.copy()
+    swapped[0, 0, 0], swapped[0, 1, 0] = 0.0, 0.9
+    swapped[0, 0, 1], swapped[0, 1, 1] = 0.8, 0.0
+    swapped[0, 2] = 0.0
+    second = WSDDNEvaluator(task, first=False)
+    second.add(batch, {"region_scores": swapped, "image_scores": swapped.sum(1)})
+    metrics, figures = second.result()
+    assert metrics["ap/a"] == metrics["ap/b"] == 0.0
+    assert metrics["map"] == pytest.approx(1 / 3)
+    assert metrics["corloc"] == pytest.approx(1 / 3)
+    assert "detections_first" not in figures
+
+
+def test_grad_histograms_are_conv1_conv2_fc7(task):
+    shapes = {
+        "features": {"conv1": {"kernel": np.zeros((11, 11, 3, 8))},
+                     "conv2": {"kernel": np.zeros((5, 5, 8, 24))}},
+        "fc67": {"fc7": {"kernel": np.zeros((16, 16))}},
+    }  # fmt: skip
+    hists = task.grad_histograms(shapes)
+    assert {k: v.shape for k, v in hists.items()} == {
+        "conv1": (11, 11, 3, 8),
+        "conv2": (5, 5, 8, 24),
+        "fc7": (16, 16),
+    }
+
+
+@pytest.fixture(scope="module")
+def smoke_run(idx_folder, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("wsddn_run"))
+    cache = str(tmp_path_factory.mktemp("wsddn_cache"))
+    metrics = loop.run(smoke_config(idx_folder, cache), workdir)
+    return workdir, cache, metrics
+
+
+def test_smoke_run_writes_detection_metrics_and_figures(smoke_run):
+    workdir, _, metrics = smoke_run
+    final = read_json(os.path.join(workdir, "eval_metrics.json"))
+    for key in ("map", "corloc", "cls_map", "proposal_recall"):
+        assert key in final and final[key] == pytest.approx(metrics[key], nan_ok=True)
+    assert {f"ap/{k}" for k in range(10)} <= set(final)  # made-up IDX data: classes "0".."9"
+    assert final["num_images"] == 8
+    assert 0.0 <= final["proposal_recall"] <= 1.0
+    for name in ("detections", "detections_first", "ap_per_class"):
+        assert os.path.exists(os.path.join(workdir, "figures", f"{name}.png")), name
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert all(np.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert [r["step"] for r in rows if "eval/map" in r] == [2, 4]
+
+
+def test_eval_mode_reproduces_eval_metrics(idx_folder, smoke_run):
+    workdir, cache, _ = smoke_run
+    before = read_json(os.path.join(workdir, "eval_metrics.json"))
+    os.remove(os.path.join(workdir, "eval_metrics.json"))
+    loop.run(smoke_config(idx_folder, cache), workdir, mode="eval")
+    after = read_json(os.path.join(workdir, "eval_metrics.json"))
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert after[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
