@@ -17,6 +17,8 @@ layer4 Grad-CAM of the predicted class and of the true class.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -149,6 +151,14 @@ class ClassificationEvaluator(Evaluator):
 class ClassificationTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
+        path = config.model.pretrained
+        if path and not os.path.exists(os.path.expanduser(path)):
+            arch = f"resnet{config.model.depth}"
+            raise DataError(
+                f"model.pretrained={path!r} does not exist. Download {tv.URLS.get(arch, '')} on "
+                f"a machine with internet and convert it: python -m jwsol.weights.torchvision "
+                f"--arch {arch} --pth FILE --out {path} (docs/weights.md)."
+            )
         d = config.data
         (self.train_images, self.train_labels), (self.test_images, self.test_labels), names = (
             load_source(d)
@@ -244,8 +254,9 @@ def load_resnet_pretrained(model_config: ml_collections.ConfigDict, variables: d
     if not model_config.pretrained:
         return None
     arch = f"resnet{model_config.depth}"
-    pretrained = tv.load_pretrained(model_config.pretrained, arch, drop_classifier=True)
+    path = os.path.expanduser(model_config.pretrained)
+    pretrained = tv.load_pretrained(path, arch, drop_classifier=True)
     exclude = ["params/fc"] + (["params/conv1"] if model_config.small_input else [])
     merged, report = tv.merge_pretrained(variables, pretrained, exclude=exclude)
-    logging.info("pretrained %s from %s:\n%s", arch, model_config.pretrained, report)
+    logging.info("pretrained %s from %s:\n%s", arch, path, report)
     return merged

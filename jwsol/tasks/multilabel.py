@@ -19,6 +19,8 @@ and `tail_accuracy` (the curve over thresholds).
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -229,6 +231,11 @@ class MultiLabelTask(ImageLabelTask):
             num_classes=self.num_classes,
             small_input=config.model.small_input,
         )
+        p = config.pretrained
+        if not p.from_scratch and not (p.path and os.path.exists(os.path.expanduser(p.path))):
+            # Fail before the data is read and the model compiled: this raises the error that
+            # names the missing weights and the conversion command.
+            self.load_pretrained({})
 
     # Data -------------------------------------------------------------------------------------
     def _finish(self, batch: dict) -> dict:

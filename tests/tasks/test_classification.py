@@ -117,6 +117,12 @@ def test_source_errors(tmp_path, idx_folder):
     )
     with pytest.raises(ConfigError, match="data.image_size=24 is smaller than the 28x28"):
         classification.load_source(small.data)
+    missing = config_lib.load(
+        "configs/resnet_tinyimagenet.py:fashion_mnist",
+        {"data.folder": idx_folder, "model.pretrained": str(tmp_path / "none")},
+    )
+    with pytest.raises(DataError, match="model.pretrained=.* does not exist.*--arch resnet18"):
+        classification.ClassificationTask(missing)
 
 
 def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from jwsol.errors import ConfigError
+from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import multilabel
 from jwsol.training import config as config_lib
 from jwsol.training import loop
@@ -165,5 +165,9 @@ def test_missing_voc_weights_name_the_command(idx_folder, tmp_path):
         {"data.mnist_folder": idx_folder, "data.cache_dir": str(tmp_path),
          "pretrained.from_scratch": False, "pretrained.path": str(tmp_path / "nothing")},
     )  # fmt: skip
-    with pytest.raises(Exception, match="does not exist.*python -m jwsol.weights.torchvision"):
-        multilabel.MultiLabelTask(config).load_pretrained({})
+    with pytest.raises(DataError, match="does not exist.*python -m jwsol.weights.torchvision"):
+        multilabel.MultiLabelTask(config)  # before any data is read
+    with config.unlocked():
+        config.pretrained.path = ""
+    with pytest.raises(ConfigError, match="pretrained.path is empty"):
+        multilabel.MultiLabelTask(config)
