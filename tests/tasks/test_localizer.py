@@ -1,0 +1,421 @@
+"""The localizer job: loss, heatmap placement, box sweep, evaluator by hand, configs, smoke run."""
+
+import json
+import os
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jwsol import losses
+from jwsol.errors import ConfigError
+from jwsol.metrics import localization
+from jwsol.models.alexnet import AlexNet
+from jwsol.models.localizer import LocalizerAlexNet
+from jwsol.ops import heatmaps as hm
+from jwsol.ops import windows
+from jwsol.tasks import localizer as loc
+from jwsol.training import config as config_lib
+from jwsol.training import loop
+
+
+def read_json(*parts):
+    with open(os.path.join(*parts)) as f:
+        return json.load(f)
+
+
+def smoke(idx_folder, cache_dir, **overrides):
+    return config_lib.load(
+        "configs/localizer.py:smoke",
+        {
+            "data.mnist_folder": idx_folder,
+            "data.cache_dir": cache_dir,
+            "train.progress_bar": False,
+            **overrides,
+        },
+    )
+
+
+# Loss ------------------------------------------------------------------------------------------
+
+
+def test_loss_matches_numpy_and_torch():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(5, 7)).astype(np.float32)
+    labels = (rng.uniform(size=(5, 7)) < 0.4).astype(np.float32)
+    weights = (rng.uniform(size=(5, 7)) < 0.8).astype(np.float32)
+    x = logits.astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-x))
+    bce = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    expected = np.sum(weights * bce) / bce.size
+    loss, metrics = losses.image_label_bce(jnp.asarray(logits), labels, weights)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    reference = torch.nn.BCEWithLogitsLoss(weight=torch.tensor(weights))(
+        torch.tensor(logits), torch.tensor(labels)
+    )
+    np.testing.assert_allclose(float(loss), reference.item(), rtol=1e-5)
+    right = ((logits > 0) == (labels > 0.5)) * weights
+    np.testing.assert_allclose(float(metrics["label_accuracy"]), right.sum() / weights.sum())
+    unweighted, _ = losses.image_label_bce(jnp.asarray(logits), labels)
+    np.testing.assert_allclose(float(unweighted), bce.mean(), rtol=1e-5)
+
+
+def test_zero_weight_entries_get_no_gradient():
+    logits = jnp.asarray([[2.0, -1.0, 0.5]])
+    labels = jnp.asarray([[0.0, 1.0, 1.0]])
+    weights = jnp.asarray([[1.0, 0.0, 1.0]])
+    grad = jax.grad(lambda z: losses.image_label_bce(z, labels, weights)[0])(logits)
+    sigmoid = 1.0 / (1.0 + np.exp(-np.array([2.0, 0.5])))
+    # d BCE / d z = sigmoid(z) - y, divided by N * C = 3.
+    np.testing.assert_allclose(grad[0], [sigmoid[0] / 3, 0.0, (sigmoid[1] - 1) / 3], rtol=1e-6)
+
+
+# Heatmap placement -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [96, 192, 512])
+def test_layer_table_predicts_the_model_map(size):
+    model = LocalizerAlexNet(num_classes=3, width=0.125)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    out = jax.eval_shape(model.apply, variables, x)
+    cells = windows.output_size(loc.LOCALIZER_LAYERS, size)
+    assert out["score_map"].shape == (1, cells, cells, 3)
+    assert size != 512 or cells == 29
+
+
+def test_receptive_field_centres_by_hand():
+    # conv1 cell i spans input [4i - 2, 4i + 9); pool1 cell j: conv1 2j..2j+2 -> centre 8j + 7.5;
+    # pool2 cell k: centre 16k + 15.5; conv6 (3x3, unpadded) cell m: pool2 m + 1 -> 16m + 31.5.
+    assert loc.score_map_geometry() == (31.5, 16.0)
+
+
+def test_receptive_field_alignment_puts_cells_at_their_centres():
+    impulse = np.zeros((5, 5))
+    impulse[2, 1] = 1.0  # row 2 (centre y 63.5), column 1 (centre x 47.5)
+    heat = loc.heatmap_to_image(impulse, 128, (128, 128), alignment="receptive_field")
+    assert heat[63, 47] == pytest.approx(1.0)
+    assert heat[71, 47] == pytest.approx(0.5)  # centre 71.5: halfway to row 3
+    assert heat[63, 55] == pytest.approx(0.5)
+    assert heat[63, 63] == pytest.approx(0.0)  # next column's centre
+    edge = np.zeros((5, 5))
+    edge[0, 0] = 1.0
+    heat = loc.heatmap_to_image(edge, 128, (128, 128))
+    assert np.all(heat[:32, :32] == 1.0)  # before the first centre the edge value repeats
+
+
+def test_stretch_alignment_is_cv2_resize_of_the_canvas_then_crop():
+    rng = np.random.default_rng(1)
+    score_map = rng.normal(size=(7, 7)).astype(np.float32)
+    full = cv2.resize(score_map, (100, 100), interpolation=cv2.INTER_LINEAR)
+    got = loc.heatmap_to_image(score_map, 100, (100, 100), alignment="stretch")
+    np.testing.assert_allclose(got, full, atol=1e-5)
+    cropped = loc.heatmap_to_image(score_map, 100, (60, 80), alignment="stretch")
+    np.testing.assert_allclose(cropped, full[:60, :80], atol=1e-5)
+
+
+@pytest.mark.parametrize("alignment", ["receptive_field", "stretch"])
+def test_any_output_size_samples_the_bilinear_surface(alignment):
+    """Oracle: np.interp along x, then along y, between the cell centres (edges repeated)."""
+    rng = np.random.default_rng(2)
+    score_map = rng.normal(size=(9, 9))
+    first, step = (
+        loc.score_map_geometry() if alignment == "receptive_field" else (192 / 18, 192 / 9)
+    )
+    centres = first + step * np.arange(9)
+    for out in [(192, 192), (96, 96), (50, 70)]:
+        got = loc.heatmap_to_image(score_map, 192, (180, 192), out, alignment)
+        ys = (np.arange(out[0]) + 0.5) * 180 / out[0]
+        xs = (np.arange(out[1]) + 0.5) * 192 / out[1]
+        along_x = np.stack([np.interp(xs, centres, row) for row in score_map])  # [9, W']
+        expected = np.stack([np.interp(ys, centres, col) for col in along_x.T], axis=1)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+# Box sweep -------------------------------------------------------------------------------------
+
+
+def _smooth_heatmap(seed, size=48):
+    score_map = np.random.default_rng(seed).normal(size=(6, 6))
+    return hm.normalize_heatmap(
+        loc.heatmap_to_image(score_map, size, (size, size), None, "stretch")
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_component_boxes_equal_ops_heatmaps_at_every_threshold(seed):
+    prepared = _smooth_heatmap(seed)
+    thresholds = np.arange(50) / 50
+    plane, boxes, sizes = loc.component_boxes(prepared, thresholds)
+    largest = loc.largest_per_plane(plane, sizes, len(thresholds))
+    every = hm.boxes_at_thresholds(prepared, thresholds, all_components=True)
+    biggest = hm.boxes_at_thresholds(prepared, thresholds, all_components=False)
+    assert plane.max() == len(thresholds) - 1
+    for t in range(len(thresholds)):
+        np.testing.assert_array_equal(boxes[plane == t], every[t])
+        np.testing.assert_array_equal(boxes[largest[t]][None], biggest[t])
+
+
+def test_largest_component_tie_goes_to_the_first_in_row_major_order():
+    mask = np.zeros((6, 8), np.float32)
+    mask[3:5, 0:2] = 1.0  # 4 pixels, first pixel (3, 0)
+    mask[0:2, 5:7] = 1.0  # 4 pixels, first pixel (0, 5): first in row-major order
+    plane, boxes, sizes = loc.component_boxes(mask, np.array([0.5]))
+    pick = loc.largest_per_plane(plane, sizes, 1)[0]
+    np.testing.assert_array_equal(boxes[pick], [5, 0, 7, 2])
+    np.testing.assert_array_equal(boxes[pick][None], hm.boxes_from_mask(mask >= 0.5))
+
+
+def test_pooled_hits_equal_metrics_localization():
+    rng = np.random.default_rng(3)
+    thresholds = np.arange(20) / 20
+    heatmaps, truths, classes = [], [], []
+    for s in range(8):
+        heatmaps.append(_smooth_heatmap(10 + s))
+        x1, y1 = rng.integers(0, 24, 2)
+        w, h = rng.integers(8, 24, 2)
+        truths.append(np.array([[x1, y1, x1 + w, y1 + h]], float))
+        classes.append(s % 3)
+    largest = np.zeros((3, 3, len(thresholds)))
+    any_box = np.zeros_like(largest)
+    count = np.zeros(3)
+    for heat, truth, c in zip(heatmaps, truths, classes):
+        a, b = loc.threshold_hits(heat, truth, thresholds)
+        largest[c] += a
+        any_box[c] += b
+        count[c] += 1
+    mba = localization.max_box_acc(heatmaps, truths, cam_thresholds=thresholds)
+    curve = largest[:, 1].sum(0) / len(heatmaps)
+    np.testing.assert_allclose(curve, mba["curve"])
+    v2 = localization.max_box_acc_v2(heatmaps, truths, cam_thresholds=thresholds)
+    np.testing.assert_allclose(any_box.sum(0) / len(heatmaps), v2["curve"])
+    corloc = localization.corloc_from_heatmaps(heatmaps, truths, cam_threshold=0.2, classes=classes)
+    index = 4  # 0.2 on the grid of 20
+    np.testing.assert_allclose(np.mean(largest[:, 1, index] / count), corloc["corloc"])
+
+
+# Evaluator by hand -----------------------------------------------------------------------------
+
+
+def _hand_made_case():
+    """Two 32x32 images, score maps at canvas resolution (so 'stretch' places them as given).
+
+    image A: class 0 box (6, 4, 16, 12), its map exactly that block -> a hit for t in (0, 1).
+             class 1 box (20, 20, 28, 28); its map: a big wrong block (value 1, 200 px) and a
+             weaker block (0.5) exactly on the box -> the largest component always misses, some
+             component hits for t in (0, 0.5].
+    image B: class 1 box (0, 0, 10, 10); map block (0, 0, 10, 20) -> IoU 0.5 for t in (0, 1).
+             a difficult class 0 box, never scored; class 0 is ignored (label weight 0).
+    """
+    score_map = np.zeros((2, 32, 32, 2), np.float32)
+    score_map[0, 4:12, 6:16, 0] = 1.0
+    score_map[0, 0:10, 0:20, 1] = 1.0  # 200 px, far from the class 1 box
+    score_map[0, 20:28, 20:28, 1] = 0.5
+    score_map[1, 0:20, 0:10, 1] = 1.0
+    gt_boxes = np.zeros((2, 3, 4), np.float32)
+    gt_boxes[0, :2] = [[6, 4, 16, 12], [20, 20, 28, 28]]
+    gt_boxes[1, :2] = [[0, 0, 10, 10], [14, 14, 30, 30]]
+    batch = {
+        "image": np.zeros((2, 32, 32, 3), np.float32),
+        "labels": np.array([[1, 1], [1, 1]], np.float32),
+        "label_weights": np.array([[1, 1], [0, 1]], np.float32),
+        "gt_boxes": gt_boxes,
+        "gt_classes": np.array([[0, 1, -1], [1, 0, -1]], np.int32),
+        "gt_difficult": np.array([[False, False, False], [False, True, False]]),
+        "gt_mask": np.array([[True, True, False], [True, True, False]]),
+        "image_size": np.array([[32, 32], [32, 32]], np.int32),
+        "image_id": np.array([b"A", b"B"]),
+        "figure_only": np.zeros(2, bool),
+    }
+    outputs = {"logits": np.array([[2.0, -1.0], [5.0, 3.0]]), "score_map": score_map}
+    return batch, outputs
+
+
+def _hand_config(**eval_overrides):
+    config = config_lib.load("configs/localizer.py:smoke")
+    config.unlock()
+    config.data.image_size = 32
+    config.eval.heatmap_alignment = "stretch"
+    config.eval.num_cam_thresholds = 10
+    config.eval.cam_threshold = 0.2
+    config.eval.box_max_side = 0
+    config.eval.update(eval_overrides)
+    return config
+
+
+def test_evaluator_computes_the_hand_made_case():
+    batch, outputs = _hand_made_case()
+    evaluator = loc.LocalizerEvaluator(_hand_config(), ("a", "b"))
+    evaluator.add(batch, outputs)
+    metrics, figures = evaluator.result()
+    # Classification: class 0 only image A counts (B ignored) -> AP 1; class 1: A scores
+    # sigmoid(-1) < sigmoid(3) but both are positives -> AP 1. Recall at 0.5: 1 and 1/2.
+    assert metrics["map"] == pytest.approx(1.0)
+    assert metrics["recall"] == pytest.approx(0.75)
+    assert metrics["recall_micro"] == pytest.approx(2 / 3)
+    assert metrics["num_examples"] == 2
+    assert metrics["num_loc_samples"] == 3
+    # CorLoc at t = 0.2: class 0 hits 1/1, class 1 hits 1/2 (B only) -> 0.75.
+    assert metrics["corloc"] == pytest.approx(0.75)
+    # MaxBoxAcc (largest component, IoU 0.5): hits A0 and B1 for t in (0, 1): 2/3 from t = 0.1
+    # (t = 0 keeps the whole image: IoU 80/1024, 64/1024... misses).
+    assert metrics["max_box_acc"] == pytest.approx(2 / 3)
+    assert metrics["max_box_acc_threshold"] == pytest.approx(0.1)
+    # V2 (any component): IoU 0.3 and 0.5 -> 3/3 for t in (0, 0.5]; IoU 0.7 -> A0 and A1 (IoU
+    # 1), not B1 (IoU 0.5) -> 2/3. Mean 8/9.
+    assert metrics["max_box_acc_v2_iou30"] == pytest.approx(1.0)
+    assert metrics["max_box_acc_v2_iou50"] == pytest.approx(1.0)
+    assert metrics["max_box_acc_v2_iou70"] == pytest.approx(2 / 3)
+    assert metrics["max_box_acc_v2"] == pytest.approx(8 / 9)
+    # Coverage at t = 0.2: every true box is fully inside its mask. In-box: A0 80/80,
+    # A1 64/264, B1 100/200.
+    assert metrics["box_coverage"] == pytest.approx(1.0)
+    assert metrics["mask_in_box"] == pytest.approx((1 + 64 / 264 + 0.5) / 3)
+    assert set(figures) == {"heatmaps_eval"}
+    assert figures["heatmaps_eval"].dtype == np.uint8 and figures["heatmaps_eval"].ndim == 3
+
+
+def test_evaluator_leaves_out_figure_only_examples_and_skips_boxes_when_asked():
+    batch, outputs = _hand_made_case()
+    extra = {k: np.concatenate([v, v[:1]]) for k, v in batch.items()}
+    extra["figure_only"] = np.array([False, False, True])
+    extra_outputs = {k: np.concatenate([v, v[:1]]) for k, v in outputs.items()}
+    evaluator = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=True, figures=True)
+    evaluator.add(extra, extra_outputs)
+    metrics, figures = evaluator.result()
+    assert metrics["num_examples"] == 2 and metrics["num_loc_samples"] == 3
+    assert set(figures) == {"heatmaps_eval", "heatmaps_train"}
+    quick = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=False, figures=False)
+    quick.add(extra, extra_outputs)
+    metrics, figures = quick.result()
+    assert "corloc" not in metrics and figures == {}
+    assert metrics["map"] == pytest.approx(1.0)
+
+
+def test_box_max_side_scales_boxes_with_the_map():
+    batch, outputs = _hand_made_case()
+    evaluator = loc.LocalizerEvaluator(_hand_config(box_max_side=16), ("a", "b"))
+    evaluator.add(batch, outputs)
+    metrics, _ = evaluator.result()
+    # Every block edge is even: at half resolution the boxes and hits are the same.
+    assert metrics["corloc"] == pytest.approx(0.75)
+    assert metrics["max_box_acc_v2"] == pytest.approx(8 / 9)
+
+
+def test_cam_threshold_must_be_on_the_grid():
+    with pytest.raises(ConfigError, match="eval.cam_threshold=0.25"):
+        loc.cam_threshold_grid(10, 0.25)
+    grid, index = loc.cam_threshold_grid(100, 0.2)
+    assert index == 20 and grid[index] == pytest.approx(0.2)
+    np.testing.assert_array_equal(grid, localization.DEFAULT_CAM_THRESHOLDS)
+
+
+def test_evaluation_steps_follow_the_loop():
+    assert loc.evaluation_steps(30, 4) == [4, 8, 12, 16, 20, 24, 28, 30]
+    assert loc.evaluation_steps(28, 4)[-2:] == [24, 28]  # the last multiple is the final one
+    assert loc.evaluation_steps(30, 4, start_step=10) == [12, 16, 20, 24, 28, 30]
+    assert loc.evaluation_steps(30, 0) == [30]
+    assert loc.first_middle_last(loc.evaluation_steps(30, 4)) == {4, 16, 30}
+
+
+# Configs ---------------------------------------------------------------------------------------
+
+
+def test_variants_compose():
+    voc = config_lib.load("configs/localizer.py")
+    assert voc.model.pooling == "max" and voc.train.num_epochs == 30
+    assert voc.data.source == "voc_folder" and voc.data.image_size == 512
+    assert (
+        voc.pretrained.arch == "alexnet" and voc.pretrained.path and not voc.pretrained.from_scratch
+    )
+    assert voc.optimizer.name == "sgd" and voc.optimizer.schedule == "step"
+    assert voc.optimizer.decay_epochs == 30 and voc.train.batch_size == 32
+    assert voc.train.eval_every == 2 * (5011 // 32)
+    robust = config_lib.load("configs/localizer.py:robust,epochs45")
+    assert robust.model.pooling == "avg" and robust.train.num_epochs == 45
+    assert config_lib.load("configs/localizer.py:epochs2").train.num_epochs == 2
+    a = config_lib.load("configs/localizer.py:scenes_robust")
+    b = config_lib.load("configs/localizer.py:scenes,robust")
+    assert a.to_dict() == b.to_dict() and a.model.pooling == "avg"
+    assert a.pretrained.from_scratch and a.data.source == "scenes"
+    with pytest.raises(ValueError, match="variant 'scenes,smoke'"):
+        config_lib.load("configs/localizer.py:scenes,smoke")
+    with pytest.raises(ValueError, match="variant 'bogus'"):
+        config_lib.load("configs/localizer.py:bogus")
+
+
+def test_voc_config_weights_fit_the_model():
+    """The ImageNet AlexNet's conv1-5 have the localizer's feature shapes at width 1."""
+    x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+    key = jax.random.key(0)
+    alexnet = jax.eval_shape(AlexNet().init, key, x)["params"]["features"]
+    localizer = jax.eval_shape(LocalizerAlexNet(num_classes=20).init, key, x)["params"]
+    assert jax.tree.map(lambda s: s.shape, localizer["features"]) == jax.tree.map(
+        lambda s: s.shape, alexnet
+    )
+
+
+def test_he_init_scales_only_the_alexnet_kernels(idx_folder, tmp_path):
+    config = smoke(idx_folder, str(tmp_path))
+    from jwsol.tasks.localizer import LocalizerTask
+
+    task = LocalizerTask(config)
+    batch = {"image": np.zeros((1, 96, 96, 3), np.float32)}
+    he = jax.jit(task.init_variables)(jax.random.key(0), batch)["params"]
+    plain = jax.jit(task.model.init)(jax.random.key(0), jnp.asarray(batch["image"]))["params"]
+    np.testing.assert_allclose(
+        he["features"]["conv3"]["kernel"],
+        plain["features"]["conv3"]["kernel"] * np.sqrt(6.0),
+        rtol=1e-6,  # XLA fuses the product inside init: float32 rounding may differ
+    )
+    np.testing.assert_array_equal(he["conv6"]["kernel"], plain["conv6"]["kernel"])
+    # He-uniform: U(-sqrt(6 / fan_in), sqrt(6 / fan_in)).
+    kernel = np.asarray(he["features"]["conv2"]["kernel"])
+    assert np.abs(kernel).max() <= np.sqrt(6.0 / np.prod(kernel.shape[:3])) + 1e-6
+
+
+# End to end ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_run(idx_folder, tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+    workdir = str(tmp_path_factory.mktemp("run"))
+    metrics = loop.run(smoke(idx_folder, cache), workdir)
+    return workdir, cache, metrics
+
+
+def test_smoke_run_writes_metrics_and_figures(smoke_run):
+    workdir, _, metrics = smoke_run
+    final = read_json(workdir, "eval_metrics.json")
+    for key in ("map", "recall", "corloc", "max_box_acc", "max_box_acc_v2", "box_coverage"):
+        assert np.isfinite(final[key]), key
+        assert final[key] == pytest.approx(metrics[key]), key
+    assert final["num_examples"] == 12 and final["step"] == 4
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    evals = [r for r in rows if "eval/map" in r]
+    assert [r["step"] for r in evals] == loc.evaluation_steps(4, 2)
+    assert "eval/corloc" not in evals[0] and "eval/corloc" in evals[-1]  # boxes at the end
+    figures = sorted(os.listdir(os.path.join(workdir, "figures")))
+    assert figures == [
+        "heatmaps_eval_step000002.png",
+        "heatmaps_eval_step000004.png",
+        "heatmaps_train_step000002.png",
+        "heatmaps_train_step000004.png",
+    ]
+
+
+def test_eval_mode_reproduces_the_final_metrics(smoke_run, idx_folder):
+    workdir, cache, _ = smoke_run
+    before = read_json(workdir, "eval_metrics.json")
+    os.remove(os.path.join(workdir, "eval_metrics.json"))
+    loop.run(smoke(idx_folder, cache), workdir, mode="eval")
+    after = read_json(workdir, "eval_metrics.json")
+    assert after.keys() == before.keys()
+    for key, value in before.items():
+        assert after[key] == pytest.approx(value, nan_ok=True), key
+    assert os.path.exists(os.path.join(workdir, "figures", "heatmaps_eval.png"))
