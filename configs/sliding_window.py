@@ -27,6 +27,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         # cKxF: VALID conv KxK with F features + ReLU; pK: max pool K. A 1x1 head follows.
         # This stack sees 48x48 windows every 4 px: 5x5 windows on a 64x64 canvas.
         "layers": "c5x16,p2,c3x32,c3x32,p2,c3x64,c3x64,c5x128,c1x128",
+        "batch_norm": True,  # BatchNorm after every conv (an affine map at eval time)
     })  # fmt: skip
     config.loss = ml_collections.ConfigDict({"cls_weight": 1.0, "box_weight": 1.0})
     config.train.batch_size = 128

@@ -61,7 +61,9 @@ class SlidingWindowTask(Task):
     def __init__(self, config):
         super().__init__(config)
         d = config.data
-        self.model = SlidingWindowNet(parse_layers(config.model.layers), num_classes=10)
+        self.model = SlidingWindowNet(
+            parse_layers(config.model.layers), num_classes=10, batch_norm=config.model.batch_norm
+        )
         self.geom = self.model.window_geometry(d.canvas_size)
         extent = canvas.max_object_extent(28, d.scale_max, d.max_rotation_deg)
         # A window must hold any object, and some window must hold it wherever it lands.
@@ -138,7 +140,9 @@ class SlidingWindowTask(Task):
         return self.model.init(rng, jnp.asarray(batch["image"]))
 
     def loss(self, params, model_state, batch, rng):
-        outputs = self.model.apply({"params": params}, batch["image"])
+        outputs, model_state = self.model.apply(
+            {"params": params, **model_state}, batch["image"], train=True, mutable=list(model_state)
+        )
         loss, metrics = losses.sliding_window_loss(
             outputs, batch["target_y0"], batch["target_y1"], batch["target_box"],
             self.config.loss.cls_weight, self.config.loss.box_weight,
