@@ -426,10 +426,10 @@ def classification_dataset(
     or str [N] paths of image files (decoded with 3 channels). Images that are not S x S are
     resized (bilinear). The augmentation key of global index g is fold_in((seed, salt), g).
     """
-    labels_t = tf.constant(np.asarray(labels, np.int32))
-    mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
     if len(mean) != 3 or len(std) != 3:
         raise ConfigError(f"data.mean / data.std need 3 values (RGB), got {mean} and {std}.")
+    labels_t = tf.constant(np.asarray(labels, np.int32))
+    mean_t, std_t = tf.constant(mean, tf.float32), tf.constant(std, tf.float32)
     images = np.asarray(images)
     if images.dtype.kind in "US":
         paths_t = tf.constant(images.astype(str))

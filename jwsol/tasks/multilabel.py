@@ -12,7 +12,8 @@ builder for one whole-image 'grid' proposal, so no proposal search runs). `confi
 Loss: class-wise binary cross-entropy on the logits, mean over images and classes, weighted by
 `label_weights` (`jwsol.losses.image_label_bce`). Evaluation (scores = sigmoid(logits)):
 `map` and `ap/<class>` (`jwsol.metrics.multilabel`, entries with weight 0 left out),
-`label_accuracy` (entries with (score >= 0.5) == label), `tail_acc` (see `tail_accuracy`),
+`label_accuracy` (entries with (score >= 0.5) == label), `loss` (the training loss on the test
+split), `tail_acc` (see `tail_accuracy`),
 `num_examples`; figures `ranked_images` (per class the 5 best and 5 worst scored test images)
 and `tail_accuracy` (the curve over thresholds).
 """
@@ -152,13 +153,23 @@ def tail_curve_figure(thresholds: np.ndarray, curve: np.ndarray, mean: float) ->
     return figure_to_array(fig)
 
 
+def weighted_bce(logits: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per-entry weight * binary cross-entropy with logits, [N, C], in float64 (stable form
+    max(z, 0) - z y + log(1 + exp(-|z|)), as the training loss)."""
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    return np.asarray(weights, np.float64) * (
+        np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+    )
+
+
 class MultiLabelEvaluator(Evaluator):
     """Keeps every score and, per class, the thumbnails of the current best and worst K."""
 
     def __init__(self, class_names, num_ranked: int = 5, tail_top: int = 50, tail_steps: int = 20):
         self.names, self.k = tuple(class_names), num_ranked
         self.tail_top, self.tail_steps = tail_top, tail_steps
-        self.scores, self.labels, self.weights = [], [], []
+        self.scores, self.labels, self.weights, self.bce = [], [], [], []
         self.thumbs: dict[int, np.ndarray] = {}
 
     def _ranked(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +182,7 @@ class MultiLabelEvaluator(Evaluator):
         self.scores.append(np.asarray(outputs["scores"], np.float64))
         self.labels.append(np.asarray(batch["labels"]) > 0.5)
         self.weights.append(np.asarray(batch["label_weights"]) > 0)
+        self.bce.append(weighted_bce(outputs["logits"], batch["labels"], batch["label_weights"]))
         for j, thumb in enumerate(batch["thumbnail"]):
             self.thumbs[start + j] = thumb
         top, bottom = self._ranked(np.concatenate(self.scores))
@@ -186,6 +198,7 @@ class MultiLabelEvaluator(Evaluator):
         metrics = {
             "map": mean_ap,
             "label_accuracy": float(correct.sum() / max(valid.sum(), 1)),
+            "loss": float(np.mean(np.concatenate(self.bce))),
             "tail_acc": tail,
             "num_examples": float(len(scores)),
             **{f"ap/{name}": float(v) for name, v in zip(self.names, ap)},

@@ -7,12 +7,14 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import average_precision_score
 
 from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import multilabel
 from jwsol.training import config as config_lib
 from jwsol.training import loop
+from jwsol.viz import curves
 
 
 def smoke(idx_folder, cache_dir, **overrides):
@@ -34,7 +36,7 @@ def test_smoke_run_writes_metrics_and_figures(smoke_run):
     workdir, metrics = smoke_run
     with open(os.path.join(workdir, "eval_metrics.json")) as f:
         final = json.load(f)
-    assert set(final) >= {"map", "label_accuracy", "tail_acc", "num_examples", "step"}
+    assert set(final) >= {"map", "label_accuracy", "loss", "tail_acc", "num_examples", "step"}
     assert final["num_examples"] == 10 and final["step"] == 4
     assert len([k for k in final if k.startswith("ap/")]) == 10
     assert final["map"] == pytest.approx(metrics["map"])
@@ -45,6 +47,7 @@ def test_smoke_run_writes_metrics_and_figures(smoke_run):
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows if "loss" in r] == [2, 4]
     assert all(np.isfinite(r["loss"]) and "label_accuracy" in r for r in rows if "loss" in r)
+    assert curves.default_panels(rows) == ["label_accuracy", "loss"]  # train and test both
 
 
 def test_tail_accuracy_by_hand():
@@ -77,11 +80,12 @@ def test_evaluator_against_sklearn_and_brute_force():
     weights = np.ones((n, c), np.float32)
     weights[rng.uniform(size=(n, c)) < 0.1] = 0.0
     thumbs = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+    logits = np.log(scores / (1 - scores))
     evaluator = multilabel.MultiLabelEvaluator(["a", "b", "c", "d"], num_ranked=3, tail_top=10)
     for part in np.array_split(np.arange(n), 5):
         evaluator.add(
             {"labels": labels[part], "label_weights": weights[part], "thumbnail": thumbs[part]},
-            {"scores": scores[part]},
+            {"scores": scores[part], "logits": logits[part]},
         )
     metrics, figures = evaluator.result()
     aps = []
@@ -94,6 +98,9 @@ def test_evaluator_against_sklearn_and_brute_force():
     accuracy = (((scores >= 0.5) == (labels > 0.5)) & valid).sum() / valid.sum()
     assert metrics["label_accuracy"] == pytest.approx(accuracy)
     assert metrics["num_examples"] == n
+    bce = torch.nn.BCEWithLogitsLoss(weight=torch.tensor(weights, dtype=torch.float64))
+    reference = bce(torch.tensor(logits), torch.tensor(labels, dtype=torch.float64)).item()
+    assert metrics["loss"] == pytest.approx(reference, rel=1e-9)
     # The streamed ranking keeps exactly the thumbnails of the best and worst 3 per class.
     best = np.argsort(-scores, axis=0)[:3]
     worst = np.argsort(scores, axis=0)[:3]
