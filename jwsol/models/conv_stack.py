@@ -83,7 +83,7 @@ def _check(layers: Sequence[Layer]) -> None:
 
 
 def conv_im2col(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """VALID conv as patches @ kernel: x [N, H, W, C_in], kernel [k, k, C_in, C_out] -> [N, h, w, C_out].
+    """VALID conv as one matmul. x [N, H, W, C_in], kernel [k, k, C_in, C_out] -> [N, h, w, C_out].
 
     The k*k shifted views are concatenated along channels in (kh, kw, c) order, the row order of
     `conv_kernel_to_dense`, so the whole layer is one [N*h*w, k*k*C_in] x [k*k*C_in, C_out] matmul.
@@ -273,7 +273,8 @@ def tiled_apply(
     ((rows_per_tile - 1) * stride + window), so each tile's activations stay small enough for
     the CPU caches instead of streaming [N, H, W, 400] maps through memory between layers; the
     price is recomputing the overlap of neighbouring tiles in the layers before the last
-    stride (reference net, 4-row tiles: conv0 twice, +1.5% FLOPs, not counted). Needs `require_sliding_equivalence(layers)`: only a first conv may pad.
+    stride (reference net, 4-row tiles: conv0 twice, +1.5% FLOPs, not counted). Needs
+    `require_sliding_equivalence(layers)`: only a first conv may pad.
     """
     require_sliding_equivalence(layers)
     if rows_per_tile < 1:

@@ -199,21 +199,17 @@ def extract_windows(
     """
     height, width = images.shape[1:3]
     geom_h, geom_w = geometry(layers, height), geometry(layers, width)
-    size, stride, offset = geom_h.size, geom_h.stride, geom_h.offset
-    # Pad enough that every window lies inside, then shift coordinates by the top/left pad.
-    pad = -offset
-    bottom = max(0, offset + (geom_h.count - 1) * stride + size - height)
-    right = max(0, offset + (geom_w.count - 1) * stride + size - width)
-    if pad or bottom or right:
-        images = jnp.pad(images, ((0, 0), (pad, bottom), (pad, right), (0, 0)))
+    size, stride, pad = geom_h.size, geom_h.stride, -geom_h.offset
+    if pad:  # windows then start at 0 in the padded image
+        images = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     per_image = geom_h.count * geom_w.count
     n = window_index // per_image
     i = (window_index // geom_w.count) % geom_h.count
     j = window_index % geom_w.count
     steps = jnp.arange(size)
-    rows = (offset + pad + i * stride)[:, None] + steps  # [B, size]
-    cols = (offset + pad + j * stride)[:, None] + steps  # [B, size]
-    # One gather for the whole batch: [B, 1, 1] x [B, size, 1] x [B, 1, size] -> [B, size, size, C]
+    rows = (i * stride)[:, None] + steps  # [B, size]
+    cols = (j * stride)[:, None] + steps  # [B, size]
+    # One gather for the batch: [B, 1, 1] x [B, size, 1] x [B, 1, size] -> [B, size, size, C]
     return images[n[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
@@ -260,6 +256,10 @@ def sliding_window_batches(
     layers = tuple(layers)
     total = window_count(layers, images.shape)
     batch = min(windows_per_batch, total)
+    if layers[0].padding:  # pad once here rather than in every batch
+        pad = layers[0].padding
+        images = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        layers = (dataclasses.replace(layers[0], padding=0), *layers[1:])
     for start in range(0, total, batch):
         stop = min(start + batch, total)
         out = _window_batch(window_fn, params, images, jnp.int32(start), layers, batch)

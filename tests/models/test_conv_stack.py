@@ -107,7 +107,7 @@ def test_random_stacks_match_torch(impl, seed):
 
 
 def torch_window_net(layers, dense_variables, in_channels: int) -> torch.nn.Sequential:
-    """The "fully connected" form in torch, from `WindowNet` variables: convs, NHWC flatten, Linear."""
+    """The "fully connected" form in torch from `WindowNet` variables: convs, NHWC flatten, Linear."""
     params = dense_variables["params"]
     last = max(i for i, layer in enumerate(layers) if layer.kind == "conv")
     modules, channels, flattened = [], in_channels, False
