@@ -128,7 +128,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.fbeta = 0.0  # > 0: also report F-beta at recall_threshold with this beta
     # Box metrics (tasks/localizer.py): CorLoc at cam_threshold; MaxBoxAcc over the grid
     # 0, 1/num_cam_thresholds, ...; cam_threshold must lie on that grid.
-    config.eval.cam_threshold = 0.2  # fraction of the min-max range (CAM's 20 %)
+    # Fraction of the min-max range of the logit map. Not CAM's 0.2 of the max: that assumes
+    # post-ReLU maps with background near 0; logit maps keep background well above their min
+    # (docs/localizer.md). Choose it on held-out boxes when you have them.
+    config.eval.cam_threshold = 0.5
     config.eval.num_cam_thresholds = 100  # Choe et al.'s grid 0, 0.01, ..., 0.99
     config.eval.heatmap_alignment = "receptive_field"  # or 'stretch' (cv2.resize over the canvas)
     # > 0: box metrics on the image shrunk to this longer side (224: Choe et al.'s images).

@@ -18,7 +18,10 @@ Evaluation (`LocalizerEvaluator`), the keys of eval_metrics.json:
                     component's box a candidate (each IoU its own threshold); also _iou30/50/70.
   box_coverage      the mean fraction of the class's true-box pixels inside the thresholded map
                     (at eval.cam_threshold): how much of the objects the map covers;
-  mask_in_box       and the mean fraction of the thresholded map inside those boxes.
+  mask_in_box       and the mean fraction of the thresholded map inside those boxes;
+                    box_coverage_at_best, mask_in_box_at_best: the same at
+                    max_box_acc_threshold. The figure box_curves plots all of them against the
+                    cam threshold.
 A localization sample is one (image, class) pair for every class with a true box that is not
 `difficult`; its heatmap is the class's score map (raw logits, min-max normalised), its truth
 the non-difficult boxes of that class. Heatmaps of true classes are scored whatever the
@@ -68,7 +71,7 @@ from jwsol.ops import heatmaps as hm
 from jwsol.ops.windows import Layer, receptive_field
 from jwsol.tasks.base import Batch, Evaluator, Variables
 from jwsol.tasks.image_labels import ImageLabelTask
-from jwsol.viz.heatmaps import ClassMap, ImageMaps, heatmap_grid
+from jwsol.viz.heatmaps import ClassMap, ImageMaps, box_curves, heatmap_grid
 
 # conv1 .. conv5 of AlexNet (torch paddings, max pools 3x3/2), then conv6 3x3 unpadded, conv7 and
 # score 1x1: the geometry of one score-map cell. It does not depend on the width multiplier.
@@ -236,6 +239,24 @@ def he_scaled_features(variables: Variables) -> Variables:
     return {**variables, "params": {**variables["params"], "features": features}}
 
 
+def coverage_curves(
+    prepared: np.ndarray, inside: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How much of the true boxes the thresholded map covers, at every threshold: [T] twice.
+
+    prepared: [H, W] normalised map; inside: bool [H, W] true-box pixels. coverage[t] is the
+    fraction of `inside` with prepared >= t; in_box[t] the fraction of the mask inside (0 for an
+    empty mask).
+    """
+    values = np.sort(prepared[inside])
+    every = np.sort(prepared.ravel())
+    above_in = len(values) - np.searchsorted(values, thresholds, side="left")
+    above = len(every) - np.searchsorted(every, thresholds, side="left")
+    coverage = above_in / max(len(values), 1)
+    in_box = np.where(above > 0, above_in / np.maximum(above, 1), 0.0)
+    return coverage, in_box
+
+
 def evaluation_steps(total_steps: int, eval_every: int, start_step: int = 0) -> list[int]:
     """The steps at which the loop evaluates when it trains from `start_step`: each multiple of
     eval_every after start_step and before total_steps, then total_steps (the final one)."""
@@ -297,8 +318,8 @@ class LocalizerEvaluator(Evaluator):
         self.count = np.zeros(c, np.int64)
         self.largest_hits = np.zeros((c, len(V2_IOUS), t), np.int64)
         self.any_hits = np.zeros((c, len(V2_IOUS), t), np.int64)
-        self.coverage = np.zeros(c)
-        self.in_box = np.zeros(c)
+        self.coverage = np.zeros(t)  # summed over samples, per cam threshold
+        self.in_box = np.zeros(t)
         self.shown = {"train": [], "eval": []}
 
     # Per batch ------------------------------------------------------------------------------
@@ -348,11 +369,9 @@ class LocalizerEvaluator(Evaluator):
         self.count[cls] += 1
         self.largest_hits[cls] += largest
         self.any_hits[cls] += any_box
-        mask = prepared >= self.cam_threshold
-        inside = box_pixels(truth, out)
-        overlap = np.count_nonzero(mask & inside)
-        self.coverage[cls] += overlap / max(np.count_nonzero(inside), 1)
-        self.in_box[cls] += overlap / np.count_nonzero(mask) if mask.any() else 0.0
+        coverage, in_box = coverage_curves(prepared, box_pixels(truth, out), self.thresholds)
+        self.coverage += coverage
+        self.in_box += in_box
 
     # Figures --------------------------------------------------------------------------------
     def _figure_row(self, batch: Batch, outputs: dict, n: int, samples) -> ImageMaps:
@@ -405,15 +424,21 @@ class LocalizerEvaluator(Evaluator):
                 scores, labels, self.recall_threshold, self.fbeta, valid
             )["macro"]
         metrics.update({f"ap/{name}": float(v) for name, v in zip(self.names, ap)})
+        figures = self._figures()
         if self.boxes:
-            metrics.update(self._box_metrics())
-        return metrics, self._figures()
+            box_metrics, curves = self._box_metrics()
+            metrics.update(box_metrics)
+            if curves is not None:
+                figures[f"box_curves{self.figure_suffix}"] = curves
+        return metrics, figures
 
-    def _box_metrics(self) -> dict[str, float]:
+    def _box_metrics(self) -> tuple[dict[str, float], np.ndarray | None]:
+        """(box metrics, the figure of their curves over the cam thresholds)."""
         total = int(self.count.sum())
         if total == 0:
             nan = float("nan")
-            return {"corloc": nan, "max_box_acc": nan, "max_box_acc_v2": nan, "num_loc_samples": 0}
+            empty = {"corloc": nan, "max_box_acc": nan, "max_box_acc_v2": nan}
+            return {**empty, "num_loc_samples": 0.0}, None
         half = V2_IOUS.index(0.5)
         present = self.count > 0
         pooled_largest = self.largest_hits.sum(axis=0) / total  # [D, T]
@@ -426,13 +451,25 @@ class LocalizerEvaluator(Evaluator):
             "max_box_acc": float(pooled_largest[half, best]),
             "max_box_acc_threshold": float(self.thresholds[best]),
             "max_box_acc_v2": float(per_iou.mean()),
-            "box_coverage": float(self.coverage.sum() / total),
-            "mask_in_box": float(self.in_box.sum() / total),
+            "box_coverage": float(self.coverage[self.cam_index] / total),
+            "mask_in_box": float(self.in_box[self.cam_index] / total),
+            "box_coverage_at_best": float(self.coverage[best] / total),
+            "mask_in_box_at_best": float(self.in_box[best] / total),
             "num_loc_samples": float(total),
         }
         for iou, value in zip(V2_IOUS, per_iou):
             out[f"max_box_acc_v2_iou{round(iou * 100)}"] = float(value)
-        return out
+        curves = {"MaxBoxAcc (largest, IoU 0.5)": pooled_largest[half]}
+        for d, iou in enumerate(V2_IOUS):
+            curves[f"any component, IoU {iou:g}"] = pooled_any[d]
+        figure = box_curves(
+            self.thresholds,
+            curves,
+            {"box pixels covered": self.coverage / total, "map inside boxes": self.in_box / total},
+            self.cam_threshold,
+            f"{total} (image, class) samples{self.figure_title}",
+        )
+        return out, figure
 
 
 # ----------------------------------------------------------------------------------------------

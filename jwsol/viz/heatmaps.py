@@ -2,7 +2,8 @@
 
 `overlay` blends a colour-mapped heatmap into an image; `heatmap_grid` draws one row per image:
 the image with all its true boxes (named), then one overlay per class with that class's true
-boxes (green) and the box extracted from the heatmap (red).
+boxes (green) and the box extracted from the heatmap (red). `box_curves` plots box accuracy and
+coverage against the heatmap threshold.
 """
 
 from __future__ import annotations
@@ -102,6 +103,32 @@ def heatmap_grid(
             draw_boxes(ax, class_map.boxes, "red")
             caption = f"{class_map.name}\n{class_map.caption}" if class_map.caption else ""
             ax.set_title(caption or class_map.name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return figure_to_array(fig)
+
+
+def box_curves(
+    thresholds: np.ndarray,
+    accuracy: dict[str, np.ndarray],
+    coverage: dict[str, np.ndarray],
+    mark: float | None = None,
+    title: str = "",
+) -> np.ndarray:
+    """Two panels over the heatmap threshold: box accuracy curves (name -> [T]) and coverage
+    curves (name -> [T]), with a dotted line at `mark`. Returns uint8 [H, W, 3]."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for ax, curves, ylabel in ((axes[0], accuracy, "hit rate"), (axes[1], coverage, "fraction")):
+        for name, values in curves.items():
+            ax.plot(thresholds, values, label=name)
+        if mark is not None:
+            ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("threshold (fraction of the min-max range)")
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

@@ -274,7 +274,10 @@ def test_evaluator_computes_the_hand_made_case():
     # A1 64/264, B1 100/200.
     assert metrics["box_coverage"] == pytest.approx(1.0)
     assert metrics["mask_in_box"] == pytest.approx((1 + 64 / 264 + 0.5) / 3)
-    assert set(figures) == {"heatmaps_eval"}
+    # At the best threshold 0.1 the masks are the same as at 0.2.
+    assert metrics["box_coverage_at_best"] == pytest.approx(1.0)
+    assert metrics["mask_in_box_at_best"] == pytest.approx(metrics["mask_in_box"])
+    assert set(figures) == {"heatmaps_eval", "box_curves"}
     assert figures["heatmaps_eval"].dtype == np.uint8 and figures["heatmaps_eval"].ndim == 3
 
 
@@ -287,7 +290,7 @@ def test_evaluator_leaves_out_figure_only_examples_and_skips_boxes_when_asked():
     evaluator.add(extra, extra_outputs)
     metrics, figures = evaluator.result()
     assert metrics["num_examples"] == 2 and metrics["num_loc_samples"] == 3
-    assert set(figures) == {"heatmaps_eval", "heatmaps_train"}
+    assert set(figures) == {"heatmaps_eval", "heatmaps_train", "box_curves"}
     quick = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=False, figures=False)
     quick.add(extra, extra_outputs)
     metrics, figures = quick.result()
@@ -303,6 +306,14 @@ def test_box_max_side_scales_boxes_with_the_map():
     # Every block edge is even: at half resolution the boxes and hits are the same.
     assert metrics["corloc"] == pytest.approx(0.75)
     assert metrics["max_box_acc_v2"] == pytest.approx(8 / 9)
+
+
+def test_coverage_curves_by_hand():
+    prepared = np.array([[0.0, 0.5], [1.0, 0.25]])
+    inside = np.array([[False, True], [True, False]])
+    coverage, in_box = loc.coverage_curves(prepared, inside, np.array([0.0, 0.3, 0.6, 1.0, 1.1]))
+    np.testing.assert_allclose(coverage, [1, 1, 0.5, 0.5, 0])
+    np.testing.assert_allclose(in_box, [2 / 4, 2 / 2, 1, 1, 0])
 
 
 def test_cam_threshold_must_be_on_the_grid():
@@ -364,8 +375,10 @@ def test_he_init_scales_only_the_alexnet_kernels(idx_folder, tmp_path):
 
     task = LocalizerTask(config)
     batch = {"image": np.zeros((1, 96, 96, 3), np.float32)}
-    he = jax.jit(task.init_variables)(jax.random.key(0), batch)["params"]
-    plain = jax.jit(task.model.init)(jax.random.key(0), jnp.asarray(batch["image"]))["params"]
+    both = jax.jit(
+        lambda key: (task.init_variables(key, batch), task.model.init(key, batch["image"]))
+    )
+    he, plain = (v["params"] for v in both(jax.random.key(0)))
     np.testing.assert_allclose(
         he["features"]["conv3"]["kernel"],
         plain["features"]["conv3"]["kernel"] * np.sqrt(6.0),
@@ -375,6 +388,57 @@ def test_he_init_scales_only_the_alexnet_kernels(idx_folder, tmp_path):
     # He-uniform: U(-sqrt(6 / fan_in), sqrt(6 / fan_in)).
     kernel = np.asarray(he["features"]["conv2"]["kernel"])
     assert np.abs(kernel).max() <= np.sqrt(6.0 / np.prod(kernel.shape[:3])) + 1e-6
+
+
+def _voc_helpers():
+    """tests/data/conftest.py's VOCdevkit maker (conftest files are not importable by name)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "data", "conftest.py")
+    spec = importlib.util.spec_from_file_location("_voc_test_data", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
+    """The default (VOC) config on a 4-image VOCdevkit: no proposal file, no training needed."""
+    helpers = _voc_helpers()
+    root = helpers.make_vocdevkit(str(tmp_path))
+    config = config_lib.load(
+        "configs/localizer.py",
+        {
+            "data.voc_root": root,
+            "data.cache_dir": str(tmp_path / "cache"),
+            "data.image_size": 96,
+            "data.scales": (96,),
+            "data.eval_scale": 96,
+            "model.width": 0.125,
+            "eval.batch_size": 4,
+            "eval.num_figure_images": 2,
+        },
+    )
+    from jwsol.tasks.localizer import LocalizerTask
+
+    task = LocalizerTask(config)
+    batches = list(task.eval_batches(4, 0, 1))
+    assert [int(b["figure_only"].sum()) for b in batches] == [0, 2]  # test split, then train
+    first = batches[0]
+    person, dog = 14, 11  # VOC class indices
+    assert first["labels"][0, person] == 0 and first["label_weights"][0, person] == 0  # difficult
+    assert first["label_weights"][0, dog] == 1 and first["proposals"].shape[1] == 1
+    # 000001 is 120 x 90, resized to 96 x 96: the dog box (10, 20, 60, 80) in edges scales too.
+    np.testing.assert_allclose(first["gt_boxes"][0, 0], [8, 20 * 96 / 90, 48, 80 * 96 / 90])
+    variables = jax.jit(task.init_variables)(jax.random.key(0), {"image": first["image"][:1]})
+    predict = jax.jit(task.predict)
+    evaluator = task.evaluator()  # no schedule: as in --mode=eval, boxes and figures
+    for batch in batches:
+        evaluator.add(batch, jax.device_get(predict(variables, {"image": batch["image"]})))
+    metrics, figures = evaluator.result()
+    # Samples: dog (person is difficult), car, cat, bird, chair.
+    assert metrics["num_examples"] == 4 and metrics["num_loc_samples"] == 5
+    assert 0 <= metrics["corloc"] <= 1 and 0 <= metrics["max_box_acc"] <= 1
+    assert set(figures) == {"heatmaps_eval", "heatmaps_train", "box_curves"}
 
 
 # End to end ------------------------------------------------------------------------------------
@@ -402,6 +466,7 @@ def test_smoke_run_writes_metrics_and_figures(smoke_run):
     assert "eval/corloc" not in evals[0] and "eval/corloc" in evals[-1]  # boxes at the end
     figures = sorted(os.listdir(os.path.join(workdir, "figures")))
     assert figures == [
+        "box_curves_step000004.png",
         "heatmaps_eval_step000002.png",
         "heatmaps_eval_step000004.png",
         "heatmaps_train_step000002.png",
