@@ -104,7 +104,8 @@ def plot_curves(
         ax.axis("off")
     for ax, (name, lines) in zip(axes.ravel(), data.items()):
         for label, (steps, values) in lines.items():
-            ax.plot(steps, values, "-" if label == "train" else "o-", label=label, markersize=3)
+            style, colour = ("-", "C0") if label == "train" else ("o-", "C1")
+            ax.plot(steps, values, style, color=colour, label=label, markersize=3)
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
