@@ -171,6 +171,10 @@ class Runner:
         self.writer.images(step, figures)
         if final:
             self.writer.json("eval_metrics.json", dict(metrics, step=step))
+            if self.writer.enabled:
+                from jwsol.viz.curves import write_curves
+
+                write_curves(self.workdir)  # figures/curves.png: train and eval metrics by step
         return metrics
 
     # Modes ------------------------------------------------------------------------------------
