@@ -219,7 +219,6 @@ def window_count(layers: Sequence[Layer], images_shape: Sequence[int]) -> int:
     return n_images * output_size(layers, height) * output_size(layers, width)
 
 
-@functools.partial(jax.jit, static_argnames=("window_fn", "layers", "batch"))
 def _window_batch(
     window_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
@@ -235,6 +234,15 @@ def _window_batch(
     return window_fn(params, extract_windows(images, layers, index))
 
 
+@functools.cache
+def _jitted_window_batch(compiler_options: tuple[tuple[str, Any], ...]) -> Callable[..., jax.Array]:
+    return jax.jit(
+        _window_batch,
+        static_argnames=("window_fn", "layers", "batch"),
+        compiler_options=dict(compiler_options) or None,
+    )
+
+
 def sliding_window_batches(
     window_fn: Callable[[Any, jax.Array], jax.Array],
     params: Any,
@@ -242,13 +250,15 @@ def sliding_window_batches(
     layers: Sequence[Layer],
     *,
     windows_per_batch: int = 1024,
+    compiler_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[int, int, jax.Array]]:
     """Run `window_fn(params, windows [B, size, size, C]) -> [B, C_out]` over all windows.
 
     Yields (start, stop, outputs [stop - start, C_out]) for windows start..stop-1 in row-major
     order, `windows_per_batch` at a time, so memory is bounded by one batch of windows and
     their activations whatever the image size. `window_fn` is a static jit argument: pass the
-    same function object (e.g. `model.apply`) to reuse the compiled batch.
+    same function object (e.g. `model.apply`) to reuse the compiled batch. `compiler_options`
+    go to XLA (e.g. `jwsol.models.conv_stack.cpu_compiler_options()`).
     """
     require_sliding_equivalence(layers)
     if windows_per_batch < 1:
@@ -260,9 +270,10 @@ def sliding_window_batches(
         pad = layers[0].padding
         images = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
         layers = (dataclasses.replace(layers[0], padding=0), *layers[1:])
+    run = _jitted_window_batch(tuple(sorted((compiler_options or {}).items())))
     for start in range(0, total, batch):
         stop = min(start + batch, total)
-        out = _window_batch(window_fn, params, images, jnp.int32(start), layers, batch)
+        out = run(window_fn, params, images, jnp.int32(start), layers, batch)
         yield start, stop, out[: stop - start]
 
 
@@ -273,17 +284,24 @@ def sliding_window_apply(
     layers: Sequence[Layer],
     *,
     windows_per_batch: int = 1024,
+    compiler_options: dict[str, Any] | None = None,
 ) -> jax.Array:
     """The sequential reference: `window_fn` on every window, as [N, H_out, W_out, C_out].
 
-    images: [N, H, W, C]. Same layout and window order as the conv pass of `layers`.
+    images: [N, H, W, C]. Same layout and window order as the conv pass of `layers`. Arguments
+    as in `sliding_window_batches`.
     """
     n_images, height, width = images.shape[:3]
     h_out, w_out = output_size(layers, height), output_size(layers, width)
     outputs = [
         out
         for _, _, out in sliding_window_batches(
-            window_fn, params, images, layers, windows_per_batch=windows_per_batch
+            window_fn,
+            params,
+            images,
+            layers,
+            windows_per_batch=windows_per_batch,
+            compiler_options=compiler_options,
         )
     ]
     flat = jnp.concatenate(outputs, axis=0)
