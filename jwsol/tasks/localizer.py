@@ -9,6 +9,8 @@ Evaluation (`LocalizerEvaluator`), the keys of eval_metrics.json:
                     entries with label_weight 0 are left out).
   recall            recall at probability >= eval.recall_threshold, mean over classes
                     (recall_micro: positives pooled); fbeta too when eval.fbeta > 0.
+  loss, label_accuracy   the training loss and its metric on the eval split (so the run's
+                    curves.png pairs train and test loss).
   corloc            the localization samples below, a hit when the largest component's box at
                     cam threshold eval.cam_threshold has IoU >= 0.5 with a true box of the class;
                     averaged per class, then over classes.
@@ -20,8 +22,9 @@ Evaluation (`LocalizerEvaluator`), the keys of eval_metrics.json:
                     (at eval.cam_threshold): how much of the objects the map covers;
   mask_in_box       and the mean fraction of the thresholded map inside those boxes;
                     box_coverage_at_best, mask_in_box_at_best: the same at
-                    max_box_acc_threshold. The figure box_curves plots all of them against the
-                    cam threshold.
+                    max_box_acc_threshold; box_coverage_at_in_box50: the coverage at the lowest
+                    threshold where half of the mask lies inside the boxes (coverage at equal
+                    precision, comparable between maps). The figure box_curves plots them all.
 A localization sample is one (image, class) pair for every class with a true box that is not
 `difficult`; its heatmap is the class's score map (raw logits, min-max normalised), its truth
 the non-difficult boxes of that class. Heatmaps of true classes are scored whatever the
@@ -257,6 +260,24 @@ def coverage_curves(
     return coverage, in_box
 
 
+def numpy_image_label_bce(
+    logits: np.ndarray, labels: np.ndarray, weights: np.ndarray
+) -> tuple[float, float]:
+    """`losses.image_label_bce` on the host, float64: (loss, label_accuracy) over [N, C]."""
+    labels = np.asarray(labels, np.float64)
+    bce = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+    correct = (logits > 0) == (labels > 0.5)
+    accuracy = np.sum(weights * correct) / max(np.sum(weights), 1e-12)
+    return float(np.mean(weights * bce)), float(accuracy)
+
+
+def coverage_at_precision(coverage: np.ndarray, in_box: np.ndarray, level: float) -> float:
+    """The largest coverage [T] at a threshold whose in-box fraction [T] reaches `level`, NaN if
+    none does: how much of the objects a map covers at an equal precision of its mask."""
+    reach = np.asarray(in_box) >= level
+    return float(np.max(np.asarray(coverage)[reach])) if reach.any() else float("nan")
+
+
 def evaluation_steps(total_steps: int, eval_every: int, start_step: int = 0) -> list[int]:
     """The steps at which the loop evaluates when it trains from `start_step`: each multiple of
     eval_every after start_step and before total_steps, then total_steps (the final one)."""
@@ -314,7 +335,7 @@ class LocalizerEvaluator(Evaluator):
         self.num_figures, self.max_maps = int(e.num_figure_images), int(e.max_maps_per_image)
         self.figure_suffix, self.figure_title = figure_suffix, figure_title
         c, t = len(class_names), len(self.thresholds)
-        self.scores, self.labels, self.weights = [], [], []
+        self.logits, self.scores, self.labels, self.weights = [], [], [], []
         self.count = np.zeros(c, np.int64)
         self.largest_hits = np.zeros((c, len(V2_IOUS), t), np.int64)
         self.any_hits = np.zeros((c, len(V2_IOUS), t), np.int64)
@@ -326,8 +347,9 @@ class LocalizerEvaluator(Evaluator):
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         figure_only = np.asarray(batch.get("figure_only", np.zeros(len(batch["image"]), bool)))
         keep = ~figure_only
-        logits = np.asarray(outputs["logits"], np.float64)
-        self.scores.append(1.0 / (1.0 + np.exp(-logits[keep])))
+        logits = np.asarray(outputs["logits"], np.float64)[keep]
+        self.logits.append(logits)
+        self.scores.append(1.0 / (1.0 + np.exp(-logits)))
         self.labels.append(np.asarray(batch["labels"])[keep])
         self.weights.append(np.asarray(batch["label_weights"])[keep])
         for n in range(len(figure_only)):
@@ -413,10 +435,15 @@ class LocalizerEvaluator(Evaluator):
         valid = np.concatenate(self.weights) > 0
         mean_ap, ap = multilabel.mean_average_precision(scores, labels, valid)
         recall = multilabel.recall_at(scores, labels, self.recall_threshold, valid)
+        loss, accuracy = numpy_image_label_bce(
+            np.concatenate(self.logits), labels, np.concatenate(self.weights)
+        )
         metrics = {
             "map": mean_ap,
             "recall": recall["macro"],
             "recall_micro": recall["micro"],
+            "loss": loss,
+            "label_accuracy": accuracy,
             "num_examples": float(len(scores)),
         }
         if self.fbeta > 0:
@@ -443,6 +470,7 @@ class LocalizerEvaluator(Evaluator):
         present = self.count > 0
         pooled_largest = self.largest_hits.sum(axis=0) / total  # [D, T]
         pooled_any = self.any_hits.sum(axis=0) / total
+        coverage, in_box = self.coverage / total, self.in_box / total
         best = int(np.argmax(pooled_largest[half]))
         per_class = self.largest_hits[present, half, self.cam_index] / self.count[present]
         per_iou = pooled_any.max(axis=1)
@@ -451,10 +479,11 @@ class LocalizerEvaluator(Evaluator):
             "max_box_acc": float(pooled_largest[half, best]),
             "max_box_acc_threshold": float(self.thresholds[best]),
             "max_box_acc_v2": float(per_iou.mean()),
-            "box_coverage": float(self.coverage[self.cam_index] / total),
-            "mask_in_box": float(self.in_box[self.cam_index] / total),
-            "box_coverage_at_best": float(self.coverage[best] / total),
-            "mask_in_box_at_best": float(self.in_box[best] / total),
+            "box_coverage": float(coverage[self.cam_index]),
+            "mask_in_box": float(in_box[self.cam_index]),
+            "box_coverage_at_best": float(coverage[best]),
+            "mask_in_box_at_best": float(in_box[best]),
+            "box_coverage_at_in_box50": coverage_at_precision(coverage, in_box, 0.5),
             "num_loc_samples": float(total),
         }
         for iou, value in zip(V2_IOUS, per_iou):
@@ -465,7 +494,8 @@ class LocalizerEvaluator(Evaluator):
         figure = box_curves(
             self.thresholds,
             curves,
-            {"box pixels covered": self.coverage / total, "map inside boxes": self.in_box / total},
+            coverage,
+            in_box,
             self.cam_threshold,
             f"{total} (image, class) samples{self.figure_title}",
         )

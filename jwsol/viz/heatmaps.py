@@ -105,30 +105,48 @@ def heatmap_grid(
             ax.set_title(caption or class_map.name, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
+        # Leave the suptitle its own strip (about 0.35 inch) above the panel captions.
+        fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    else:
+        fig.tight_layout()
     return figure_to_array(fig)
 
 
 def box_curves(
     thresholds: np.ndarray,
     accuracy: dict[str, np.ndarray],
-    coverage: dict[str, np.ndarray],
+    coverage: np.ndarray,
+    in_box: np.ndarray,
     mark: float | None = None,
     title: str = "",
 ) -> np.ndarray:
-    """Two panels over the heatmap threshold: box accuracy curves (name -> [T]) and coverage
-    curves (name -> [T]), with a dotted line at `mark`. Returns uint8 [H, W, 3]."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for ax, curves, ylabel in ((axes[0], accuracy, "hit rate"), (axes[1], coverage, "fraction")):
-        for name, values in curves.items():
-            ax.plot(thresholds, values, label=name)
-        if mark is not None:
-            ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
+    """Three panels: box accuracy curves (name -> [T]) over the heatmap threshold; the fraction
+    of true-box pixels covered (`coverage` [T]) and of the mask inside the boxes (`in_box` [T])
+    over the threshold; and coverage against in-box, the trade-off the threshold walks along.
+    A dotted line (a dot in the last panel) marks the threshold `mark`. Returns uint8 [H, W, 3].
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for name, values in accuracy.items():
+        axes[0].plot(thresholds, values, label=name)
+    axes[1].plot(thresholds, coverage, label="true-box pixels covered")
+    axes[1].plot(thresholds, in_box, label="mask inside true boxes")
+    axes[2].plot(in_box, coverage)
+    for ax, ylabel in zip(axes[:2], ("hit rate", "fraction")):
         ax.set_xlabel("threshold (fraction of the min-max range)")
         ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+        if mark is not None:
+            ax.axvline(mark, color="grey", linestyle=":", linewidth=1)
+    if mark is not None:
+        k = int(np.argmin(np.abs(np.asarray(thresholds) - mark)))
+        axes[2].plot(in_box[k], coverage[k], "o", color="grey", label=f"threshold {mark:g}")
+        axes[2].legend(fontsize=7)
+    axes[2].set_xlabel("fraction of the mask inside true boxes")
+    axes[2].set_ylabel("fraction of true-box pixels covered")
+    for ax in axes:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[2].set_xlim(0, 1)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

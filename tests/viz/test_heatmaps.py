@@ -53,8 +53,8 @@ def test_heatmap_grid_draws_one_row_per_image():
         viz.heatmap_grid([])
 
 
-def test_box_curves_renders_both_panels():
+def test_box_curves_renders_three_panels():
     t = np.arange(10) / 10
-    image = viz.box_curves(t, {"acc": t}, {"cov": 1 - t, "in": t}, mark=0.5, title="x")
+    image = viz.box_curves(t, {"acc": t}, 1 - t, t, mark=0.5, title="x")
     assert image.dtype == np.uint8 and image.shape[2] == 3 and image.shape[1] > image.shape[0]
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 10  # lines drawn, not a blank canvas
