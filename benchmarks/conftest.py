@@ -10,6 +10,7 @@ with `report_table` are printed at the end of the pytest run (pytest captures te
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import json
 import os
@@ -157,12 +158,9 @@ def best_time(fn: Callable[[], Any], rounds: int) -> float:
     return best
 
 
-def matmul_gflops(size: int = 2048, rounds: int = 5) -> dict[str, float]:
-    """GFLOP/s of a [size, size] @ [size, size] float32 matmul in JAX, per XLA CPU dot backend.
-
-    XLA:CPU can run a dot through YNNPACK (its default here) or through Eigen (with YNNPACK
-    fusions off); the machine's figure is the better of the two.
-    """
+@functools.cache
+def _matmuls(size: int) -> tuple[Any, Any, dict[str, Any]]:
+    """Operands and compiled matmuls per XLA CPU dot backend, made once per size."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -173,10 +171,25 @@ def matmul_gflops(size: int = 2048, rounds: int = 5) -> dict[str, float]:
     variants = {"default": None}
     if jax.default_backend() == "cpu":
         variants["eigen"] = {"xla_cpu_experimental_ynn_fusion_type": ""}
-    result = {}
-    for name, options in variants.items():
-        matmul = jax.jit(jnp.matmul).lower(a, b).compile(compiler_options=options)
+    compiled = {
+        name: jax.jit(jnp.matmul).lower(a, b).compile(compiler_options=options)
+        for name, options in variants.items()
+    }
+    for matmul in compiled.values():
         matmul(a, b).block_until_ready()
+    return a, b, compiled
+
+
+def matmul_gflops(size: int = 2048, rounds: int = 5) -> dict[str, float]:
+    """GFLOP/s of a [size, size] @ [size, size] float32 matmul in JAX, per XLA CPU dot backend.
+
+    XLA:CPU can run a dot through YNNPACK (its default in jaxlib 0.10) or through Eigen (with
+    YNNPACK fusions off); "best" is the better of the two, the machine's figure. Call it
+    between the timings it is compared with: on shared cores the rate moves with the load.
+    """
+    a, b, compiled = _matmuls(size)
+    result = {}
+    for name, matmul in compiled.items():
         seconds = best_time(lambda matmul=matmul: matmul(a, b).block_until_ready(), rounds)
         result[name] = 2 * size**3 / seconds / 1e9
     result["best"] = max(result.values())
