@@ -74,7 +74,9 @@ def curve_data(
     rows: Sequence[dict], panels: Sequence[str] | None = None
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """{panel name: {'train': (steps, values), 'test': (steps, values)}}, each present only if
-    logged. `panels` default: `default_panels`. A name with no value at all is a DataError."""
+    logged. `panels` default: `default_panels`, leaving out names that never had a finite value
+    (e.g. the AP of a class without positives). A requested name with no value is a DataError."""
+    requested = bool(panels)
     panels = list(panels) if panels else default_panels(rows)
     if not panels:
         raise DataError("metrics.jsonl holds no metrics to plot.")
@@ -85,9 +87,12 @@ def curve_data(
             steps, values = series(rows, key)
             if len(steps):
                 lines[label] = (steps, values)
-        if not lines:
+        if not lines and requested:
             raise DataError(f"no values of {name!r} or {EVAL_PREFIX + name!r} in metrics.jsonl.")
-        data[name] = lines
+        if lines:
+            data[name] = lines
+    if not data:
+        raise DataError("metrics.jsonl holds no finite values to plot.")
     return data
 
 
