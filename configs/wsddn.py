@@ -41,6 +41,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "cls_temperature": 1.0,  # softmax(x / T) over classes
         "det_temperature": 1.0,  # softmax(x / T) over regions (hbilen/WSDDN: 2)
         "box_score_scale": 0.0,  # pooled features x (1 + this x proposal score); paper: 10
+        # Trunk init before pretrained weights (if any) replace it: 'torch' (torch's default) or
+        # 'he' (N(0, 2 / fan_in) kernels, for training from scratch).
+        "init": "torch",
     })  # fmt: skip
     config.loss = ml_collections.ConfigDict({
         "spatial_weight": 0.0,  # spatial regulariser weight (hbilen/WSDDN: 1e-4); 0 = off
@@ -108,6 +111,7 @@ def _scenes(config: ml_collections.ConfigDict) -> None:
     m.fc_features = 256
     m.dropout_rate = 0.25
     m.pooling = "roi_align"
+    m.init = "he"
     config.train.batch_size = 16
     config.train.num_epochs = 0
     config.train.num_steps = 1500

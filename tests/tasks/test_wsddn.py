@@ -4,6 +4,7 @@ of configs/wsddn.py:smoke through the shared loop (train, figures, eval mode).""
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -173,3 +174,45 @@ def test_eval_mode_reproduces_eval_metrics(idx_folder, smoke_run):
     assert after.keys() == before.keys()
     for key, value in before.items():
         assert after[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
+
+
+def test_he_init_redraws_the_trunk_kernels_only():
+    from jwsol.tasks.wsddn import he_init
+
+    rng = np.random.default_rng(0)
+    params = {
+        "features": {"conv1": {"kernel": np.zeros((11, 11, 3, 64)), "bias": np.ones(64)}},
+        "fc67": {"fc6": {"kernel": np.zeros((2304, 512)), "bias": np.ones(512)}},
+        "det_head": {"kernel": rng.normal(size=(512, 10)), "bias": np.zeros(10)},
+    }
+    out = he_init(params, jax.random.key(0))
+    for path, fan_in in ((("features", "conv1"), 11 * 11 * 3), (("fc67", "fc6"), 2304)):
+        kernel = np.asarray(out[path[0]][path[1]]["kernel"])
+        assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.02)
+        assert abs(kernel.mean()) < 0.05 * kernel.std()
+        np.testing.assert_array_equal(out[path[0]][path[1]]["bias"], 1.0)
+    np.testing.assert_array_equal(out["det_head"]["kernel"], params["det_head"]["kernel"])
+
+
+def test_variants_load_with_the_papers_and_the_courses_settings():
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    course = config_lib.load("configs/wsddn.py")
+    assert course.data.source == "voc_folder" and course.data.proposals.method == "mat"
+    assert course.data.max_proposals == course.data.proposals.top_k == 300
+    assert course.data.image_size == 512 and course.train.batch_size == 1
+    o = course.optimizer
+    assert (o.name, o.learning_rate, o.momentum, o.weight_decay) == ("sgd", 1e-4, 0.9, 5e-4)
+    assert not course.pretrained.from_scratch and course.pretrained.path
+    paper = config_lib.load("configs/wsddn.py:paper")
+    assert paper.data.scales == (480, 576, 688, 864, 1200) and paper.data.flip
+    assert paper.optimizer.learning_rate == 1e-5 and paper.optimizer.decay_epochs == 10
+    assert paper.train.num_epochs == 20 and paper.model.det_temperature == 2.0
+    assert paper.model.box_score_scale == 10.0 and paper.loss.spatial_weight == 1e-4
+    for config in (course, paper):
+        task = WSDDNTask(config)
+        assert task.num_classes == 20 and task.model.fc_features == 4096
+    scenes = config_lib.load("configs/wsddn.py:scenes")
+    assert scenes.data.source == "scenes" and scenes.pretrained.from_scratch
+    with pytest.raises(ValueError, match="unknown variant"):
+        config_lib.load("configs/wsddn.py:nope")
