@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 import torch.nn.functional as F
-from conftest import best_time, format_table
 
 from jwsol.ops import roi_pool as rp
 
@@ -51,7 +50,7 @@ def make_case(side: int, channels: int, count: int):
     return features, rois
 
 
-def measure_case(side: int, channels: int, count: int) -> dict:
+def measure_case(side: int, channels: int, count: int, best_time) -> dict:
     """Check jwsol against the torch reference on one case, then time both."""
     features, rois = make_case(side, channels, count)
     f_jax, r_jax = jnp.asarray(features), jnp.asarray(rois)
@@ -93,8 +92,8 @@ def measure_case(side: int, channels: int, count: int) -> dict:
     }
 
 
-def test_roi_pool_against_torch(write_results, report_table):
-    rows = [measure_case(*case) for case in CASES]
+def test_roi_pool_against_torch(write_results, report_table, best_time, format_table):
+    rows = [measure_case(*case, best_time) for case in CASES]
     columns = [
         ("map", "map", ""),
         ("rois", "rois", "d"),
