@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.pretrained.path = "~/.cache/jwsol/weights/alexnet"
     config.model = ml_collections.ConfigDict({
         "width": 1.0,  # AlexNet channel multiplier; 1.0 is the only width ported weights fit
+        "batch_norm": False,  # BatchNorm in conv1-5: from scratch only (no ported weights)
         "fc_features": 4096,  # fc6/fc7 width
         "dropout_rate": 0.5,
         "pooling": "roi_pool",  # 'roi_pool' (max, as the paper) | 'roi_align' (bilinear)

@@ -216,6 +216,7 @@ def corloc(
     class_names: Sequence[str] | None = None,
     iou_threshold: float = 0.5,
     plus_one: bool = True,
+    cover: float = 0.8,
 ) -> dict:
     """Correct localization (Deselaers et al. 2012, as used by WSDDN).
 
@@ -226,12 +227,24 @@ def corloc(
     class is its hit rate over its positive images; `corloc` is the mean over classes that
     have positive images (NaN if none).
 
+    Every (image, positive class) pair is also sorted into one outcome of its top box, so a
+    user can see how the misses fail (WSDDN's known failure is boxes on parts):
+      hit        IoU >= iou_threshold with a true box of the class;
+      part       a miss lying mostly inside a true box of the class (>= `cover` of the top box's
+                 area): too small, on a discriminative part;
+      too_large  a miss covering most of a true box (>= `cover` of its area): a box around
+                 several objects or with much background;
+      elsewhere  any other miss (off the objects, or on an object of another class);
+      none       no detection of the class in that image (score threshold).
+
     Returns:
-      dict with `corloc` and `per_class` {name: rate or NaN}.
+      dict with `corloc`, `per_class` {name: rate or NaN} and `outcomes` {outcome: share of
+      all positive (image, class) pairs}, the five shares summing to 1.
     """
     names = _class_names(num_classes, class_names)
     hits = np.zeros(num_classes)
     positives = np.zeros(num_classes)
+    outcomes = dict.fromkeys(CORLOC_OUTCOMES, 0)
     for image, (det, gt) in enumerate(zip(detections, ground_truth, strict=True)):
         det_boxes, det_scores, det_labels = _detections(det, image, num_classes)
         gt_boxes, gt_labels, difficult = _ground_truth(gt, image, num_classes)
@@ -239,18 +252,47 @@ def corloc(
             positives[label] += 1
             mine = np.nonzero(det_labels == label)[0]
             if len(mine) == 0:
+                outcomes["none"] += 1
                 continue
-            top = mine[np.argmax(det_scores[mine])]
-            truth = gt_boxes[gt_labels == label]
-            if iou_matrix(det_boxes[top : top + 1], truth, plus_one).max() >= iou_threshold:
-                hits[label] += 1
+            top = det_boxes[mine[np.argmax(det_scores[mine])]][None]
+            outcome = _top_box_outcome(
+                top, gt_boxes[gt_labels == label], iou_threshold, cover, plus_one
+            )
+            outcomes[outcome] += 1
+            hits[label] += outcome == "hit"
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.where(positives > 0, hits / np.maximum(positives, 1), np.nan)
     valid = rates[~np.isnan(rates)]
     return {
         "corloc": float(valid.mean()) if len(valid) else float("nan"),
         "per_class": dict(zip(names, map(float, rates))),
+        "outcomes": {k: v / max(1, int(positives.sum())) for k, v in outcomes.items()},
     }
+
+
+CORLOC_OUTCOMES = ("hit", "part", "too_large", "elsewhere", "none")
+
+
+def _top_box_outcome(
+    top: np.ndarray, truth: np.ndarray, iou_threshold: float, cover: float, plus_one: bool
+) -> str:
+    """One of CORLOC_OUTCOMES except 'none' for a top box [1, 4] against the class's boxes [T, 4]."""
+    if iou_matrix(top, truth, plus_one).max() >= iou_threshold:
+        return "hit"
+    one = 1.0 if plus_one else 0.0
+    ix = np.clip(
+        np.minimum(top[:, 2], truth[:, 2]) - np.maximum(top[:, 0], truth[:, 0]) + one, 0, None
+    )
+    iy = np.clip(
+        np.minimum(top[:, 3], truth[:, 3]) - np.maximum(top[:, 1], truth[:, 1]) + one, 0, None
+    )
+    inter = ix * iy
+    area = lambda b: (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
+    if np.max(inter / np.maximum(area(top), 1e-12)) >= cover:
+        return "part"
+    if np.max(inter / np.maximum(area(truth), 1e-12)) >= cover:
+        return "too_large"
+    return "elsewhere"
 
 
 def proposal_recall(

@@ -28,13 +28,16 @@ torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in"
 FC6_INPUT_HW = (6, 6)  # torchvision's AdaptiveAvgPool2d((6, 6)) before the classifier
 
 
-def _conv(features: int, kernel: int, stride: int, padding: int, name: str) -> nn.Conv:
+def _conv(
+    features: int, kernel: int, stride: int, padding: int, name: str, use_bias: bool = True
+) -> nn.Conv:
     """A torch-equivalent Conv2d: explicit symmetric zero padding, never 'SAME'."""
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),
         padding=((padding, padding), (padding, padding)),
+        use_bias=use_bias,
         kernel_init=torch_default_kernel_init,
         name=name,
     )
@@ -83,16 +86,20 @@ class AlexNetFeatures(nn.Module):
 
     include_last_pool: apply the 3x3/2 max pool after conv5 (torchvision features[12]).
       The localizer stops before it (at 512x512 input conv5 is 31x31, with the pool 15x15).
+    batch_norm: BatchNorm (params/features/bnK, state batch_stats/features/bnK) between each
+      conv (then without bias) and its ReLU. Not torchvision's AlexNet, so only for training
+      from scratch, where it makes the narrow CPU-sized trunks learn several times faster.
     """
 
     include_last_pool: bool = True
     # Channel multiplier for CPU-sized models trained from scratch (offline scenes); 1.0 is
     # torchvision's AlexNet and the only width the ported weights fit.
     width: float = 1.0
+    batch_norm: bool = False
 
     @nn.compact
     def __call__(
-        self, x: jax.Array, return_activations: bool = False
+        self, x: jax.Array, return_activations: bool = False, train: bool = False
     ) -> jax.Array | tuple[jax.Array, dict[str, jax.Array]]:
         """x: [N, H, W, 3] -> [N, h, w, 256]; at 224x224: 6x6 with the last pool, 13x13 without.
 
@@ -101,16 +108,20 @@ class AlexNetFeatures(nn.Module):
         """
         acts = {}
 
-        def w(channels: int) -> int:
-            return max(1, round(channels * self.width))
+        def conv(x, channels: int, kernel: int, stride: int, padding: int, k: int):
+            features = max(1, round(channels * self.width))
+            x = _conv(features, kernel, stride, padding, f"conv{k}", not self.batch_norm)(x)
+            if self.batch_norm:
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{k}")(x)
+            return nn.relu(x)
 
-        x = acts["conv1"] = nn.relu(_conv(w(64), 11, 4, 2, "conv1")(x))
+        x = acts["conv1"] = conv(x, 64, 11, 4, 2, 1)
         x = acts["pool1"] = _max_pool_3x3_s2(x)
-        x = acts["conv2"] = nn.relu(_conv(w(192), 5, 1, 2, "conv2")(x))
+        x = acts["conv2"] = conv(x, 192, 5, 1, 2, 2)
         x = acts["pool2"] = _max_pool_3x3_s2(x)
-        x = acts["conv3"] = nn.relu(_conv(w(384), 3, 1, 1, "conv3")(x))
-        x = acts["conv4"] = nn.relu(_conv(w(256), 3, 1, 1, "conv4")(x))
-        x = acts["conv5"] = nn.relu(_conv(w(256), 3, 1, 1, "conv5")(x))
+        x = acts["conv3"] = conv(x, 384, 3, 1, 1, 3)
+        x = acts["conv4"] = conv(x, 256, 3, 1, 1, 4)
+        x = acts["conv5"] = conv(x, 256, 3, 1, 1, 5)
         if self.include_last_pool:
             x = acts["pool5"] = _max_pool_3x3_s2(x)
         return (x, acts) if return_activations else x

@@ -75,6 +75,7 @@ class WSDDN(nn.Module):
     Attributes:
       num_classes: C.
       width: AlexNet channel multiplier (1.0 = torchvision; smaller only from scratch).
+      batch_norm: BatchNorm in conv1-5 (from scratch only; adds batch_stats state).
       fc_features: fc6/fc7 width (4096 = torchvision).
       dropout_rate: dropout before fc6 and fc7 in training.
       pooling: 'roi_pool' (max, Fast R-CNN / WSDDN) or 'roi_align' (bilinear).
@@ -88,6 +89,7 @@ class WSDDN(nn.Module):
 
     num_classes: int = 20
     width: float = 1.0
+    batch_norm: bool = False
     fc_features: int = 4096
     dropout_rate: float = 0.5
     pooling: str = "roi_pool"
@@ -115,9 +117,9 @@ class WSDDN(nn.Module):
         """
         if self.pooling not in POOLINGS:
             raise ConfigError(f"model.pooling={self.pooling!r}: expected one of {POOLINGS}")
-        conv5 = AlexNetFeatures(include_last_pool=False, width=self.width, name="features")(
-            images
-        )  # [N, h, w, K]
+        conv5 = AlexNetFeatures(
+            include_last_pool=False, width=self.width, batch_norm=self.batch_norm, name="features"
+        )(images, train=train)  # [N, h, w, K]
         proposals = jax.lax.stop_gradient(proposals.astype(jnp.float32))
         if self.pooling == "roi_pool":
             pooled = batched_roi_pool(conv5, proposals, self.pool_size, self.spatial_scale)

@@ -10,6 +10,8 @@ coordinates. Per class: scores > eval.score_threshold, then NMS at eval.nms_iou
 (`jwsol.ops.boxes.nms_numpy`, torchvision's rules) -> detections. Metrics:
   map, ap/<class>     VOC AP (`metrics.detection.mean_ap`: voc_eval rules, 11-point by default)
   corloc              top box per positive class, IoU >= 0.5 (`metrics.detection.corloc`)
+  top_box/<outcome>   how those top boxes fare: hit, part (a miss inside the object),
+                      too_large, elsewhere, none (shares of the positive (image, class) pairs)
   cls_map             image classification mAP of the image scores (`metrics.multilabel`)
   proposal_recall     share of non-difficult true boxes some proposal covers at IoU >= 0.5: the
                       ceiling of any detector on these proposals
@@ -164,6 +166,7 @@ class WSDDNEvaluator(Evaluator):
         }
         metrics.update({f"ap/{name}": value for name, value in ap["ap"].items()})
         metrics.update({f"corloc/{name}": value for name, value in loc["per_class"].items()})
+        metrics.update({f"top_box/{k}": value for k, value in loc["outcomes"].items()})
         figures = {
             "detections": detections_figure(self.shown),
             "ap_per_class": ap_bar_chart(ap["ap"], ap["map"], loc["corloc"], recall),
@@ -230,9 +233,15 @@ class WSDDNTask(ImageLabelTask):
     def __init__(self, config):
         super().__init__(config)
         m = config.model
+        if m.batch_norm and config.pretrained.path:
+            raise ConfigError(
+                "model.batch_norm=True is for trunks trained from scratch: torchvision's AlexNet "
+                "has no BatchNorm. Set --config.model.batch_norm=False to use pretrained.path."
+            )
         self.model = WSDDN(
             num_classes=self.num_classes,
             width=float(m.width),
+            batch_norm=bool(m.batch_norm),
             fc_features=int(m.fc_features),
             dropout_rate=float(m.dropout_rate),
             pooling=m.pooling,
@@ -250,7 +259,10 @@ class WSDDNTask(ImageLabelTask):
         self._training = True
         yield from super().train_batches(start_step, batch_size, process_index, process_count)
 
-    def _apply(self, variables, batch, train: bool, rng=None):
+    def _apply(self, variables, batch, train: bool, rng=None, mutable=None):
+        """The model's outputs; with `mutable` (e.g. ['batch_stats']), (outputs, new state)."""
+        if mutable is not None and not mutable:
+            return self._apply(variables, batch, train, rng), {}
         return self.model.apply(
             variables,
             batch["image"],
@@ -259,6 +271,7 @@ class WSDDNTask(ImageLabelTask):
             batch["proposal_scores"],
             train=train,
             rngs={"dropout": rng} if train else None,
+            mutable=mutable or False,
         )
 
     def init_variables(self, rng, batch: Batch):
@@ -277,7 +290,9 @@ class WSDDNTask(ImageLabelTask):
         return variables
 
     def loss(self, params, model_state, batch, rng):
-        out = self._apply({"params": params, **model_state}, batch, train=True, rng=rng)
+        out, model_state = self._apply(
+            {"params": params, **model_state}, batch, train=True, rng=rng, mutable=list(model_state)
+        )
         loss, metrics = losses.wsddn_loss(
             out["image_scores"], batch["labels"], batch["label_weights"]
         )

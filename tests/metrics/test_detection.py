@@ -201,6 +201,32 @@ def test_corloc_hand_worked():
     assert result["per_class"]["1"] == 0.0
     assert np.isnan(result["per_class"]["2"])
     assert result["corloc"] == 0.25
+    assert result["outcomes"] == pytest.approx(
+        {"hit": 1 / 3, "part": 0.0, "too_large": 0.0, "elsewhere": 2 / 3, "none": 0.0}
+    )
+
+
+def test_corloc_outcomes_sort_the_misses():
+    # One image, four positive classes, each a 10x10 true box (inclusive ends, plus_one).
+    truth = np.array([[0, 0, 9, 9], [20, 0, 29, 9], [40, 0, 49, 9], [60, 0, 69, 9]])
+    ground_truth = [D.ImageGroundTruth(truth, np.array([0, 1, 2, 3]), np.zeros(4, bool))]
+    detections = [
+        D.ImageDetections(
+            np.array([
+                [0, 0, 4, 4],  # class 0: 25 px inside its 100 px box, IoU 0.25 -> part
+                [15, 0, 34, 14],  # class 1: 300 px holding all of its box, IoU 1/3 -> too_large
+                [45, 5, 54, 14],  # class 2: IoU 25/175, a quarter inside -> elsewhere
+                [0, 0, 9, 9],  # class 0 again, lower score: the top box decides
+            ]),
+            np.array([0.9, 0.8, 0.7, 0.1]),
+            np.array([0, 1, 2, 0]),
+        )
+    ]  # class 3: no detection -> none
+    result = D.corloc(detections, ground_truth, 4)
+    assert result["corloc"] == 0.0
+    assert result["outcomes"] == {
+        "hit": 0.0, "part": 0.25, "too_large": 0.25, "elsewhere": 0.25, "none": 0.25
+    }  # fmt: skip
 
 
 def test_proposal_recall():

@@ -224,3 +224,20 @@ def test_spatial_regulariser_gradient_pulls_towards_the_top_box():
     )(feats)
     np.testing.assert_allclose(grad[0, 1], 0.25 * np.array([2.0, -3.0]), rtol=1e-6)
     np.testing.assert_allclose(grad[0, 0], -0.25 * np.array([2.0, -3.0]), rtol=1e-6)
+
+
+def test_batch_norm_trunk_keeps_statistics_and_is_affine_at_eval():
+    model = WSDDN(**SMALL, batch_norm=True)
+    images, boxes, mask = _inputs()
+    variables = model.init(jax.random.key(0), images, boxes, mask)
+    stats = traverse_util.flatten_dict(variables["batch_stats"])
+    assert {k[:2] for k in stats} == {("features", f"bn{i}") for i in range(1, 6)}
+    assert "bias" not in variables["params"]["features"]["conv1"]  # BN's bias replaces it
+    out, updated = model.apply(variables, images, boxes, mask, train=True, mutable=["batch_stats"])
+    moved = traverse_util.flatten_dict(updated["batch_stats"])
+    assert any(not np.allclose(moved[k], stats[k]) for k in stats)
+    # At eval the statistics are constants: an image's scores do not depend on its batch-mates.
+    alone = model.apply(variables, images[:1], boxes[:1], mask[:1])
+    both = model.apply(variables, images, boxes, mask)
+    np.testing.assert_allclose(alone["image_scores"], both["image_scores"][:1], rtol=1e-5)
+    assert np.all(np.isfinite(np.asarray(out["image_scores"])))

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from jwsol.errors import ConfigError
 from jwsol.training import config as config_lib
 from jwsol.training import loop
 
@@ -216,3 +217,13 @@ def test_variants_load_with_the_papers_and_the_courses_settings():
     assert scenes.data.source == "scenes" and scenes.pretrained.from_scratch
     with pytest.raises(ValueError, match="unknown variant"):
         config_lib.load("configs/wsddn.py:nope")
+
+
+def test_batch_norm_with_pretrained_weights_is_a_config_error(idx_folder, tmp_path):
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    config = smoke_config(
+        idx_folder, str(tmp_path), **{"model.batch_norm": True, "pretrained.path": str(tmp_path)}
+    )
+    with pytest.raises(ConfigError, match="batch_norm"):
+        WSDDNTask(config)
