@@ -33,6 +33,10 @@ class Evaluator(abc.ABC):
 class Task(abc.ABC):
     """One job. Subclasses set `self.model` (a Flax module) in `__init__`."""
 
+    # Panels of figures/curves.png (`jwsol.viz.curves`); None: the names logged for both
+    # training and evaluation.
+    curve_panels: tuple[str, ...] | None = None
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
 

@@ -230,6 +230,10 @@ def he_init(params: dict, rng: jax.Array) -> dict:
 class WSDDNTask(ImageLabelTask):
     """WSDDN on scenes or VOC: config.model (WSDDN fields), config.loss, config.eval."""
 
+    # figures/curves.png: the training loss and label accuracy, the detection metrics, and
+    # every class's AP against the step in one panel (the AP curve).
+    curve_panels = ("loss", "label_accuracy", "cls_map", "map", "corloc", "ap/*")
+
     def __init__(self, config):
         super().__init__(config)
         m = config.model

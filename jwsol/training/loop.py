@@ -174,7 +174,8 @@ class Runner:
             if self.writer.enabled:
                 from jwsol.viz.curves import write_curves
 
-                write_curves(self.workdir)  # figures/curves.png: train and eval metrics by step
+                # figures/curves.png: train and eval metrics by step
+                write_curves(self.workdir, self.task.curve_panels)
         return metrics
 
     # Modes ------------------------------------------------------------------------------------

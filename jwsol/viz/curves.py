@@ -6,6 +6,9 @@ writes WORKDIR/figures/curves.png (or PATH). The loop logs training metrics as `
 over the steps since the last log) and evaluations as `eval/NAME`; one panel per NAME shows
 both against the step. By default the panels are the names logged both ways (e.g. loss and
 top1 for classification: train and test loss and accuracy); if there are none, every name.
+A panel named `PREFIX*` (e.g. `ap/*`) draws every evaluated `eval/PREFIX...` series in one panel,
+one line each (WSDDN's per-class AP against the step). A task picks its panels with
+`Task.curve_panels`.
 """
 
 from __future__ import annotations
@@ -81,9 +84,15 @@ def curve_data(
     if not panels:
         raise DataError("metrics.jsonl holds no metrics to plot.")
     data = {}
+    keys = sorted({k for row in rows for k in row})
     for name in panels:
         lines = {}
-        for key, label in ((name, "train"), (EVAL_PREFIX + name, "test")):
+        if name.endswith("*"):
+            prefix = EVAL_PREFIX + name[:-1]
+            pairs = [(k, k[len(prefix) :]) for k in keys if k.startswith(prefix)]
+        else:
+            pairs = [(name, "train"), (EVAL_PREFIX + name, "test")]
+        for key, label in pairs:
             steps, values = series(rows, key)
             if len(steps):
                 lines[label] = (steps, values)
@@ -108,13 +117,15 @@ def plot_curves(
     for ax in axes.ravel()[len(data) :]:
         ax.axis("off")
     for ax, (name, lines) in zip(axes.ravel(), data.items()):
-        for label, (steps, values) in lines.items():
-            style, colour = ("-", "C0") if label == "train" else ("o-", "C1")
+        group = name.endswith("*")
+        for number, (label, (steps, values)) in enumerate(lines.items()):
+            colour = f"C{number % 10}" if group else ("C0" if label == "train" else "C1")
+            style = "-" if label == "train" else ("o-" if number < 10 or not group else "s--")
             ax.plot(steps, values, style, color=colour, label=label, markersize=3)
-        ax.set_title(name)
+        ax.set_title(f"eval/{name}" if group else name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=6 if group else 8, ncol=2 if len(lines) > 6 else 1)
     fig.tight_layout()
     return figure_to_array(fig)
 

@@ -46,6 +46,20 @@ def test_default_panels_pair_train_and_eval_names():
         curves.curve_data(ROWS, ["bogus"])
 
 
+def test_a_star_panel_groups_every_evaluated_series_with_that_prefix():
+    rows = [
+        {"step": 5, "loss": 1.0},
+        {"step": 10, "eval/map": 0.3, "eval/ap/cat": 0.2, "eval/ap/dog": 0.4, "eval/ap/cow": "nan"},
+        {"step": 20, "eval/map": 0.5, "eval/ap/cat": 0.4, "eval/ap/dog": 0.6, "eval/ap/cow": "nan"},
+    ]
+    data = curves.curve_data(rows, ["loss", "ap/*"])
+    assert set(data["ap/*"]) == {"cat", "dog"}  # a class without finite AP is left out
+    np.testing.assert_array_equal(data["ap/*"]["dog"][1], [0.4, 0.6])
+    assert curves.plot_curves(rows, ["loss", "ap/*"]).ndim == 3
+    with pytest.raises(DataError, match="no values of 'ar/\\*'"):
+        curves.curve_data(rows, ["ar/*"])
+
+
 def test_command_writes_the_png(tmp_path):
     workdir = str(tmp_path / "run")
     write_jsonl(workdir, ROWS)
