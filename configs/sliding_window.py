@@ -24,21 +24,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "num_test": 10000,  # test canvases (one per test image, fixed placement); 0: all
     })  # fmt: skip
     config.model = ml_collections.ConfigDict({
-        # cKxF: VALID conv KxK with F features + ReLU; pK: max pool K. A 1x1 head follows.
-        # This stack sees 48x48 windows every 4 px: 5x5 windows on a 64x64 canvas.
-        "layers": "c5x16,p2,c3x32,c3x32,p2,c3x64,c3x64,c5x128,c1x128",
+        # cKxF: VALID conv KxK with F features + ReLU (cKsSxF: stride S); pK: max pool K. A 1x1
+        # head follows. This stack sees 48x48 windows every 4 px: 5x5 windows on a 64x64
+        # canvas. The 2x2 stride-2 first conv (a learned space-to-depth) leaves the rest at
+        # half resolution: 1.15x faster per step here than "c5x16,p2,c3x32,c3x32,p2,c3x64,
+        # c3x64,c5x128,c1x128" with more depth and width (docs/sliding_window.md).
+        "layers": "c2s2x32,c3x32,p2,c3x64,c3x64,c3x128,c3x128,c3x128",
         "batch_norm": True,  # BatchNorm after every conv (an affine map at eval time)
     })  # fmt: skip
     config.loss = ml_collections.ConfigDict({"cls_weight": 1.0, "box_weight": 1.0})
-    config.train.batch_size = 128
-    config.train.num_steps = 1000
-    config.train.log_every = 50
-    config.train.eval_every = 500
-    config.train.checkpoint_every = 250
+    # Batch 32: on 2 CPU cores a step of 32 costs 3.6 ms an example against 5.1 at 128, and
+    # gives four times the updates; 4,400 steps train in about 9 minutes here.
+    config.train.batch_size = 32
+    config.train.num_steps = 4400
+    config.train.log_every = 100
+    config.train.eval_every = 2200
+    config.train.checkpoint_every = 1100
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 2e-3
     config.optimizer.schedule = "cosine"
-    config.optimizer.warmup_steps = 50
+    config.optimizer.warmup_steps = 200
     config.eval.batch_size = 500
     config.eval.num_figure_images = 30
 
