@@ -1,7 +1,7 @@
 # Entry points the README names. `make setup run` trains the main job; `make setup test` tests.
 PYTHON ?= python3
 WORKDIR ?= runs/main
-MAIN_CONFIG ?= configs/sliding_window.py
+MAIN_CONFIG ?= configs/wsddn.py:scenes
 
 .PHONY: setup data run test lint bench
 
@@ -14,7 +14,7 @@ data:
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
-	else echo "no apt-get: put Fashion-MNIST IDX files in a folder and pass --config.data.folder=DIR"; fi
+	else echo "no apt-get: put Fashion-MNIST IDX files in a folder and pass --config.data.mnist_folder=DIR (wsddn, localizer) or --config.data.folder=DIR (sliding_window)"; fi
 
 run:
 	$(PYTHON) train.py --config $(MAIN_CONFIG) --workdir $(WORKDIR)

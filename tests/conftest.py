@@ -6,10 +6,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-from jwsol.data.mnist import write_idx  # noqa: E402
+from jwsol.data.mnist import write_idx
 
 
 def make_idx_folder(folder: str, n_train: int = 256, n_test: int = 64, seed: int = 0) -> str:

@@ -11,10 +11,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def train(*args, devices=1, timeout=300):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+    )
+    return subprocess.run(
+        [sys.executable, "train.py", *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def error_line(result):
@@ -30,21 +40,38 @@ def test_wrong_config_path(tmp_path):
 
 
 def test_unknown_config_field(tmp_path):
-    result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(tmp_path),
-                   "--config.train.bogus=3")
+    result = train(
+        "--config",
+        "configs/sliding_window.py:smoke",
+        "--workdir",
+        str(tmp_path),
+        "--config.train.bogus=3",
+    )
     assert "unknown config field 'bogus'" in error_line(result)
 
 
 def test_missing_data(tmp_path):
-    result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(tmp_path),
-                   f"--config.data.folder={tmp_path}/none")
+    result = train(
+        "--config",
+        "configs/sliding_window.py:smoke",
+        "--workdir",
+        str(tmp_path),
+        f"--config.data.folder={tmp_path}/none",
+    )
     line = error_line(result)
     assert f"{tmp_path}/none" in line and "apt-get install dataset-fashion-mnist" in line
 
 
 def test_batch_size_not_dividing_over_devices(tmp_path, idx_folder):
-    result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(tmp_path),
-                   f"--config.data.folder={idx_folder}", "--config.train.batch_size=12", devices=8)
+    result = train(
+        "--config",
+        "configs/sliding_window.py:smoke",
+        "--workdir",
+        str(tmp_path),
+        f"--config.data.folder={idx_folder}",
+        "--config.train.batch_size=12",
+        devices=8,
+    )
     assert "train.batch_size=12 does not divide over 8 devices" in error_line(result)
 
 
@@ -52,12 +79,19 @@ def test_same_loss_on_1_and_8_devices(tmp_path, idx_folder):
     losses = {}
     for devices in (1, 8):
         workdir = tmp_path / f"d{devices}"
-        result = train("--config", "configs/sliding_window.py:smoke", "--workdir", str(workdir),
-                       f"--config.data.folder={idx_folder}", "--config.train.num_steps=4",
-                       "--config.train.log_every=1", "--config.train.eval_every=0",
-                       devices=devices)
+        result = train(
+            "--config",
+            "configs/sliding_window.py:smoke",
+            "--workdir",
+            str(workdir),
+            f"--config.data.folder={idx_folder}",
+            "--config.train.num_steps=4",
+            "--config.train.log_every=1",
+            "--config.train.eval_every=0",
+            devices=devices,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-        rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+        rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         losses[devices] = [r["loss"] for r in rows if "loss" in r]
     assert len(losses[1]) == 4
     assert losses[1] == pytest.approx(losses[8], rel=1e-5, abs=1e-5)

@@ -62,7 +62,11 @@ class SlidingWindowNet(nn.Module):
         for kind, k, stride, features in self.layers:
             if kind == "conv":
                 x = nn.Conv(
-                    features, (k, k), (stride, stride), padding="VALID", use_bias=not self.batch_norm
+                    features,
+                    (k, k),
+                    (stride, stride),
+                    padding="VALID",
+                    use_bias=not self.batch_norm,
                 )(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)

@@ -212,12 +212,14 @@ def test_corloc_outcomes_sort_the_misses():
     ground_truth = [D.ImageGroundTruth(truth, np.array([0, 1, 2, 3]), np.zeros(4, bool))]
     detections = [
         D.ImageDetections(
-            np.array([
-                [0, 0, 4, 4],  # class 0: 25 px inside its 100 px box, IoU 0.25 -> part
-                [15, 0, 34, 14],  # class 1: 300 px holding all of its box, IoU 1/3 -> too_large
-                [45, 5, 54, 14],  # class 2: IoU 25/175, a quarter inside -> elsewhere
-                [0, 0, 9, 9],  # class 0 again, lower score: the top box decides
-            ]),
+            np.array(
+                [
+                    [0, 0, 4, 4],  # class 0: 25 px inside its 100 px box, IoU 0.25 -> part
+                    [15, 0, 34, 14],  # class 1: 300 px holding all of its box, IoU 1/3 -> too_large
+                    [45, 5, 54, 14],  # class 2: IoU 25/175, a quarter inside -> elsewhere
+                    [0, 0, 9, 9],  # class 0 again, lower score: the top box decides
+                ]
+            ),
             np.array([0.9, 0.8, 0.7, 0.1]),
             np.array([0, 1, 2, 0]),
         )

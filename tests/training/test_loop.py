@@ -12,6 +12,11 @@ from jwsol.training import config as config_lib
 from jwsol.training import loop
 
 
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
 def smoke(idx_folder, **overrides):
     return config_lib.load(
         "configs/sliding_window.py:smoke",
@@ -33,10 +38,15 @@ def uninterrupted(idx_folder, tmp_path_factory):
 
 def test_smoke_run_writes_every_output(uninterrupted):
     workdir, metrics = uninterrupted
-    for name in ("config.json", "metrics.jsonl", "eval_metrics.json", "figures/test_predictions.png"):
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "eval_metrics.json",
+        "figures/test_predictions.png",
+    ):
         assert os.path.exists(os.path.join(workdir, name)), name
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
-    final = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    final = read_json(os.path.join(workdir, "eval_metrics.json"))
     assert set(final) >= {"accuracy", "mean_iou", "iou50_accuracy"}
     assert final["accuracy"] == pytest.approx(metrics["accuracy"])
     assert final["num_examples"] == 40
@@ -67,21 +77,23 @@ def test_resume_after_kill_gives_the_same_result(idx_folder, tmp_path, uninterru
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
     resumed = loop.run(smoke(idx_folder), workdir)
     assert resumed == pytest.approx(uninterrupted[1], rel=1e-6, abs=1e-7)
-    full = [r for r in read_jsonl(os.path.join(uninterrupted[0], "metrics.jsonl")) if r["step"] == 6]
+    full = [
+        r for r in read_jsonl(os.path.join(uninterrupted[0], "metrics.jsonl")) if r["step"] == 6
+    ]
     again = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl")) if r["step"] == 6]
     assert again[0]["loss"] == pytest.approx(full[0]["loss"], rel=1e-6)
 
 
 def test_eval_mode_reproduces_eval_metrics(idx_folder, uninterrupted, tmp_path):
     workdir = uninterrupted[0]
-    before = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    before = read_json(os.path.join(workdir, "eval_metrics.json"))
     os.remove(os.path.join(workdir, "eval_metrics.json"))
     metrics = loop.run(smoke(idx_folder), workdir, mode="eval")
-    after = json.load(open(os.path.join(workdir, "eval_metrics.json")))
+    after = read_json(os.path.join(workdir, "eval_metrics.json"))
     assert after == before
     assert metrics["accuracy"] == before["accuracy"]
     earlier = loop.run(smoke(idx_folder, **{"eval.step": 3}), workdir, mode="eval")
-    assert json.load(open(os.path.join(workdir, "eval_metrics.json")))["step"] == 3
+    assert read_json(os.path.join(workdir, "eval_metrics.json"))["step"] == 3
     assert set(earlier) == set(metrics)
 
 
