@@ -18,6 +18,11 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, figures.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes if possible) or eval.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
+flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 (implies --distributed; else auto)."
+)
+flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
@@ -69,7 +74,9 @@ def main(argv):
     from jwsol.training import loop, sharding
 
     try:
-        sharding.maybe_initialize_distributed(FLAGS.distributed)
+        sharding.maybe_initialize_distributed(
+            FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+        )
         loop.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
     except UserError as e:
         logging.flush()

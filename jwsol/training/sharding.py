@@ -14,14 +14,27 @@ from jwsol.errors import ConfigError
 DATA_AXIS = "data"
 
 
-def maybe_initialize_distributed(requested: bool) -> None:
-    """Calls `jax.distributed.initialize()` when asked by flag or JWSOL_DISTRIBUTED=1.
+def maybe_initialize_distributed(
+    requested: bool,
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
+    """Calls `jax.distributed.initialize()` when asked by flag, by JWSOL_DISTRIBUTED=1, or by
+    giving a coordinator address.
 
-    Coordinator address, process count and id come from the usual JAX environment variables
-    (or the cluster's auto-detection: SLURM, Open MPI, Cloud TPU).
+    Without explicit values, the coordinator address comes from JAX_COORDINATOR_ADDRESS and the
+    process count and id from the cluster's auto-detection (SLURM, Open MPI, Cloud TPU). CPU
+    processes exchange collectives through gloo (several processes on one machine work too:
+    tests/training/test_distributed.py).
     """
-    if requested or os.environ.get("JWSOL_DISTRIBUTED", "") == "1":
-        jax.distributed.initialize()
+    explicit = coordinator_address is not None
+    if not (requested or explicit or os.environ.get("JWSOL_DISTRIBUTED", "") == "1"):
+        return
+    if explicit and (num_processes is None or process_id is None):
+        raise ConfigError("--coordinator_address needs --num_processes and --process_id as well.")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def make_mesh() -> Mesh:
