@@ -44,6 +44,16 @@ class ImageGroundTruth(NamedTuple):
 
 def iou_matrix(a: np.ndarray, b: np.ndarray, plus_one: bool = True) -> np.ndarray:
     """IoU of `a: [N, 4]` with `b: [M, 4]` -> `[N, M]` float64 (devkit `+1` by default)."""
+    inter, area_a, area_b = _intersections(a, b, plus_one)
+    union = area_a[:, None] + area_b[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / union, 0.0)
+
+
+def _intersections(
+    a: np.ndarray, b: np.ndarray, plus_one: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersection areas `[N, M]` of `a: [N, 4]` with `b: [M, 4]`, and the areas `[N]`, `[M]`."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
     one = 1.0 if plus_one else 0.0
@@ -52,9 +62,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray, plus_one: bool = True) -> np.ndarra
     inter = np.maximum(width + one, 0.0) * np.maximum(height + one, 0.0)
     area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
     area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    return inter, area_a, area_b
 
 
 # NOTE: the devkit's thresholds come from np.arange(0, 1.1, 0.1), whose entries are not the
@@ -279,18 +287,10 @@ def _top_box_outcome(
     """One of CORLOC_OUTCOMES except 'none' for a top box [1, 4] against the class's boxes [T, 4]."""
     if iou_matrix(top, truth, plus_one).max() >= iou_threshold:
         return "hit"
-    one = 1.0 if plus_one else 0.0
-    ix = np.clip(
-        np.minimum(top[:, 2], truth[:, 2]) - np.maximum(top[:, 0], truth[:, 0]) + one, 0, None
-    )
-    iy = np.clip(
-        np.minimum(top[:, 3], truth[:, 3]) - np.maximum(top[:, 1], truth[:, 1]) + one, 0, None
-    )
-    inter = ix * iy
-    area = lambda b: (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
-    if np.max(inter / np.maximum(area(top), 1e-12)) >= cover:
+    inter, area_top, area_truth = _intersections(top, truth, plus_one)
+    if np.max(inter / np.maximum(area_top[:, None], 1e-12)) >= cover:
         return "part"
-    if np.max(inter / np.maximum(area(truth), 1e-12)) >= cover:
+    if np.max(inter / np.maximum(area_truth[None, :], 1e-12)) >= cover:
         return "too_large"
     return "elsewhere"
 

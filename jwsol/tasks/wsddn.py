@@ -263,10 +263,9 @@ class WSDDNTask(ImageLabelTask):
         self._training = True
         yield from super().train_batches(start_step, batch_size, process_index, process_count)
 
-    def _apply(self, variables, batch, train: bool, rng=None, mutable=None):
-        """The model's outputs; with `mutable` (e.g. ['batch_stats']), (outputs, new state)."""
-        if mutable is not None and not mutable:
-            return self._apply(variables, batch, train, rng), {}
+    def _apply(self, variables, batch, train: bool, rng=None, mutable=False):
+        """The model's outputs; with a `mutable` list (e.g. ['batch_stats'], or [] for a model
+        without state), the pair (outputs, new state), as Flax's apply."""
         return self.model.apply(
             variables,
             batch["image"],
@@ -275,7 +274,7 @@ class WSDDNTask(ImageLabelTask):
             batch["proposal_scores"],
             train=train,
             rngs={"dropout": rng} if train else None,
-            mutable=mutable or False,
+            mutable=mutable,
         )
 
     def init_variables(self, rng, batch: Batch):
