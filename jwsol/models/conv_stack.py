@@ -18,7 +18,6 @@ and `bias`. ReLU follows every conv but the last one; pools are max pools.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jwsol.host import cpu_compiler_options
 from jwsol.ops.windows import (
     Layer,
     conv_kernel_to_dense,
@@ -243,24 +243,6 @@ def dense_params_to_conv(variables: dict[str, Any], layers: Sequence[Layer]) -> 
                 "bias": dense["bias"],
             }
     return {**variables, "params": params}
-
-
-# NOTE: XLA:CPU sends dots to YNNPACK by default (jaxlib 0.10); for this net's tall
-# [pixels, 400] x [400, 400] matmuls Eigen, which it uses with YNNPACK fusions off, measured
-# faster (docs/sliding_window.md). The option is experimental, hence the check below.
-_EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
-
-@functools.cache
-def cpu_compiler_options() -> dict[str, str] | None:
-    """XLA compiler options for the fastest CPU conv pass, or None (not CPU / not supported)."""
-    if jax.default_backend() != "cpu":
-        return None
-    try:
-        jax.jit(jnp.negative).lower(jnp.zeros(2)).compile(compiler_options=_EIGEN_DOTS)
-    except Exception:  # noqa: BLE001  an XLA that does not know the option: run its defaults
-        return None
-    return dict(_EIGEN_DOTS)
 
 
 def tiled_apply(

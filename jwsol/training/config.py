@@ -20,6 +20,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
         "checkpoint_every": 500,
         "keep_checkpoints": 3,
         "progress_bar": True,
+        "cpu_eigen": True,  # on CPU, compile steps with jwsol.host.cpu_compiler_options()
     })  # fmt: skip
     config.eval = ml_collections.ConfigDict({
         "batch_size": 256,

@@ -21,7 +21,7 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
-from jwsol import tasks
+from jwsol import host, tasks
 from jwsol.errors import UserError
 from jwsol.tasks.base import Batch, Task
 from jwsol.training import checkpoint, sharding
@@ -82,8 +82,13 @@ class Runner:
         )
         self.checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
         self.writer = run_logging.Writer(workdir)
+        # On CPU, Eigen instead of YNNPACK kernels (jwsol.host): 1.3x faster conv steps here.
+        self.compiler_options = host.cpu_compiler_options() if config.train.cpu_eigen else None
         self.predict = jax.jit(
-            self.task.predict, in_shardings=(self.repl, self.data), out_shardings=self.data
+            self.task.predict,
+            in_shardings=(self.repl, self.data),
+            out_shardings=self.data,
+            compiler_options=self.compiler_options,
         )
 
     # State ------------------------------------------------------------------------------------
@@ -197,6 +202,7 @@ class Runner:
             in_shardings=(self.repl, self.data, self.repl),
             out_shardings=(self.repl, self.repl, self.repl),
             donate_argnums=0,
+            compiler_options=self.compiler_options,
         )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
         log_every, eval_every = config.train.log_every, config.train.eval_every
