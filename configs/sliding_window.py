@@ -32,14 +32,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "layers": "c2s2x32,c3x32,p2,c3x64,c3x64,c3x128,c3x128,c3x128",
         "batch_norm": True,  # BatchNorm after every conv (an affine map at eval time)
     })  # fmt: skip
-    config.loss = ml_collections.ConfigDict({"cls_weight": 1.0, "box_weight": 1.0})
-    # Batch 32: on 2 CPU cores a step of 32 costs 3.6 ms an example against 5.1 at 128, and
-    # gives four times the updates; 4,400 steps train in about 9 minutes here.
+    config.loss = ml_collections.ConfigDict({
+        # Weights of the class NLL and box error against the detection BCE. Class weight 4:
+        # accuracy 0.870 against 0.856 with 1 (7,000 steps), mean IoU 0.799 against 0.837.
+        "cls_weight": 4.0,
+        "box_weight": 1.0,
+    })  # fmt: skip
+    # Batch 32 (16 measured the same per example); 7,200 steps of 32 train in about 9.3
+    # minutes on 2 CPU cores with train.py's CPU settings (jwsol.host).
     config.train.batch_size = 32
-    config.train.num_steps = 4400
+    config.train.num_steps = 7200
     config.train.log_every = 100
-    config.train.eval_every = 2200
-    config.train.checkpoint_every = 1100
+    config.train.eval_every = 3600
+    config.train.checkpoint_every = 1200
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 2e-3
     config.optimizer.schedule = "cosine"
