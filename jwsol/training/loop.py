@@ -82,7 +82,7 @@ class Runner:
         )
         self.checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
         self.writer = run_logging.Writer(workdir)
-        # On CPU, Eigen instead of YNNPACK kernels (jwsol.host): 1.3x faster conv steps here.
+        # On CPU, Eigen instead of YNNPACK kernels (jwsol.host) where the job's config asks.
         self.compiler_options = host.cpu_compiler_options() if config.train.cpu_eigen else None
         self.predict = jax.jit(
             self.task.predict,
