@@ -1,7 +1,9 @@
 """Host-side speed settings for CPU runs: XLA:CPU compiler options and glibc malloc tuning.
 
-Both were measured on the 2-core development VM (docs/sliding_window.md, "Training speed"):
-the sliding-window train step went from 120 to ~70 ms at batch 32 with both applied.
+Measured on the 2-core development VM (`pytest benchmarks/test_train_step.py`; docs/
+sliding_window.md, "Training the localizer in 10 minutes on 2 CPU cores"): the sliding-window
+train step at batch 32 took 91 ms with XLA's defaults, 78 with either setting, 65 with both.
+The compiler options are per job (`train.cpu_eigen`): WSDDN's step is 1.5x slower with them.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ import jax
 import jax.numpy as jnp
 
 # NOTE: XLA:CPU sends dots (and, through fusions, convolutions) to YNNPACK by default (jaxlib
-# 0.10); with YNNPACK fusions off it uses Eigen, measured faster here for both the conv pass
-# (tall [pixels, 400] x [400, 400] matmuls) and conv training steps. The option is
-# experimental, hence the check below.
+# 0.10); with YNNPACK fusions off it uses Eigen, measured faster here for the conv pass
+# (tall [pixels, 400] x [400, 400] matmuls) and the sliding-window training step, slower for
+# WSDDN's. The option is experimental, hence the check below.
 _EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
 @functools.cache
 def cpu_compiler_options() -> dict[str, str] | None:
-    """XLA compiler options for the fastest CPU code, or None (not CPU / not supported)."""
+    """XLA options selecting Eigen over YNNPACK on CPU, or None (not CPU / not supported)."""
     if jax.default_backend() != "cpu":
         return None
     try:
@@ -43,7 +45,7 @@ def tune_malloc() -> bool:
     XLA:CPU allocates every step's activations afresh. With glibc's defaults each large buffer
     is a new mmap whose pages the kernel must fault in and zero again: ~12,000 page faults and a
     fifth of the step in the kernel for the sliding-window step. Raising the mmap and trim
-    thresholds lets freed buffers be reused (~300 faults a step). The cost is that the
+    thresholds lets freed buffers be reused (0 faults a step in the benchmark). The cost is that the
     process's resident memory stays at its peak. Returns whether the settings were applied.
     """
     if not sys.platform.startswith("linux"):
