@@ -14,6 +14,7 @@ def sliding_window_loss(
     box: jax.Array,
     cls_weight: float = 1.0,
     box_weight: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The conditional sliding-window loss.
 
@@ -21,6 +22,8 @@ def sliding_window_loss(
       outputs: [N, H, W, 1 + C + 4] (detection logit, class logits, box).
       y0: [N, H, W] 1 where the object lies in the window; y1: [N, H, W] class ids;
       box: [N, H, W, 4] true box in window coordinates.
+      label_smoothing: eps; the class term is then the cross-entropy against (1 - eps) on the
+        true class plus eps / C on every class (0: the plain NLL).
     Returns:
       loss: detection BCE on every window, plus class NLL and box squared error on windows both
         detected (sigmoid > 0.5) and truly holding the object; summed over windows, averaged
@@ -30,7 +33,10 @@ def sliding_window_loss(
     det_logit, cls_logits, box_pred = outputs[..., 0], outputs[..., 1:-4], outputs[..., -4:]
     bce = optax.sigmoid_binary_cross_entropy(det_logit, y0)
     mask = jax.lax.stop_gradient((jax.nn.sigmoid(det_logit) > 0.5) & (y0 > 0.5)).astype(jnp.float32)
-    nll = -jnp.take_along_axis(jax.nn.log_softmax(cls_logits), y1[..., None], axis=-1)[..., 0]
+    log_p = jax.nn.log_softmax(cls_logits)
+    nll = -jnp.take_along_axis(log_p, y1[..., None], axis=-1)[..., 0]
+    if label_smoothing:
+        nll = (1.0 - label_smoothing) * nll - label_smoothing * jnp.mean(log_p, axis=-1)
     se = jnp.sum(jnp.square(box_pred - box), axis=-1)
     per_image = jnp.sum(bce + mask * (cls_weight * nll + box_weight * se), axis=(1, 2))
     n = outputs.shape[0]

@@ -5,7 +5,7 @@ import numpy as np
 from jwsol import losses
 
 
-def reference(outputs, y0, y1, box):
+def reference(outputs, y0, y1, box, cls_weight=1.0, box_weight=1.0, eps=0.0):
     """Loop-based reference of the conditional sliding-window loss."""
     n, h, w, _ = outputs.shape
     total = 0.0
@@ -18,7 +18,10 @@ def reference(outputs, y0, y1, box):
                 if p > 0.5 and y0[b, i, j] == 1:
                     logits = o[1:11]
                     logp = logits - np.log(np.sum(np.exp(logits - logits.max()))) - logits.max()
-                    total += -logp[y1[b, i, j]] + np.sum((o[11:] - box[b, i, j]) ** 2)
+                    target = np.full(10, eps / 10)
+                    target[y1[b, i, j]] += 1 - eps
+                    total += cls_weight * -np.sum(target * logp)
+                    total += box_weight * np.sum((o[11:] - box[b, i, j]) ** 2)
     return total / n
 
 
@@ -38,6 +41,15 @@ def test_matches_loop_reference():
         np.testing.assert_allclose(float(loss), reference(*args), rtol=1e-5)
         parts = metrics["det_bce"] + metrics["cls_nll"] + metrics["box_se"]
         np.testing.assert_allclose(float(parts), float(loss), rtol=1e-5)
+
+
+def test_weights_and_label_smoothing_match_loop_reference():
+    args = _case(4)
+    loss, metrics = losses.sliding_window_loss(*map(jnp.asarray, args), 4.0, 0.5, 0.1)
+    np.testing.assert_allclose(float(loss), reference(*args, 4.0, 0.5, 0.1), rtol=1e-5)
+    # The reported class term is the smoothed cross-entropy, unweighted.
+    smoothed = reference(*args, 1.0, 0.0, 0.1) - float(metrics["det_bce"])
+    np.testing.assert_allclose(float(metrics["cls_nll"]), smoothed, rtol=1e-5)
 
 
 def test_no_gradient_through_the_mask_and_none_to_undetected_windows():

@@ -88,6 +88,37 @@ def place_object(
     return canvas, tf.stack([x1 + dx, y1 + dy, x2 + dx, y2 + dy])
 
 
+def crop_around_box(
+    canvas: tf.Tensor, box: tf.Tensor, seed: tf.Tensor, crop_size: int, step: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """A random `crop_size` square of `canvas` [S, S, 1] that holds the whole `box`.
+
+    The crop's top-left corner is a multiple of `step` on each axis (the net's window stride:
+    then the crop's windows are windows of the whole canvas), drawn uniformly among those that
+    keep the box (x1, y1, x2, y2, exclusive ends) inside. Returns (crop [C, C, 1], box in crop
+    pixels). The caller guarantees such a corner exists (`min_crop_size`).
+    """
+    size = tf.shape(canvas, out_type=tf.int64)[0]
+    corner = []
+    for k, s in enumerate(tf.unstack(tf.random.experimental.stateless_split(seed, 2))):
+        lo = tf.maximum(box[k + 2] - crop_size, 0)  # x2 - C (k = 0) or y2 - C, at least 0
+        hi = tf.minimum(box[k], size - crop_size)  # x1 (k = 0) or y1, at most S - C
+        first, last = (lo + step - 1) // step, hi // step
+        corner.append(tf.random.stateless_uniform([], s, first, last + 1, dtype=tf.int64) * step)
+    x0, y0 = corner
+    crop = canvas[y0 : y0 + crop_size, x0 : x0 + crop_size]
+    return tf.ensure_shape(crop, [crop_size, crop_size, 1]), box - tf.stack([x0, y0, x0, y0])
+
+
+def min_crop_size(max_extent: float, step: int) -> int:
+    """Smallest crop that holds any object `max_extent` px wide at some corner on the step grid.
+
+    An object whose pixel box is w <= ceil(max_extent) + 1 wide (bilinear sampling can add a
+    pixel) fits a crop at C - w + 1 consecutive corners, `step` of which cover every residue.
+    """
+    return math.ceil(max_extent) + step
+
+
 def canvas_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -99,12 +130,20 @@ def canvas_dataset(
     max_rotation_deg: float,
     threshold: float,
     sample_with_replacement: bool,
+    crop: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Maps example indices (int64) to dicts image [S,S,1], box int64 [4], label int32 [].
 
     `sample_with_replacement`: example i takes a random source image (training); otherwise
-    source image i % N (the fixed test split).
+    source image i % N (the fixed test split). `crop` = (C, step): return instead a random
+    C x C crop of each canvas holding the whole object, its corner on a `step` grid
+    (`crop_around_box`); image [C, C, 1], box in crop pixels.
     """
+    if crop is not None and (crop[0] > canvas_size or (canvas_size - crop[0]) % crop[1]):
+        raise ValueError(
+            f"crop {crop[0]} of a {canvas_size} px canvas: canvas - crop must be a multiple of "
+            f"{crop[1]} (the crop's corner is on that grid) and not negative"
+        )
     images_t, labels_t = tf.constant(images), tf.constant(labels)
     n = len(images)
 
@@ -118,6 +157,9 @@ def canvas_dataset(
         canvas, box = place_object(
             images_t[src], place, canvas_size, scale_range, max_rotation_deg, threshold
         )
+        if crop is not None:
+            cut = tf.random.experimental.stateless_fold_in(place, 1)
+            canvas, box = crop_around_box(canvas, box, cut, *crop)
         return {"image": canvas, "box": box, "label": labels_t[src], "index": index}
 
     return indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -78,6 +78,9 @@ class SlidingWindowTask(Task):
             < d.canvas_size
         ):
             logging.warning("windows do not reach the canvas's bottom/right edge: %s", self.geom)
+        self.train_crop = self._check_train_crop(d.train_crop, extent)
+        size = self.train_crop or d.canvas_size
+        self.train_geom = self.model.window_geometry(size) if self.train_crop else self.geom
         kw = {"folder": d.folder, "tfds_name": d.tfds_name, "data_dir": d.data_dir or None}
         self.train_images, self.train_labels = self._nonblank(*mnist.load(d.source, "train", **kw))
         self.test_images, self.test_labels = self._nonblank(*mnist.load(d.source, "test", **kw))
@@ -85,6 +88,21 @@ class SlidingWindowTask(Task):
             self.test_images = self.test_images[: d.num_test]
             self.test_labels = self.test_labels[: d.num_test]
         self.class_names = mnist.class_names(d.source, d.tfds_name, d.folder)
+
+    def _check_train_crop(self, crop: int, extent: float) -> int:
+        """`data.train_crop` validated: 0 (train on whole canvases) or a usable crop size."""
+        if crop == 0 or crop == self.config.data.canvas_size:
+            return 0
+        g, size = self.geom, self.config.data.canvas_size
+        smallest = max(canvas.min_crop_size(extent, g.stride), g.size)
+        if not smallest <= crop <= size or (size - crop) % g.stride or g.offset:
+            raise ConfigError(
+                f"data.train_crop={crop}: use 0 (whole canvases) or a size in [{smallest}, "
+                f"{size}] with canvas_size - train_crop a multiple of the window stride "
+                f"{g.stride} (then every crop holds the object and its windows are windows of "
+                f"the canvas)."
+            )
+        return crop
 
     @staticmethod
     def _nonblank(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,15 +118,16 @@ class SlidingWindowTask(Task):
 
     def _dataset(self, images, labels, indices, seed, train):
         d = self.config.data
+        crop = (self.train_crop, self.geom.stride) if train and self.train_crop else None
         return canvas.canvas_dataset(
             images, labels, indices, seed=seed, canvas_size=d.canvas_size,
             scale_range=(d.scale_min, d.scale_max), max_rotation_deg=d.max_rotation_deg,
-            threshold=d.box_threshold, sample_with_replacement=train,
+            threshold=d.box_threshold, sample_with_replacement=train, crop=crop,
         )  # fmt: skip
 
-    def _with_targets(self, batch: dict) -> Batch:
+    def _with_targets(self, batch: dict, geom) -> Batch:
         batch = dict(batch)
-        targets = canvas.window_targets(batch["box"], batch["label"], self.geom)
+        targets = canvas.window_targets(batch["box"], batch["label"], geom)
         batch.update({f"target_{k}": v for k, v in targets.items()})
         return batch
 
@@ -123,7 +142,7 @@ class SlidingWindowTask(Task):
         ds = self._dataset(self.train_images, self.train_labels, indices, self.config.seed, True)
         ds = ds.batch(local, drop_remainder=True).prefetch(2)
         for batch in ds.as_numpy_iterator():
-            yield self._with_targets(batch)
+            yield self._with_targets(batch, self.train_geom)
 
     def eval_batches(self, batch_size, process_index, process_count):
         local = batch_size // process_count
@@ -133,7 +152,7 @@ class SlidingWindowTask(Task):
             self.test_images, self.test_labels, indices, self.config.seed + TEST_SEED_SALT, False
         )
         for batch in ds.batch(local).prefetch(2).as_numpy_iterator():
-            yield self._with_targets(batch)
+            yield self._with_targets(batch, self.geom)
 
     # Model ------------------------------------------------------------------------------------
     def init_variables(self, rng, batch):
@@ -146,6 +165,7 @@ class SlidingWindowTask(Task):
         loss, metrics = losses.sliding_window_loss(
             outputs, batch["target_y0"], batch["target_y1"], batch["target_box"],
             self.config.loss.cls_weight, self.config.loss.box_weight,
+            self.config.loss.label_smoothing,
         )  # fmt: skip
         return loss, (model_state, metrics)
 

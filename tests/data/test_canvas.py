@@ -62,14 +62,15 @@ def test_window_box_round_trip():
     np.testing.assert_allclose(back, boxes, atol=1e-4)
 
 
-def _examples(seed, n=16, rot=15.0):
-    rng = np.random.default_rng(3)
-    images = np.zeros((4, 28, 28), np.uint8)
-    for k in range(4):
-        images[k, 4 + k : 20 + k, 6 : 12 + 3 * k] = rng.integers(50, 256)
+def _examples(seed, n=16, rot=15.0, images=None, crop=None):
+    if images is None:
+        rng = np.random.default_rng(3)
+        images = np.zeros((4, 28, 28), np.uint8)
+        for k in range(4):
+            images[k, 4 + k : 20 + k, 6 : 12 + 3 * k] = rng.integers(50, 256)
     ds = canvas.canvas_dataset(
         images,
-        np.arange(4, dtype=np.int32),
+        np.arange(len(images), dtype=np.int32),
         tf.data.Dataset.range(n),
         seed=seed,
         canvas_size=64,
@@ -77,6 +78,7 @@ def _examples(seed, n=16, rot=15.0):
         max_rotation_deg=rot,
         threshold=0.0,
         sample_with_replacement=True,
+        crop=crop,
     )
     return list(ds.as_numpy_iterator())
 
@@ -104,3 +106,39 @@ def test_scale_and_rotation_change_the_box():
 def test_max_object_extent():
     assert canvas.max_object_extent(28, 1.0, 0.0) == pytest.approx(28.0)
     assert canvas.max_object_extent(28, 1.25, 45.0) == pytest.approx(35 * np.sqrt(2))
+
+
+def test_min_crop_size_by_hand():
+    # Objects up to 28 * 1.25 * (cos 15 + sin 15) = 42.87 px: 43 (+1 for bilinear) + 4 - 1.
+    extent = canvas.max_object_extent(28, 1.25, 15.0)
+    assert canvas.min_crop_size(extent, 4) == 47
+    assert canvas.min_crop_size(10.0, 1) == 11
+
+
+@pytest.mark.parametrize("crop_size", [56, 48])
+def test_crop_is_a_grid_aligned_part_of_the_canvas_that_holds_the_object(crop_size):
+    # Full 28x28 squares at scale up to 1.25 and 15 degrees: the widest objects there are.
+    images = np.full((2, 28, 28), 255, np.uint8)
+    full = _examples(seed=4, n=300, images=images)
+    cropped = _examples(seed=4, n=300, images=images, crop=(crop_size, 4))
+    geom = WindowGeometry(48, 4, 0, 3, 56)  # the default net's windows on a 56 px crop
+    corners = set()
+    for f, c in zip(full, cropped):
+        x1, y1, x2, y2 = c["box"]
+        assert 0 <= x1 < x2 <= crop_size and 0 <= y1 < y2 <= crop_size
+        dx, dy = f["box"][:2] - c["box"][:2]
+        np.testing.assert_array_equal(f["box"] - c["box"], [dx, dy, dx, dy])
+        assert dx % 4 == 0 and dy % 4 == 0
+        np.testing.assert_array_equal(
+            f["image"][dy : dy + crop_size, dx : dx + crop_size], c["image"]
+        )
+        assert c["label"] == f["label"]
+        corners.add((int(dx), int(dy)))
+        if crop_size == 56:  # some window of the crop holds the whole object
+            assert canvas.window_targets(c["box"][None], c["label"][None], geom)["y0"].sum() >= 1
+    assert len(corners) > 4  # the corner is random, not always the same
+
+
+def test_crop_off_the_window_grid_is_an_error():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        _examples(seed=0, n=1, crop=(50, 4))
