@@ -1,13 +1,14 @@
 """The sliding-window train step on CPU: XLA's defaults against the settings train.py uses.
 
 The step is the default config's (`configs/sliding_window.py`: net, batch 32, the conditional
-loss, Adam) on fixed random canvases and targets. Four settings, each in a fresh process
+loss, Adam) on fixed random canvases and targets. Five settings, each in a fresh process
 (glibc's malloc tuning cannot be undone inside one):
 
 - `xla`: `jax.jit` with XLA:CPU's defaults, glibc's default malloc (the reference);
 - `eigen`: compiled with `jwsol.host.cpu_compiler_options()` (Eigen instead of YNNPACK);
 - `malloc`: XLA defaults, `jwsol.host.tune_malloc()` first;
-- `both`: what `train.py` runs.
+- `both`: what `train.py` runs; these four on whole 64x64 canvases;
+- `crop`: `both` on the `data.train_crop` crops the default config trains on.
 
 Reported per setting: ms per step (best of rounds of 20 steps), speed-up over `xla`, CPU time
 in user and kernel mode and minor page faults per step. Results: a table in the pytest summary
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "sliding_window.py")
-SETTINGS = ("xla", "eigen", "malloc", "both")
+SETTINGS = ("xla", "eigen", "malloc", "both", "crop")
 STEPS_PER_ROUND = 20
 ROUNDS = 5
 
@@ -34,7 +35,7 @@ def measure(setting: str) -> dict[str, float]:
     """Times the step under `setting` in this process; call in a fresh process."""
     from jwsol import host
 
-    tuned = host.tune_malloc() if setting in ("malloc", "both") else False
+    tuned = host.tune_malloc() if setting in ("malloc", "both", "crop") else False
     import jax
     import numpy as np
     import optax
@@ -47,10 +48,11 @@ def measure(setting: str) -> dict[str, float]:
     config = load(CONFIG)
     batch = config.train.batch_size
     model = SlidingWindowNet(parse_layers(config.model.layers), batch_norm=config.model.batch_norm)
-    geom = model.window_geometry(config.data.canvas_size)
+    size = config.data.train_crop if setting == "crop" else config.data.canvas_size
+    geom = model.window_geometry(size)
     rng = np.random.default_rng(0)
-    images = rng.random((batch, config.data.canvas_size, config.data.canvas_size, 1), np.float32)
-    corner = rng.integers(0, config.data.canvas_size - 40, (batch, 2))
+    images = rng.random((batch, size, size, 1), np.float32)
+    corner = rng.integers(0, size - 40, (batch, 2))
     boxes = np.concatenate([corner, corner + 36], axis=1)
     targets = canvas.window_targets(boxes, rng.integers(0, 10, batch), geom)
     variables = model.init(jax.random.key(0), images[:1])
@@ -69,7 +71,7 @@ def measure(setting: str) -> dict[str, float]:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    options = host.cpu_compiler_options() if setting in ("eigen", "both") else None
+    options = host.cpu_compiler_options() if setting in ("eigen", "both", "crop") else None
     step = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
     for _ in range(5):  # compile and warm up (the allocator's heap grows here)
@@ -92,6 +94,7 @@ def measure(setting: str) -> dict[str, float]:
         "malloc_tuned": tuned,
         "compiler_options": json.dumps(options),
         "batch_size": batch,
+        "canvas": size,
         "step_ms": best * 1e3,
         "user_ms_per_step": (after.ru_utime - before.ru_utime) * 1e3 / STEPS_PER_ROUND,
         "sys_ms_per_step": (after.ru_stime - before.ru_stime) * 1e3 / STEPS_PER_ROUND,
@@ -119,6 +122,7 @@ def test_train_step_settings(machine_info, write_results, report_table, format_t
             rows,
             [
                 ("setting", "setting", ""),
+                ("canvas", "px", "d"),
                 ("step_ms", "ms/step", ".1f"),
                 ("speedup_vs_xla", "x xla", ".2f"),
                 ("user_ms_per_step", "user ms", ".0f"),
