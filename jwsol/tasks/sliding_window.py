@@ -79,8 +79,8 @@ class SlidingWindowTask(Task):
         ):
             logging.warning("windows do not reach the canvas's bottom/right edge: %s", self.geom)
         self.train_crop = self._check_train_crop(d.train_crop, extent)
-        size = self.train_crop or d.canvas_size
-        self.train_geom = self.model.window_geometry(size) if self.train_crop else self.geom
+        # Training windows: those of a crop (`data.train_crop`) or of the whole canvas.
+        self.train_geom = self.model.window_geometry(self.train_crop or d.canvas_size)
         kw = {"folder": d.folder, "tfds_name": d.tfds_name, "data_dir": d.data_dir or None}
         self.train_images, self.train_labels = self._nonblank(*mnist.load(d.source, "train", **kw))
         self.test_images, self.test_labels = self._nonblank(*mnist.load(d.source, "test", **kw))
