@@ -1,8 +1,9 @@
 """The sliding-window train step on CPU: XLA's defaults against the settings train.py uses.
 
 The step is the default config's (`configs/sliding_window.py`: net, batch 32, the conditional
-loss, Adam) on fixed random canvases and targets. Five settings, each in a fresh process
-(glibc's malloc tuning cannot be undone inside one):
+loss; Adam, where the config has AdamW: one more elementwise term) on fixed random canvases
+and targets. Five settings, each in a fresh process (glibc's malloc tuning cannot be undone
+inside one):
 
 - `xla`: `jax.jit` with XLA:CPU's defaults, glibc's default malloc (the reference);
 - `eigen`: compiled with `jwsol.host.cpu_compiler_options()` (Eigen instead of YNNPACK);
