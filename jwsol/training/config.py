@@ -15,9 +15,14 @@ def base_config(task: str) -> ml_collections.ConfigDict:
         "batch_size": 128,  # global: split over every device of every process
         "num_steps": 1000,
         "num_epochs": 0.0,  # > 0 overrides num_steps with epochs of the training set
+        # Periods in steps, or in epochs with the `_epochs` field (> 0 wins); the loop turns
+        # epochs into steps from the task's number of training examples.
         "log_every": 50,
+        "log_every_epochs": 0.0,
         "eval_every": 0,  # 0: evaluate only at the end
+        "eval_every_epochs": 0.0,
         "checkpoint_every": 500,
+        "checkpoint_every_epochs": 0.0,
         "keep_checkpoints": 3,
         "progress_bar": True,
         # On CPU, compile steps with jwsol.host.cpu_compiler_options() (Eigen, not YNNPACK):
