@@ -6,8 +6,8 @@ and targets. Five settings, each in a fresh process (glibc's malloc tuning canno
 inside one):
 
 - `xla`: `jax.jit` with XLA:CPU's defaults, glibc's default malloc (the reference);
-- `eigen`: compiled with `jwsol.host.cpu_compiler_options()` (Eigen instead of YNNPACK);
-- `malloc`: XLA defaults, `jwsol.host.tune_malloc()` first;
+- `eigen`: compiled with `jwsol.training.cpu.cpu_compiler_options()` (Eigen instead of YNNPACK);
+- `malloc`: XLA defaults, `jwsol.training.cpu.tune_malloc()` first;
 - `both`: what `train.py` runs; these four on whole 64x64 canvases;
 - `crop`: `both` on the `data.train_crop` crops the default config trains on.
 
@@ -34,9 +34,9 @@ ROUNDS = 5
 
 def measure(setting: str) -> dict[str, float]:
     """Times the step under `setting` in this process; call in a fresh process."""
-    from jwsol import host
+    from jwsol.training import cpu
 
-    tuned = host.tune_malloc() if setting in ("malloc", "both", "crop") else False
+    tuned = cpu.tune_malloc() if setting in ("malloc", "both", "crop") else False
     import jax
     import numpy as np
     import optax
@@ -72,7 +72,7 @@ def measure(setting: str) -> dict[str, float]:
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), batch_stats, opt_state, loss
 
-    options = host.cpu_compiler_options() if setting in ("eigen", "both", "crop") else None
+    options = cpu.cpu_compiler_options() if setting in ("eigen", "both", "crop") else None
     step = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
     for _ in range(5):  # compile and warm up (the allocator's heap grows here)

@@ -46,7 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "label_smoothing": 0.1,  # eps of the class cross-entropy (0: the plain NLL)
     })  # fmt: skip
     # Batch 32 (16 measured the same per example); 10,500 steps of 32 on 56 px crops train in
-    # about 9.1 minutes on 2 CPU cores with train.py's CPU settings (jwsol.host). No evaluation
+    # about 9.1 minutes on 2 CPU cores with train.py's CPU settings (jwsol.training.cpu). No evaluation
     # before the final one (each costs ~20 s of the 10-minute budget; set eval_every to see
     # the curve).
     config.train.batch_size = 32

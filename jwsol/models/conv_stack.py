@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jwsol.host import cpu_compiler_options
+from jwsol.training.cpu import cpu_compiler_options
 from jwsol.ops.windows import (
     Layer,
     conv_kernel_to_dense,

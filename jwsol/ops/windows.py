@@ -258,7 +258,7 @@ def sliding_window_batches(
     order, `windows_per_batch` at a time, so memory is bounded by one batch of windows and
     their activations whatever the image size. `window_fn` is a static jit argument: pass the
     same function object (e.g. `model.apply`) to reuse the compiled batch. `compiler_options`
-    go to XLA (e.g. `jwsol.host.cpu_compiler_options()`).
+    go to XLA (e.g. `jwsol.training.cpu.cpu_compiler_options()`).
     """
     require_sliding_equivalence(layers)
     if windows_per_batch < 1:

@@ -29,7 +29,7 @@ from absl import logging
 from jwsol.data import mnist, tinyimagenet
 from jwsol.errors import ConfigError, DataError
 from jwsol.models.resnet import ResNet
-from jwsol.tasks.base import Batch, Evaluator, Task
+from jwsol.training.task import Batch, Evaluator, Task
 from jwsol.viz import gradcam
 from jwsol.weights import torchvision as tv
 

@@ -17,7 +17,7 @@ from absl import logging
 
 from jwsol.data import detection
 from jwsol.errors import ConfigError, DataError
-from jwsol.tasks.base import Batch, Task, Variables
+from jwsol.training.task import Batch, Task, Variables
 
 
 def pretrained_config(arch: str = "alexnet") -> ml_collections.ConfigDict:

@@ -72,7 +72,7 @@ from jwsol.metrics.detection import iou_matrix
 from jwsol.models.localizer import LocalizerAlexNet
 from jwsol.ops import heatmaps as hm
 from jwsol.ops.windows import Layer, receptive_field
-from jwsol.tasks.base import Batch, Evaluator, Variables
+from jwsol.training.task import Batch, Evaluator, Variables
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.viz.heatmaps import ClassMap, ImageMaps, box_curves, heatmap_grid
 

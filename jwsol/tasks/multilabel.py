@@ -36,7 +36,7 @@ from jwsol.data import augment, crops
 from jwsol.errors import ConfigError
 from jwsol.metrics import multilabel
 from jwsol.models.resnet import ResNet
-from jwsol.tasks.base import Batch, Evaluator
+from jwsol.training.task import Batch, Evaluator
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.viz.boxes import figure_to_array
 

@@ -12,7 +12,7 @@ from jwsol import losses
 from jwsol.data import canvas, mnist
 from jwsol.errors import ConfigError
 from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
-from jwsol.tasks.base import Batch, Evaluator, Task
+from jwsol.training.task import Batch, Evaluator, Task
 from jwsol.viz.boxes import box_grid
 
 TEST_SEED_SALT = 1_000_003  # the test split's placements use seed + this, never the train seed

@@ -37,7 +37,7 @@ from jwsol.metrics import detection as det_metrics
 from jwsol.metrics import multilabel
 from jwsol.models.wsddn import WSDDN
 from jwsol.ops.boxes import nms_numpy
-from jwsol.tasks.base import Batch, Evaluator
+from jwsol.training.task import Batch, Evaluator
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.viz.boxes import draw_boxes, figure_to_array
 

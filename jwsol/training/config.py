@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from jwsol.training.schedules import default_optimizer_config
+from jwsol.training.optimizer import default_optimizer_config
 
 
 def base_config(task: str) -> ml_collections.ConfigDict:
@@ -25,7 +25,7 @@ def base_config(task: str) -> ml_collections.ConfigDict:
         "checkpoint_every_epochs": 0.0,
         "keep_checkpoints": 3,
         "progress_bar": True,
-        # On CPU, compile steps with jwsol.host.cpu_compiler_options() (Eigen, not YNNPACK):
+        # On CPU, compile steps with jwsol.training.cpu.cpu_compiler_options() (Eigen, not YNNPACK):
         # 1.2x faster for the sliding-window net, 1.5x slower for WSDDN, so opt in per job.
         "cpu_eigen": False,
     })  # fmt: skip

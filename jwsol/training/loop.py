@@ -21,12 +21,12 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
-from jwsol import host, tasks
+from jwsol import tasks
 from jwsol.errors import UserError
-from jwsol.tasks.base import Batch, Task
-from jwsol.training import checkpoint, sharding
-from jwsol.training import logging as run_logging
-from jwsol.training.schedules import make_optimizer
+from jwsol.training.task import Batch, Task
+from jwsol.training import checkpoint, cpu, sharding
+from jwsol.training import writer as run_writer
+from jwsol.training.optimizer import make_optimizer
 
 
 class NonFiniteLossError(UserError):
@@ -81,9 +81,9 @@ class Runner:
             config.optimizer, self.total_steps, self.steps_per_epoch
         )
         self.checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
-        self.writer = run_logging.Writer(workdir)
-        # On CPU, Eigen instead of YNNPACK kernels (jwsol.host) where the job's config asks.
-        self.compiler_options = host.cpu_compiler_options() if config.train.cpu_eigen else None
+        self.writer = run_writer.Writer(workdir)
+        # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
+        self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
         self.predict = jax.jit(
             self.task.predict,
             in_shardings=(self.repl, self.data),

@@ -1,4 +1,4 @@
-"""jwsol.host: the CPU compiler options and the glibc malloc tuning do what they say."""
+"""jwsol.training.cpu: the CPU compiler options and the glibc malloc tuning do what they say."""
 
 import subprocess
 import sys
@@ -9,14 +9,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jwsol import host
+from jwsol.training import cpu
 
 _FAULTS = textwrap.dedent("""
     import resource, sys
     import numpy as np
-    from jwsol import host
+    from jwsol.training import cpu
     if sys.argv[1] == "tuned":
-        assert host.tune_malloc()
+        assert cpu.tune_malloc()
     np.ones(1 << 22).sum()  # warm up: the first 32 MB come from the OS either way
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(20):
@@ -42,7 +42,7 @@ def test_tune_malloc_reuses_freed_buffers():
 
 
 def test_cpu_compiler_options_keep_results():
-    options = host.cpu_compiler_options()
+    options = cpu.cpu_compiler_options()
     assert options == {"xla_cpu_experimental_ynn_fusion_type": ""}  # CPU in the tests
     x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
     w = jax.random.normal(jax.random.key(1), (3, 3, 3, 8))
