@@ -73,9 +73,8 @@ def main(argv):
 
     # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
     tf.config.set_visible_devices([], "GPU")
-    from jwsol.training import cpu
     from jwsol.errors import UserError
-    from jwsol.training import loop, sharding
+    from jwsol.training import cpu, loop, sharding
 
     if FLAGS.tune_malloc:
         logging.info("glibc malloc tuned for reuse: %s", cpu.tune_malloc())

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jwsol.training.cpu import cpu_compiler_options
 from jwsol.ops.windows import (
     Layer,
     conv_kernel_to_dense,
@@ -36,6 +35,7 @@ from jwsol.ops.windows import (
     receptive_field,
     require_sliding_equivalence,
 )
+from jwsol.training.cpu import cpu_compiler_options
 
 # The exercise's net on 14x14x3 windows: conv 5x5 x16 -> 10x10, max pool 2 -> 5x5, the
 # "fully connected" 400 as a 5x5 conv -> 1x1, fc 400 and the 4-way classifier as 1x1 convs.

@@ -72,8 +72,8 @@ from jwsol.metrics.detection import iou_matrix
 from jwsol.models.localizer import LocalizerAlexNet
 from jwsol.ops import heatmaps as hm
 from jwsol.ops.windows import Layer, receptive_field
-from jwsol.training.task import Batch, Evaluator, Variables
 from jwsol.tasks.image_labels import ImageLabelTask
+from jwsol.training.task import Batch, Evaluator, Variables
 from jwsol.viz.heatmaps import ClassMap, ImageMaps, box_curves, heatmap_grid
 
 # conv1 .. conv5 of AlexNet (torch paddings, max pools 3x3/2), then conv6 3x3 unpadded, conv7 and

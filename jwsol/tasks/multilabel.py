@@ -36,8 +36,8 @@ from jwsol.data import augment, crops
 from jwsol.errors import ConfigError
 from jwsol.metrics import multilabel
 from jwsol.models.resnet import ResNet
-from jwsol.training.task import Batch, Evaluator
 from jwsol.tasks.image_labels import ImageLabelTask
+from jwsol.training.task import Batch, Evaluator
 from jwsol.viz.boxes import figure_to_array
 
 CROP_MODES = ("five", "none")

@@ -37,8 +37,8 @@ from jwsol.metrics import detection as det_metrics
 from jwsol.metrics import multilabel
 from jwsol.models.wsddn import WSDDN
 from jwsol.ops.boxes import nms_numpy
-from jwsol.training.task import Batch, Evaluator
 from jwsol.tasks.image_labels import ImageLabelTask
+from jwsol.training.task import Batch, Evaluator
 from jwsol.viz.boxes import draw_boxes, figure_to_array
 
 # Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).

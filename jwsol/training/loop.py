@@ -23,10 +23,10 @@ from tqdm import tqdm
 
 from jwsol import tasks
 from jwsol.errors import UserError
-from jwsol.training.task import Batch, Task
 from jwsol.training import checkpoint, cpu, sharding
 from jwsol.training import writer as run_writer
 from jwsol.training.optimizer import make_optimizer
+from jwsol.training.task import Batch, Task
 
 
 class NonFiniteLossError(UserError):
