@@ -1,6 +1,7 @@
 """Trains or evaluates a jwsol job: python train.py --config configs/NAME.py[:VARIANT] --workdir DIR.
 
-Intentionally kept short: the logic lives in jwsol.training.loop and the job's task.
+Intentionally kept short: it resolves the config's task (jwsol.tasks) and hands it to the one
+loop (jwsol.training.loop); the logic lives there.
 """
 
 import logging as std_logging
@@ -73,6 +74,7 @@ def main(argv):
 
     # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
     tf.config.set_visible_devices([], "GPU")
+    from jwsol import tasks
     from jwsol.errors import UserError
     from jwsol.training import cpu, loop, sharding
 
@@ -83,7 +85,7 @@ def main(argv):
         sharding.maybe_initialize_distributed(
             FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
         )
-        loop.run(FLAGS.config, FLAGS.workdir, FLAGS.mode)
+        loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
     except UserError as e:
         logging.flush()
         _fail(str(e))

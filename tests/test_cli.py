@@ -1,4 +1,4 @@
-"""train.py as users call it: one-line errors, and the same loss on 1 and 8 devices."""
+"""train.py as users call it: one-line errors, and the same steps on 1 and 8 devices."""
 
 import json
 import os
@@ -75,13 +75,10 @@ def test_batch_size_not_dividing_over_devices(tmp_path, idx_folder):
     assert "train.batch_size=12 does not divide over 8 devices" in error_line(result)
 
 
-def test_same_loss_on_1_and_8_devices(tmp_path, idx_folder):
-    # The sum over 8 shards adds in another order than over 1 device: the step-0 loss differs by
-    # ~4e-7 and the gradient norm by ~2e-5 (BatchNorm's backward subtracts batch means of a tiny
-    # net's large maps), on the old whole-canvas config as on crops. Adam's first, sign-like
-    # updates at the smoke config's 2e-3 turn that into loss differences of 1e-5 after one step
-    # and up to 1e-2 after three (measured), so the comparison runs at 1e-4, where 4 steps agree
-    # to ~3e-6. The step-0 gradient norms (same weights, same batch) are compared too, to 1e-4.
+def test_same_steps_on_1_and_8_devices(tmp_path, idx_folder):
+    # What holds whatever the device count: the same weights and batch give the same loss and
+    # gradient up to summation order, and one plain SGD step keeps them close. Later steps are
+    # not compared: the smoke net's large-learning-rate steps amplify rounding (docs/training.md).
     losses, grad_norms = {}, {}
     for devices in (1, 8):
         workdir = tmp_path / f"d{devices}"
@@ -91,16 +88,18 @@ def test_same_loss_on_1_and_8_devices(tmp_path, idx_folder):
             "--workdir",
             str(workdir),
             f"--config.data.folder={idx_folder}",
-            "--config.train.num_steps=4",
+            "--config.train.num_steps=2",
             "--config.train.log_every=1",
             "--config.train.eval_every=0",
-            "--config.optimizer.learning_rate=1e-4",
+            "--config.optimizer.name=sgd",
+            "--config.optimizer.momentum=0.0",
             devices=devices,
         )
         assert result.returncode == 0, result.stderr[-3000:]
         rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
         losses[devices] = [r["loss"] for r in rows if "loss" in r]
         grad_norms[devices] = [r["grad_norm"] for r in rows if "grad_norm" in r]
-    assert len(losses[1]) == 4
-    assert losses[1] == pytest.approx(losses[8], rel=1e-5, abs=1e-5)
+    assert len(losses[1]) == 2
+    assert losses[1][0] == pytest.approx(losses[8][0], rel=1e-6)
     assert grad_norms[1][0] == pytest.approx(grad_norms[8][0], rel=1e-4)
+    assert losses[1][1] == pytest.approx(losses[8][1], rel=2e-4)

@@ -15,6 +15,11 @@ TASKS = {
 }
 
 
+def build(config):
+    """The task of `config` (a loaded job config), ready for `jwsol.training.loop.run`."""
+    return get(config.task)(config)
+
+
 def get(name: str):
     """The Task class registered under `name`."""
     if name not in TASKS:

@@ -29,7 +29,7 @@ from absl import logging
 from jwsol.data import mnist, tinyimagenet
 from jwsol.errors import ConfigError, DataError
 from jwsol.models.resnet import ResNet
-from jwsol.training.task import Batch, Evaluator, Task
+from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz import gradcam
 from jwsol.weights import torchvision as tv
 
@@ -237,7 +237,8 @@ class ClassificationTask(Task):
         _, cam_true = gradcam.gradcam_maps(head, layer4, batch["label"].astype(jnp.int32))
         return {"logits": logits, "cam_pred": cam_pred, "cam_true": cam_true}
 
-    def evaluator(self):
+    def evaluator(self, ctx: EvalContext):
+        del ctx  # every evaluation is the same
         d = self.config.data
         return ClassificationEvaluator(
             self.class_names, tuple(d.mean), tuple(d.std), self.config.eval.num_figure_images

@@ -40,18 +40,13 @@ which shifts the outer cells of an AlexNet map by up to 1.5 cells. Box metrics a
 the image's resolution, or with its longer side shrunk to eval.box_max_side when that is > 0
 (boxes scaled alike: an approximation, quantised to image/box_max_side px).
 
-Box metrics come with the final evaluation of training (every one with
-eval.box_metrics_every_eval) and always in --mode=eval: the threshold sweep labels T masks per
-sample (about 0.1 s per sample at 192 x 192 on one CPU core), too slow for every evaluation.
-Heatmap figures come with the first, middle and last evaluations of the training schedule
-(`evaluation_steps`; every one with eval.figures_every_eval) and in --mode=eval.
-NOTE: the loop does not tell a task the step it evaluates at. This task learns the schedule in
-`train_batches` (called with the start step before any evaluation) and counts `evaluator()`
-calls; figures are named heatmaps_{train,eval}_stepNNNNNN. In --mode=eval they are
-heatmaps_{train,eval} (with _stepN when eval.step is given).
-Figures show eval.num_figure_images fixed images of each split: the first images of the eval split
-and of the training split (in record order, eval transform), the latter fed to the evaluator as
-one extra batch marked `figure_only` that no metric reads.
+Box metrics come with the final evaluation (every one with eval.box_metrics_every_eval) and in
+--mode=eval: the threshold sweep labels T masks per sample, too slow for every evaluation.
+Heatmap figures come with the first, middle and last evaluations of the schedule the loop passes
+(`EvalContext`; every one with eval.figures_every_eval) and in --mode=eval, named
+heatmaps_{train,eval}_stepNNNNNN. They show eval.num_figure_images fixed images of each split:
+the first images of the eval split and of the training split (in record order, eval transform;
+`LocalizerTask.figure_batches`).
 """
 
 from __future__ import annotations
@@ -73,7 +68,7 @@ from jwsol.models.localizer import LocalizerAlexNet
 from jwsol.ops import heatmaps as hm
 from jwsol.ops.windows import Layer, receptive_field
 from jwsol.tasks.image_labels import ImageLabelTask
-from jwsol.training.task import Batch, Evaluator, Variables
+from jwsol.training.task import Batch, EvalContext, Evaluator, Variables
 from jwsol.viz.heatmaps import ClassMap, ImageMaps, box_curves, heatmap_grid
 
 # conv1 .. conv5 of AlexNet (torch paddings, max pools 3x3/2), then conv6 3x3 unpadded, conv7 and
@@ -278,19 +273,6 @@ def coverage_at_precision(coverage: np.ndarray, in_box: np.ndarray, level: float
     return float(np.max(np.asarray(coverage)[reach])) if reach.any() else float("nan")
 
 
-def evaluation_steps(total_steps: int, eval_every: int, start_step: int = 0) -> list[int]:
-    """The steps at which the loop evaluates when it trains from `start_step`: each multiple of
-    eval_every after start_step and before total_steps, then total_steps (the final one)."""
-    periodic = []
-    if eval_every > 0:
-        periodic = list(range(eval_every * (start_step // eval_every + 1), total_steps, eval_every))
-    return [*periodic, total_steps]
-
-
-def first_middle_last(steps: list[int]) -> set[int]:
-    return {steps[0], steps[(len(steps) - 1) // 2], steps[-1]}
-
-
 def cam_threshold_grid(num: int, cam_threshold: float) -> tuple[np.ndarray, int]:
     """(thresholds 0, 1/num, ..., (num-1)/num, index of cam_threshold in them)."""
     if num < 1:
@@ -345,25 +327,28 @@ class LocalizerEvaluator(Evaluator):
 
     # Per batch ------------------------------------------------------------------------------
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
-        figure_only = np.asarray(batch.get("figure_only", np.zeros(len(batch["image"]), bool)))
-        keep = ~figure_only
-        logits = np.asarray(outputs["logits"], np.float64)[keep]
+        logits = np.asarray(outputs["logits"], np.float64)
         self.logits.append(logits)
         self.scores.append(1.0 / (1.0 + np.exp(-logits)))
-        self.labels.append(np.asarray(batch["labels"])[keep])
-        self.weights.append(np.asarray(batch["label_weights"])[keep])
-        for n in range(len(figure_only)):
-            split = "train" if figure_only[n] else "eval"
-            score = self.boxes and not figure_only[n]
-            show = self.figures and len(self.shown[split]) < self.num_figures
-            if not (score or show):
+        self.labels.append(np.asarray(batch["labels"]))
+        self.weights.append(np.asarray(batch["label_weights"]))
+        for n in range(len(logits)):
+            show = self.figures and len(self.shown["eval"]) < self.num_figures
+            if not (self.boxes or show):
                 continue
             samples = self._samples(batch, outputs, n)
-            if score:
+            if self.boxes:
                 for cls, score_map, truth in samples:
                     self._score_sample(cls, score_map, truth, self._image_size(batch, n))
             if show:
-                self.shown[split].append(self._figure_row(batch, outputs, n, samples))
+                self.shown["eval"].append(self._figure_row(batch, outputs, n, samples))
+
+    def add_figure_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """Training images (`LocalizerTask.figure_batches`): drawn in heatmaps_train only."""
+        for n in range(len(batch["image"])):
+            if self.figures and len(self.shown["train"]) < self.num_figures:
+                samples = self._samples(batch, outputs, n)
+                self.shown["train"].append(self._figure_row(batch, outputs, n, samples))
 
     @staticmethod
     def _image_size(batch: Batch, n: int) -> tuple[int, int]:
@@ -527,31 +512,17 @@ class LocalizerTask(ImageLabelTask):
                 f"eval.num_figure_images={config.eval.num_figure_images} exceeds "
                 f"eval.batch_size={config.eval.batch_size}."
             )
-        self._schedule: list[int] | None = None  # evaluation steps still to come (training)
-        self._figure_steps: set[int] = set()
 
-    # Data -------------------------------------------------------------------------------------
-    def train_batches(self, start_step, batch_size, process_index, process_count):
-        from jwsol.training.loop import num_train_steps
+    def _draws_figures(self, ctx: EvalContext) -> bool:
+        """Heatmap figures at the schedule's first, middle and last evaluations (or every one
+        with eval.figures_every_eval) and in --mode=eval."""
+        return self.config.eval.figures_every_eval or ctx.final or ctx.step in ctx.first_middle_last
 
-        total, _ = num_train_steps(self.config, self)
-        every = int(self.config.train.eval_every)
-        self._schedule = evaluation_steps(total, every, start_step)
-        self._figure_steps = first_middle_last(evaluation_steps(total, every))
-        return super().train_batches(start_step, batch_size, process_index, process_count)
-
-    def eval_batches(self, batch_size, process_index, process_count):
-        for batch in super().eval_batches(batch_size, process_index, process_count):
-            yield dict(batch, figure_only=np.zeros(len(batch["image"]), bool))
-        figures = self.train_figure_batch(process_index, process_count)
-        if figures is not None:
-            yield figures
-
-    def train_figure_batch(self, process_index: int, process_count: int) -> Batch | None:
-        """The first eval.num_figure_images training images (eval transform), `figure_only`."""
+    def figure_batches(self, ctx, batch_size, process_index, process_count):
+        """The first eval.num_figure_images training images (eval transform), when drawn."""
         k = int(self.config.eval.num_figure_images)
-        if k <= 0:
-            return None
+        if k <= 0 or not self._draws_figures(ctx):
+            return
         ds = detection.build(
             self.config.data, self.config.data.train_split, train=False, seed=self.config.seed,
             batch_size=math.ceil(k / process_count) * process_count,
@@ -559,8 +530,7 @@ class LocalizerTask(ImageLabelTask):
         )  # fmt: skip
         batch = next(ds.as_numpy_iterator())
         keep = batch["example_mask"] & (batch["example_index"] < k)
-        batch = {key: value[keep] for key, value in batch.items()}
-        return dict(batch, figure_only=np.ones(int(keep.sum()), bool))
+        yield {key: value[keep] for key, value in batch.items()}
 
     # Model ------------------------------------------------------------------------------------
     def init_variables(self, rng, batch: Batch) -> Variables:
@@ -591,22 +561,11 @@ class LocalizerTask(ImageLabelTask):
             "score": grads["score"]["kernel"],
         }
 
-    def evaluator(self) -> LocalizerEvaluator:
-        config = self.config
-        if self._schedule:  # training: the next scheduled evaluation
-            step = self._schedule.pop(0)
-            boxes = bool(config.eval.box_metrics_every_eval) or not self._schedule
-            figures = bool(config.eval.figures_every_eval) or step in self._figure_steps
-            suffix = f"_step{step:06d}"
-        else:  # --mode=eval (or an evaluation outside the schedule)
-            step = int(config.eval.step)
-            boxes = figures = True
-            suffix = f"_step{step:06d}" if step >= 0 else ""
-        title = ""
-        if step >= 0:
-            from jwsol.training.loop import num_train_steps
-
-            _, per_epoch = num_train_steps(config, self)
-            title = f", step {step} (epoch {step / per_epoch:.1f})"
-        title += f", {config.model.pooling} pooling"
-        return LocalizerEvaluator(config, self.class_names, boxes, figures, suffix, title)
+    def evaluator(self, ctx: EvalContext) -> LocalizerEvaluator:
+        e = self.config.eval
+        boxes = bool(e.box_metrics_every_eval) or ctx.final  # the sweep is slow: final by default
+        title = f", step {ctx.step} (epoch {ctx.epoch:.1f}), {self.config.model.pooling} pooling"
+        return LocalizerEvaluator(
+            self.config, self.class_names, boxes, self._draws_figures(ctx),
+            f"_step{ctx.step:06d}", title,
+        )  # fmt: skip

@@ -37,7 +37,7 @@ from jwsol.errors import ConfigError
 from jwsol.metrics import multilabel
 from jwsol.models.resnet import ResNet
 from jwsol.tasks.image_labels import ImageLabelTask
-from jwsol.training.task import Batch, Evaluator
+from jwsol.training.task import Batch, EvalContext, Evaluator
 from jwsol.viz.boxes import figure_to_array
 
 CROP_MODES = ("five", "none")
@@ -309,6 +309,7 @@ class MultiLabelTask(ImageLabelTask):
         logits = self._pool(self.model.apply(variables, self._images(batch), train=False), batch)
         return {"logits": logits, "scores": jax.nn.sigmoid(logits)}
 
-    def evaluator(self):
+    def evaluator(self, ctx: EvalContext):
+        del ctx  # every evaluation is the same
         e = self.config.eval
         return MultiLabelEvaluator(self.class_names, e.num_ranked, e.tail_top, e.tail_thresholds)

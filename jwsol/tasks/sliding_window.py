@@ -12,7 +12,7 @@ from jwsol import losses
 from jwsol.data import canvas, mnist
 from jwsol.errors import ConfigError
 from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
-from jwsol.training.task import Batch, Evaluator, Task
+from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz.boxes import box_grid
 
 TEST_SEED_SALT = 1_000_003  # the test split's placements use seed + this, never the train seed
@@ -193,5 +193,6 @@ class SlidingWindowTask(Task):
         )
         return np.clip(box, 0, self.config.data.canvas_size)
 
-    def evaluator(self):
+    def evaluator(self, ctx: EvalContext):
+        del ctx  # every evaluation is the same
         return SlidingWindowEvaluator(self, self.config.eval.num_figure_images)

@@ -38,7 +38,7 @@ from jwsol.metrics import multilabel
 from jwsol.models.wsddn import WSDDN
 from jwsol.ops.boxes import nms_numpy
 from jwsol.tasks.image_labels import ImageLabelTask
-from jwsol.training.task import Batch, Evaluator
+from jwsol.training.task import Batch, EvalContext, Evaluator
 from jwsol.viz.boxes import draw_boxes, figure_to_array
 
 # Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).
@@ -256,12 +256,6 @@ class WSDDNTask(ImageLabelTask):
             det_temperature=float(m.det_temperature),
             box_score_scale=float(m.box_score_scale),
         )
-        self._evaluations = 0
-        self._training = False  # eval-only runs never ask for training batches
-
-    def train_batches(self, start_step, batch_size, process_index, process_count):
-        self._training = True
-        yield from super().train_batches(start_step, batch_size, process_index, process_count)
 
     def _apply(self, variables, batch, train: bool, rng=None, mutable=False):
         """The model's outputs; with a `mutable` list (e.g. ['batch_stats'], or [] for a model
@@ -314,10 +308,9 @@ class WSDDNTask(ImageLabelTask):
         out = self._apply(variables, batch, train=False)
         return {"region_scores": out["region_scores"], "image_scores": out["image_scores"]}
 
-    def evaluator(self) -> WSDDNEvaluator:
-        self._evaluations += 1
-        # The first evaluation of a training run also keeps its picture as detections_first.
-        return WSDDNEvaluator(self, first=self._training and self._evaluations == 1)
+    def evaluator(self, ctx: EvalContext) -> WSDDNEvaluator:
+        # The schedule's first evaluation also keeps its picture as detections_first.
+        return WSDDNEvaluator(self, first=ctx.step == ctx.schedule[0])
 
     def grad_histograms(self, grads) -> dict[str, jax.Array]:
         out = {}

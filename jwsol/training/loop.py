@@ -6,6 +6,7 @@ config -> task -> host batches -> sharded global arrays -> jit step (donated, re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -21,12 +22,11 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
-from jwsol import tasks
-from jwsol.errors import UserError
+from jwsol.errors import ConfigError, UserError
 from jwsol.training import checkpoint, cpu, sharding
 from jwsol.training import writer as run_writer
 from jwsol.training.optimizer import make_optimizer
-from jwsol.training.task import Batch, Task
+from jwsol.training.task import Batch, EvalContext, Task
 
 
 class NonFiniteLossError(UserError):
@@ -44,12 +44,51 @@ class TrainState:
         return {"params": self.params, **self.model_state}
 
 
-def num_train_steps(config: ml_collections.ConfigDict, task: Task) -> tuple[int, int]:
-    """(total steps, steps per epoch): `train.num_epochs` wins over `train.num_steps` when > 0."""
-    steps_per_epoch = max(1, task.num_train_examples // config.train.batch_size)
-    if config.train.num_epochs > 0:
-        return math.ceil(config.train.num_epochs * steps_per_epoch), steps_per_epoch
-    return config.train.num_steps, steps_per_epoch
+@dataclasses.dataclass(frozen=True)
+class Durations:
+    """Every period of a run in steps: the one place where epochs become steps."""
+
+    total_steps: int
+    steps_per_epoch: int
+    log_every: int
+    eval_every: int  # 0: only the final evaluation
+    checkpoint_every: int
+
+    @property
+    def eval_schedule(self) -> tuple[int, ...]:
+        """Every step the run evaluates at: each multiple of eval_every, then the last step."""
+        periodic = (
+            range(self.eval_every, self.total_steps, self.eval_every) if self.eval_every else ()
+        )
+        return (*periodic, self.total_steps)
+
+
+def resolve_durations(train: ml_collections.ConfigDict, num_train_examples: int) -> Durations:
+    """`train.num_steps` / `num_epochs` and each `X_every` / `X_every_epochs` (an `_epochs` value
+    > 0 wins) in steps, an epoch being `num_train_examples // batch_size` steps."""
+    steps_per_epoch = max(1, num_train_examples // train.batch_size)
+
+    def steps(name: str, epochs_name: str, smallest: int) -> int:
+        epochs, count = float(train[epochs_name]), int(train[name])
+        value = max(1, round(epochs * steps_per_epoch)) if epochs > 0 else count
+        if epochs < 0 or value < smallest:
+            raise ConfigError(
+                f"train.{name}={count}, train.{epochs_name}={epochs:g}: need {name} >= {smallest} "
+                f"or {epochs_name} > 0."
+            )
+        return value
+
+    if train.num_epochs > 0:
+        total = math.ceil(train.num_epochs * steps_per_epoch)
+    else:
+        total = steps("num_steps", "num_epochs", 1)
+    return Durations(
+        total_steps=total,
+        steps_per_epoch=steps_per_epoch,
+        log_every=steps("log_every", "log_every_epochs", 1),
+        eval_every=steps("eval_every", "eval_every_epochs", 0),
+        checkpoint_every=steps("checkpoint_every", "checkpoint_every_epochs", 1),
+    )
 
 
 def _numeric(batch: Batch) -> Batch:
@@ -68,17 +107,18 @@ def _pad(batch: Batch, size: int) -> Batch:
 class Runner:
     """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir: str):
-        self.config, self.workdir = config, workdir
-        self.task: Task = tasks.get(config.task)(config)
+    def __init__(self, task: Task, workdir: str):
+        config = task.config
+        self.config, self.workdir, self.task = config, workdir, task
         self.mesh = sharding.make_mesh()
         self.repl = sharding.replicated(self.mesh)
         self.data = sharding.data_sharded(self.mesh)
         self.local_train_batch = sharding.local_batch_size(config.train.batch_size)
         self.local_eval_batch = sharding.local_batch_size(config.eval.batch_size, "eval.batch_size")
-        self.total_steps, self.steps_per_epoch = num_train_steps(config, self.task)
+        self.durations = resolve_durations(config.train, task.num_train_examples)
+        self.total_steps = self.durations.total_steps
         self.tx, self.schedule = make_optimizer(
-            config.optimizer, self.total_steps, self.steps_per_epoch
+            config.optimizer, self.total_steps, self.durations.steps_per_epoch
         )
         self.checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
         self.writer = run_writer.Writer(workdir)
@@ -138,13 +178,9 @@ class Runner:
         )
         return new_state, metrics, hists
 
-    def evaluate(self, state: TrainState) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """One pass over the eval split; padded examples never reach the evaluator."""
-        evaluator = self.task.evaluator()
-        variables = state.variables()
-        batches = self.task.eval_batches(
-            self.config.eval.batch_size, jax.process_index(), jax.process_count()
-        )
+    def _predictions(self, variables, batches):
+        """(host batch, outputs) of each batch, padded to the eval batch for the jitted predict
+        and trimmed again: padded examples never reach an evaluator."""
         for batch in batches:
             n = len(next(iter(batch.values())))
             numeric = _pad(_numeric(batch), self.local_eval_batch)
@@ -159,12 +195,28 @@ class Runner:
                 valid = gathered.pop("_valid")
                 host_batch = {k: v[valid] for k, v in gathered.items()}
                 outputs = {k: v[valid] for k, v in outputs.items()}
-            evaluator.add(host_batch, outputs)
+            yield host_batch, outputs
+
+    def evaluate(
+        self, state: TrainState, ctx: EvalContext
+    ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+        """One pass over the eval split (then the task's figure batches) for evaluation `ctx`."""
+        evaluator = self.task.evaluator(ctx)
+        variables = state.variables()
+        where = (self.config.eval.batch_size, jax.process_index(), jax.process_count())
+        for batch, outputs in self._predictions(variables, self.task.eval_batches(*where)):
+            evaluator.add(batch, outputs)
+        for batch, outputs in self._predictions(variables, self.task.figure_batches(ctx, *where)):
+            evaluator.add_figure_batch(batch, outputs)
         return evaluator.result()
+
+    def _context(self, step: int, final: bool) -> EvalContext:
+        d = self.durations
+        return EvalContext(step, final, d.eval_schedule, step / d.steps_per_epoch)
 
     def _write_eval(self, step: int, final: bool, state: TrainState) -> dict[str, float]:
         start = time.time()
-        metrics, figures = self.evaluate(state)
+        metrics, figures = self.evaluate(state, self._context(step, final))
         metrics = {k: float(v) for k, v in metrics.items()}
         logging.info(
             "eval at step %d (%.1fs): %s",
@@ -205,7 +257,8 @@ class Runner:
             compiler_options=self.compiler_options,
         )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
-        log_every, eval_every = config.train.log_every, config.train.eval_every
+        log_every, eval_every = self.durations.log_every, self.durations.eval_every
+        checkpoint_every = self.durations.checkpoint_every
         pending: list[dict] = []
         bar = tqdm(
             total=self.total_steps,
@@ -228,13 +281,13 @@ class Runner:
             bar.update(1)
             done = step + 1
             last = done == self.total_steps
-            if done % log_every == 0 or last or done % config.train.checkpoint_every == 0:
+            if done % log_every == 0 or last or done % checkpoint_every == 0:
                 mean = self._flush(done, pending, clock, seen)
                 if done % log_every == 0 or last:
                     self.writer.histograms(done, jax.device_get(hists))
                 bar.set_postfix(loss=f"{mean['loss']:.4f}", ex_s=f"{mean['examples_per_sec']:.0f}")
                 pending, clock, seen = [], time.time(), 0
-            if done % config.train.checkpoint_every == 0 or last:
+            if done % checkpoint_every == 0 or last:
                 self.checkpointer.save(done, state)
             if eval_every and done % eval_every == 0 and not last:
                 self._write_eval(done, final=False, state=state)
@@ -280,10 +333,11 @@ class Runner:
         self.writer.close()
 
 
-def run(config: ml_collections.ConfigDict, workdir: str, mode: str = "train") -> dict[str, float]:
-    """Trains (resuming from the latest checkpoint in `workdir`) or evaluates; returns metrics."""
+def run(task: Task, workdir: str, mode: str = "train") -> dict[str, float]:
+    """Trains `task` (resuming from the latest checkpoint in `workdir`) or evaluates it; returns
+    the final metrics. `jwsol.tasks.build(config)` makes the task of a config."""
     os.makedirs(workdir, exist_ok=True)
-    runner = Runner(config, workdir)
+    runner = Runner(task, workdir)
     if mode == "train":
         return runner.train()
     if mode == "eval":

@@ -1,12 +1,15 @@
-"""What a job provides to the shared loop. A task wires config -> model, data, loss and eval.
+"""The contract between the shared loop and a job: what a task provides, what the loop tells it.
 
-The loop never knows which task it runs: it only calls the methods below. Batches are dicts of
-NumPy arrays whose leading axis is the example axis (this process's share of the global batch).
+A task wires config -> model, data, loss and evaluator; the loop never knows which task it runs:
+it only calls the methods below, and tells each evaluator which evaluation it is (`EvalContext`).
+Batches are dicts of NumPy arrays whose leading axis is the example axis (this process's share
+of the global batch).
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -18,12 +21,31 @@ Batch = dict[str, np.ndarray]
 Variables = dict[str, Any]  # {'params': ..., 'batch_stats': ...} as Flax returns them
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+    """What the loop knows about one evaluation; `Task.evaluator` receives it."""
+
+    step: int  # the train step evaluated (the restored checkpoint's step in --mode=eval)
+    final: bool  # the run's last evaluation, or --mode=eval: it writes eval_metrics.json
+    schedule: tuple[int, ...]  # every step the whole training run evaluates at, in order
+    epoch: float  # step / steps per epoch
+
+    @property
+    def first_middle_last(self) -> frozenset[int]:
+        """The first, middle and last steps of the schedule (where sparse figures are drawn)."""
+        s = self.schedule
+        return frozenset((s[0], s[(len(s) - 1) // 2], s[-1])) if s else frozenset()
+
+
 class Evaluator(abc.ABC):
     """Accumulates per-batch model outputs on the host and turns them into metrics and figures."""
 
     @abc.abstractmethod
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         """`batch` and `outputs` hold only valid (unpadded) examples."""
+
+    def add_figure_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """Outputs on a batch of `Task.figure_batches`: drawn, never scored. Ignored by default."""
 
     @abc.abstractmethod
     def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
@@ -62,10 +84,17 @@ class Task(abc.ABC):
     ) -> Iterable[Batch]:
         """The fixed evaluation split; the last batch may be short (the loop pads it)."""
 
+    def figure_batches(
+        self, ctx: EvalContext, batch_size: int, process_index: int, process_count: int
+    ) -> Iterable[Batch]:
+        """Extra batches that the evaluation of `ctx` only draws (e.g. training images); none by
+        default. The loop predicts on them and hands them to `Evaluator.add_figure_batch`."""
+        return ()
+
     # Model ----------------------------------------------------------------------------------
     @abc.abstractmethod
     def init_variables(self, rng: jax.Array, batch: Batch) -> Variables:
-        """Fresh variables (pretrained weights merged in where the config asks for them)."""
+        """Fresh variables of the model (jitted; `load_pretrained` merges checkpoints after)."""
 
     def load_pretrained(self, variables: Variables) -> Variables | None:
         """Host-side hook: return `variables` with checkpoint weights merged in, or None to keep
@@ -83,8 +112,8 @@ class Task(abc.ABC):
         """Eval-mode outputs, each with the example axis first. Pure and jittable."""
 
     @abc.abstractmethod
-    def evaluator(self) -> Evaluator:
-        """A fresh evaluator for one pass over `eval_batches`."""
+    def evaluator(self, ctx: EvalContext) -> Evaluator:
+        """A fresh evaluator for the evaluation `ctx` (one pass over `eval_batches`)."""
 
     def grad_histograms(self, grads) -> dict[str, jax.Array]:
         """Gradients to log as histograms at log steps (name -> array); none by default."""

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from jwsol import tasks
 from jwsol.data import tinyimagenet
 from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import classification
@@ -34,7 +35,7 @@ def fake_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def smoke_run(fake_folder, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
-    return workdir, loop.run(smoke(fake_folder), workdir)
+    return workdir, loop.run(tasks.build(smoke(fake_folder)), workdir)
 
 
 def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
@@ -58,7 +59,7 @@ def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
 
 def test_eval_mode_reproduces_the_final_metrics(fake_folder, smoke_run):
     workdir, metrics = smoke_run
-    again = loop.run(smoke(fake_folder), workdir, mode="eval")
+    again = loop.run(tasks.build(smoke(fake_folder)), workdir, mode="eval")
     assert again == pytest.approx(metrics, rel=1e-6)
 
 

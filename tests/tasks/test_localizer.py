@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from jwsol import losses
+from jwsol import losses, tasks
 from jwsol.errors import ConfigError
 from jwsol.metrics import localization
 from jwsol.models.alexnet import AlexNet
@@ -20,6 +20,7 @@ from jwsol.ops import windows
 from jwsol.tasks import localizer as loc
 from jwsol.training import config as config_lib
 from jwsol.training import loop
+from jwsol.training.task import EvalContext
 
 
 def read_json(*parts):
@@ -230,7 +231,6 @@ def _hand_made_case():
         "gt_mask": np.array([[True, True, False], [True, True, False]]),
         "image_size": np.array([[32, 32], [32, 32]], np.int32),
         "image_id": np.array([b"A", b"B"]),
-        "figure_only": np.zeros(2, bool),
     }
     outputs = {"logits": np.array([[2.0, -1.0], [5.0, 3.0]]), "score_map": score_map}
     return batch, outputs
@@ -288,18 +288,19 @@ def test_evaluator_computes_the_hand_made_case():
     assert figures["heatmaps_eval"].dtype == np.uint8 and figures["heatmaps_eval"].ndim == 3
 
 
-def test_evaluator_leaves_out_figure_only_examples_and_skips_boxes_when_asked():
+def test_evaluator_draws_figure_batches_without_scoring_them_and_skips_boxes_when_asked():
     batch, outputs = _hand_made_case()
-    extra = {k: np.concatenate([v, v[:1]]) for k, v in batch.items()}
-    extra["figure_only"] = np.array([False, False, True])
-    extra_outputs = {k: np.concatenate([v, v[:1]]) for k, v in outputs.items()}
+    first = {k: v[:1] for k, v in batch.items()}
+    first_outputs = {k: v[:1] for k, v in outputs.items()}
     evaluator = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=True, figures=True)
-    evaluator.add(extra, extra_outputs)
+    evaluator.add(batch, outputs)
+    evaluator.add_figure_batch(first, first_outputs)
     metrics, figures = evaluator.result()
     assert metrics["num_examples"] == 2 and metrics["num_loc_samples"] == 3
     assert set(figures) == {"heatmaps_eval", "heatmaps_train", "box_curves"}
     quick = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=False, figures=False)
-    quick.add(extra, extra_outputs)
+    quick.add(batch, outputs)
+    quick.add_figure_batch(first, first_outputs)
     metrics, figures = quick.result()
     assert "corloc" not in metrics and figures == {}
     assert metrics["map"] == pytest.approx(1.0)
@@ -339,12 +340,16 @@ def test_cam_threshold_must_be_on_the_grid():
     np.testing.assert_array_equal(grid, localization.DEFAULT_CAM_THRESHOLDS)
 
 
-def test_evaluation_steps_follow_the_loop():
-    assert loc.evaluation_steps(30, 4) == [4, 8, 12, 16, 20, 24, 28, 30]
-    assert loc.evaluation_steps(28, 4)[-2:] == [24, 28]  # the last multiple is the final one
-    assert loc.evaluation_steps(30, 4, start_step=10) == [12, 16, 20, 24, 28, 30]
-    assert loc.evaluation_steps(30, 0) == [30]
-    assert loc.first_middle_last(loc.evaluation_steps(30, 4)) == {4, 16, 30}
+def test_figures_and_boxes_follow_the_evaluation_context(idx_folder, tmp_path):
+    task = loc.LocalizerTask(smoke(idx_folder, str(tmp_path)))
+    schedule = (4, 8, 12, 16, 20, 24, 28, 30)
+    middle = EvalContext(16, False, schedule, 1.0)
+    other = EvalContext(8, False, schedule, 0.5)
+    assert task.evaluator(middle).figures and not task.evaluator(middle).boxes
+    assert not task.evaluator(other).figures
+    assert list(task.figure_batches(other, 8, 0, 1)) == []
+    final = task.evaluator(EvalContext(30, True, schedule, 2.0))
+    assert final.figures and final.boxes and final.figure_suffix == "_step000030"
 
 
 # Configs ---------------------------------------------------------------------------------------
@@ -436,8 +441,10 @@ def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
     from jwsol.tasks.localizer import LocalizerTask
 
     task = LocalizerTask(config)
+    ctx = EvalContext(step=0, final=True, schedule=(0,), epoch=0.0)
     batches = list(task.eval_batches(4, 0, 1))
-    assert [int(b["figure_only"].sum()) for b in batches] == [0, 2]  # test split, then train
+    figure_batches = list(task.figure_batches(ctx, 4, 0, 1))
+    assert [len(b["image"]) for b in figure_batches] == [2]  # the first two training images
     first = batches[0]
     person, dog = 14, 11  # VOC class indices
     assert first["labels"][0, person] == 0 and first["label_weights"][0, person] == 0  # difficult
@@ -446,14 +453,18 @@ def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
     np.testing.assert_allclose(first["gt_boxes"][0, 0], [8, 20 * 96 / 90, 48, 80 * 96 / 90])
     variables = jax.jit(task.init_variables)(jax.random.key(0), {"image": first["image"][:1]})
     predict = jax.jit(task.predict)
-    evaluator = task.evaluator()  # no schedule: as in --mode=eval, boxes and figures
+    evaluator = task.evaluator(ctx)  # as in --mode=eval: boxes and figures
     for batch in batches:
         evaluator.add(batch, jax.device_get(predict(variables, {"image": batch["image"]})))
+    for batch in figure_batches:
+        outputs = jax.device_get(predict(variables, {"image": batch["image"]}))
+        evaluator.add_figure_batch(batch, outputs)
     metrics, figures = evaluator.result()
     # Samples: dog (person is difficult), car, cat, bird, chair.
     assert metrics["num_examples"] == 4 and metrics["num_loc_samples"] == 5
     assert 0 <= metrics["corloc"] <= 1 and 0 <= metrics["max_box_acc"] <= 1
-    assert set(figures) == {"heatmaps_eval", "heatmaps_train", "box_curves"}
+    assert set(figures) == {"heatmaps_eval_step000000", "heatmaps_train_step000000",
+                            "box_curves_step000000"}  # fmt: skip
 
 
 # End to end ------------------------------------------------------------------------------------
@@ -463,7 +474,7 @@ def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
 def smoke_run(idx_folder, tmp_path_factory):
     cache = str(tmp_path_factory.mktemp("cache"))
     workdir = str(tmp_path_factory.mktemp("run"))
-    metrics = loop.run(smoke(idx_folder, cache), workdir)
+    metrics = loop.run(tasks.build(smoke(idx_folder, cache)), workdir)
     return workdir, cache, metrics
 
 
@@ -477,7 +488,7 @@ def test_smoke_run_writes_metrics_and_figures(smoke_run):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     evals = [r for r in rows if "eval/map" in r]
-    assert [r["step"] for r in evals] == loc.evaluation_steps(4, 2)
+    assert [r["step"] for r in evals] == [2, 4]
     assert "eval/corloc" not in evals[0] and "eval/corloc" in evals[-1]  # boxes at the end
     figures = set(os.listdir(os.path.join(workdir, "figures")))
     assert figures >= {
@@ -495,9 +506,9 @@ def test_eval_mode_reproduces_the_final_metrics(smoke_run, idx_folder):
     workdir, cache, _ = smoke_run
     before = read_json(workdir, "eval_metrics.json")
     os.remove(os.path.join(workdir, "eval_metrics.json"))
-    loop.run(smoke(idx_folder, cache), workdir, mode="eval")
+    loop.run(tasks.build(smoke(idx_folder, cache)), workdir, mode="eval")
     after = read_json(workdir, "eval_metrics.json")
     assert after.keys() == before.keys()
     for key, value in before.items():
         assert after[key] == pytest.approx(value, nan_ok=True), key
-    assert os.path.exists(os.path.join(workdir, "figures", "heatmaps_eval.png"))
+    assert os.path.exists(os.path.join(workdir, "figures", "heatmaps_eval_step000004.png"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
+from jwsol import tasks
 from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import multilabel
 from jwsol.training import config as config_lib
@@ -29,7 +30,7 @@ def smoke(idx_folder, cache_dir, **overrides):
 def smoke_run(idx_folder, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     cache = str(tmp_path_factory.mktemp("cache"))
-    return workdir, loop.run(smoke(idx_folder, cache), workdir)
+    return workdir, loop.run(tasks.build(smoke(idx_folder, cache)), workdir)
 
 
 def test_smoke_run_writes_metrics_and_figures(smoke_run):

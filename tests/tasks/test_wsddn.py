@@ -8,6 +8,7 @@ import jax
 import numpy as np
 import pytest
 
+from jwsol import tasks
 from jwsol.errors import ConfigError
 from jwsol.training import config as config_lib
 from jwsol.training import loop
@@ -146,7 +147,7 @@ def test_grad_histograms_are_conv1_conv2_fc7(task):
 def smoke_run(idx_folder, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("wsddn_run"))
     cache = str(tmp_path_factory.mktemp("wsddn_cache"))
-    metrics = loop.run(smoke_config(idx_folder, cache), workdir)
+    metrics = loop.run(tasks.build(smoke_config(idx_folder, cache)), workdir)
     return workdir, cache, metrics
 
 
@@ -170,7 +171,7 @@ def test_eval_mode_reproduces_eval_metrics(idx_folder, smoke_run):
     workdir, cache, _ = smoke_run
     before = read_json(os.path.join(workdir, "eval_metrics.json"))
     os.remove(os.path.join(workdir, "eval_metrics.json"))
-    loop.run(smoke_config(idx_folder, cache), workdir, mode="eval")
+    loop.run(tasks.build(smoke_config(idx_folder, cache)), workdir, mode="eval")
     after = read_json(os.path.join(workdir, "eval_metrics.json"))
     assert after.keys() == before.keys()
     for key, value in before.items():

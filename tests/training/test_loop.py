@@ -7,9 +7,11 @@ import jax
 import numpy as np
 import pytest
 
+from jwsol import tasks
 from jwsol.errors import ConfigError
 from jwsol.training import config as config_lib
 from jwsol.training import loop
+from jwsol.training.task import EvalContext
 
 
 def read_json(path):
@@ -32,7 +34,7 @@ def read_jsonl(path):
 @pytest.fixture(scope="module")
 def uninterrupted(idx_folder, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("full"))
-    metrics = loop.run(smoke(idx_folder), workdir)
+    metrics = loop.run(tasks.build(smoke(idx_folder)), workdir)
     return workdir, metrics
 
 
@@ -72,10 +74,10 @@ def test_resume_after_kill_gives_the_same_result(idx_folder, tmp_path, uninterru
     workdir = str(tmp_path)
     monkeypatch.setattr(SlidingWindowTask, "train_batches", dies_after_the_step_3_checkpoint)
     with pytest.raises(KeyboardInterrupt):
-        loop.run(smoke(idx_folder), workdir)
+        loop.run(tasks.build(smoke(idx_folder)), workdir)
     monkeypatch.setattr(SlidingWindowTask, "train_batches", original)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3"]
-    resumed = loop.run(smoke(idx_folder), workdir)
+    resumed = loop.run(tasks.build(smoke(idx_folder)), workdir)
     assert resumed == pytest.approx(uninterrupted[1], rel=1e-6, abs=1e-7)
     full = [
         r for r in read_jsonl(os.path.join(uninterrupted[0], "metrics.jsonl")) if r["step"] == 6
@@ -88,32 +90,72 @@ def test_eval_mode_reproduces_eval_metrics(idx_folder, uninterrupted, tmp_path):
     workdir = uninterrupted[0]
     before = read_json(os.path.join(workdir, "eval_metrics.json"))
     os.remove(os.path.join(workdir, "eval_metrics.json"))
-    metrics = loop.run(smoke(idx_folder), workdir, mode="eval")
+    metrics = loop.run(tasks.build(smoke(idx_folder)), workdir, mode="eval")
     after = read_json(os.path.join(workdir, "eval_metrics.json"))
     assert after == before
     assert metrics["accuracy"] == before["accuracy"]
-    earlier = loop.run(smoke(idx_folder, **{"eval.step": 3}), workdir, mode="eval")
+    earlier = loop.run(tasks.build(smoke(idx_folder, **{"eval.step": 3})), workdir, mode="eval")
     assert read_json(os.path.join(workdir, "eval_metrics.json"))["step"] == 3
     assert set(earlier) == set(metrics)
 
 
 def test_eval_without_checkpoint_is_a_clear_error(idx_folder, tmp_path):
     with pytest.raises(Exception, match="no checkpoint in .*train first"):
-        loop.run(smoke(idx_folder), str(tmp_path), mode="eval")
+        loop.run(tasks.build(smoke(idx_folder)), str(tmp_path), mode="eval")
 
 
 def test_nan_guard(idx_folder, tmp_path):
     config = smoke(idx_folder, **{"optimizer.learning_rate": 1e38, "train.num_steps": 4})
     with pytest.raises(loop.NonFiniteLossError, match="learning_rate"):
-        loop.run(config, str(tmp_path))
+        loop.run(tasks.build(config), str(tmp_path))
 
 
 def test_batch_that_does_not_divide_over_devices(idx_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(jax, "device_count", lambda: 8)
     with pytest.raises(ConfigError, match="train.batch_size=12 does not divide over 8 devices"):
-        loop.run(smoke(idx_folder, **{"train.batch_size": 12}), str(tmp_path))
+        loop.run(tasks.build(smoke(idx_folder, **{"train.batch_size": 12})), str(tmp_path))
 
 
 def test_unknown_override_field():
     with pytest.raises(ConfigError, match="train.bogus"):
         config_lib.load("configs/sliding_window.py:smoke", {"train.bogus": 1})
+
+
+def _train_config(**fields):
+    config = config_lib.load("configs/sliding_window.py:smoke").train
+    config.unlock()
+    config.update(fields)
+    return config
+
+
+def test_durations_in_steps_or_epochs_resolve_in_one_place():
+    d = loop.resolve_durations(_train_config(batch_size=16, num_steps=30, eval_every=4), 1000)
+    assert (d.total_steps, d.steps_per_epoch, d.eval_every) == (30, 62, 4)
+    assert d.eval_schedule == (4, 8, 12, 16, 20, 24, 28, 30)
+    assert loop.resolve_durations(_train_config(num_steps=28, eval_every=4), 10).eval_schedule[
+        -2:
+    ] == (24, 28)
+    assert loop.resolve_durations(_train_config(num_steps=30, eval_every=0), 10).eval_schedule == (
+        30,
+    )
+    # Epochs win over steps: 100 examples in batches of 8 are 12 steps an epoch.
+    epochs = _train_config(
+        batch_size=8, num_epochs=2.5, eval_every=3, eval_every_epochs=1.0,
+        log_every_epochs=0.5, checkpoint_every_epochs=2.0,
+    )  # fmt: skip
+    d = loop.resolve_durations(epochs, 100)
+    assert (d.total_steps, d.eval_every, d.log_every, d.checkpoint_every) == (30, 12, 6, 24)
+    assert d.eval_schedule == (12, 24, 30)
+
+
+def test_bad_durations_name_the_field():
+    with pytest.raises(ConfigError, match="train.log_every=0"):
+        loop.resolve_durations(_train_config(log_every=0), 100)
+    with pytest.raises(ConfigError, match="train.eval_every_epochs=-1"):
+        loop.resolve_durations(_train_config(eval_every_epochs=-1.0), 100)
+
+
+def test_eval_context_first_middle_last():
+    ctx = EvalContext(step=16, final=False, schedule=(4, 8, 12, 16, 20, 24, 28, 30), epoch=1.0)
+    assert ctx.first_middle_last == {4, 16, 30}
+    assert EvalContext(5, True, (5,), 0.5).first_middle_last == {5}
