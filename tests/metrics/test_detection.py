@@ -1,4 +1,4 @@
-"""VOC AP, CorLoc and proposal recall: hand-worked cases and a straightforward reference
+"""VOC AP, CorLoc, per-class NMS detections and proposal recall: hand-worked cases and a straightforward reference
 (one global loop over detections, as the devkit describes it) on random data."""
 
 import numpy as np
@@ -99,8 +99,6 @@ def test_iou_threshold_is_strict_with_inclusive_pixels():
     dets = [(np.array([[0, 0, 9, 9]]), np.array([1.0]))]
     assert D.evaluate_class(dets, gts)["ap"] == 0.0
     assert D.evaluate_class(dets, gts, iou_threshold=0.49)["ap"] == pytest.approx(1.0)
-    np.testing.assert_allclose(D.iou_matrix([[0, 0, 9, 9]], [[0, 0, 9, 4]]), [[0.5]])
-    np.testing.assert_allclose(D.iou_matrix([[0, 0, 10, 10]], [[0, 0, 10, 5]], False), [[0.5]])
 
 
 def test_voc07_points_are_numpy_arange_floats():
@@ -229,6 +227,21 @@ def test_corloc_outcomes_sort_the_misses():
     assert result["outcomes"] == {
         "hit": 0.0, "part": 0.25, "too_large": 0.25, "elsewhere": 0.25, "none": 0.25
     }  # fmt: skip
+
+
+def test_detect_thresholds_then_suppresses_per_class():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float64)
+    # class 0: boxes 0 and 1 overlap (IoU 9/11 > 0.4): the lower-scoring one goes;
+    # class 1: only box 2 passes the threshold.
+    scores = np.array([[0.5, 0.0], [0.6, 0.001], [0.2, 0.3], [0.0005, 0.0]])
+    dets = D.detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4)
+    np.testing.assert_array_equal(dets.labels, [0, 0, 1])
+    np.testing.assert_allclose(dets.scores, [0.6, 0.2, 0.3])
+    np.testing.assert_array_equal(dets.boxes, boxes[[1, 2, 2]])
+    capped = D.detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4, max_per_class=1)
+    np.testing.assert_array_equal(capped.labels, [0, 1])
+    none = D.detect(np.zeros((4, 2)), boxes, 1e-3, 0.4)
+    assert none.boxes.shape == (0, 4) and len(none.scores) == len(none.labels) == 0
 
 
 def test_proposal_recall():
