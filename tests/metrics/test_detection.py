@@ -250,6 +250,12 @@ def test_proposal_recall():
     # Box 1: IoU 0.5 >= 0.5 covered; box 2: 81/100 covered; image 1 has no proposals.
     assert D.proposal_recall(proposals, truth) == pytest.approx(2 / 3)
     assert D.proposal_recall(proposals, truth, iou_threshold=0.6) == pytest.approx(1 / 3)
+    # Continuous coordinates (no +1): (5, 0, 15, 10) covers (0, 0, 10, 10) at IoU 50/150.
+    props = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)]
+    assert D.proposal_recall([props[:2]], gt, plus_one=False) == 0.5
+    assert D.proposal_recall([props], gt, plus_one=False) == 1.0
+    assert D.proposal_recall([props[:1]], gt, 0.3, plus_one=False) == 0.5
 
 
 def test_bad_input_is_named():
