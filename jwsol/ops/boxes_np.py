@@ -67,17 +67,14 @@ def nms_numpy(
     scores = np.asarray(scores)
     check_nms_inputs(boxes.shape, scores.shape)
     order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    box_areas = (x2 - x1) * (y2 - y1)
+    box_areas = areas(boxes)
     keep = []
     limit = len(order) if max_output is None else max_output
     while order.size > 0 and len(keep) < limit:
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        width = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-        height = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
-        inter = width * height
+        inter = intersections(boxes[i], boxes[rest])
         with np.errstate(divide="ignore", invalid="ignore"):
             overlap = inter / (box_areas[i] + box_areas[rest] - inter)
         # NaN (0/0 for degenerate pairs) compares False: such boxes survive, as in torchvision.
