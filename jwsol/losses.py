@@ -1,9 +1,11 @@
-"""The losses of every job. Pure jnp functions of model outputs and targets."""
+"""The losses of every job: pure jnp functions of model outputs and targets, and the NumPy twins
+that host-side evaluators use."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -68,6 +70,23 @@ def image_label_bce(
     correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
     accuracy = jnp.sum(weights * correct) / jnp.maximum(jnp.sum(weights), 1e-12)
     return jnp.mean(per_entry), {"label_accuracy": accuracy}
+
+
+def image_label_bce_numpy(
+    logits: np.ndarray, labels: np.ndarray, label_weights: np.ndarray
+) -> tuple[float, float]:
+    """Host twin of `image_label_bce`: (loss, label_accuracy) of [N, C] arrays.
+
+    BCE in float64, in the stable form max(z, 0) - z y + log(1 + exp(-|z|)) as optax's; the
+    accuracy in the weights' dtype, as the jnp loss.
+    """
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    weights = np.asarray(label_weights)
+    per_entry = weights * (np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
+    correct = (z > 0) == (y > 0.5)
+    accuracy = np.sum(weights * correct) / max(np.sum(weights), 1e-12)
+    return float(np.mean(per_entry)), float(accuracy)
 
 
 def wsddn_loss(

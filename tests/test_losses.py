@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import torch
 
 from jwsol import losses
 
@@ -62,3 +63,36 @@ def test_no_gradient_through_the_mask_and_none_to_undetected_windows():
     # The detection logit's gradient is the BCE's alone: (sigmoid - y0) / N.
     expected = (1 / (1 + np.exp(-outputs[..., 0])) - y0) / 3
     np.testing.assert_allclose(np.asarray(grad[..., 0]), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_image_label_bce_and_its_numpy_twin_match_torch():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(scale=3.0, size=(5, 7)).astype(np.float32)
+    labels = (rng.uniform(size=(5, 7)) < 0.4).astype(np.float32)
+    weights = (rng.uniform(size=(5, 7)) < 0.8).astype(np.float32)
+    x = logits.astype(np.float64)
+    p = 1.0 / (1.0 + np.exp(-x))
+    bce = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    expected = np.sum(weights * bce) / bce.size
+    loss, metrics = losses.image_label_bce(jnp.asarray(logits), labels, weights)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+    reference = torch.nn.BCEWithLogitsLoss(weight=torch.tensor(weights))(
+        torch.tensor(logits), torch.tensor(labels)
+    )
+    np.testing.assert_allclose(float(loss), reference.item(), rtol=1e-5)
+    right = ((logits > 0) == (labels > 0.5)) * weights
+    np.testing.assert_allclose(float(metrics["label_accuracy"]), right.sum() / weights.sum())
+    unweighted, _ = losses.image_label_bce(jnp.asarray(logits), labels)
+    np.testing.assert_allclose(float(unweighted), bce.mean(), rtol=1e-5)
+    host = losses.image_label_bce_numpy(logits, labels, weights)
+    np.testing.assert_allclose(host, (expected, float(metrics["label_accuracy"])), rtol=1e-6)
+
+
+def test_image_label_bce_zero_weight_entries_get_no_gradient():
+    logits = jnp.asarray([[2.0, -1.0, 0.5]])
+    labels = jnp.asarray([[0.0, 1.0, 1.0]])
+    weights = jnp.asarray([[1.0, 0.0, 1.0]])
+    grad = jax.grad(lambda z: losses.image_label_bce(z, labels, weights)[0])(logits)
+    sigmoid = 1.0 / (1.0 + np.exp(-np.array([2.0, 0.5])))
+    # d BCE / d z = sigmoid(z) - y, divided by N * C = 3.
+    np.testing.assert_allclose(grad[0], [sigmoid[0] / 3, 0.0, (sigmoid[1] - 1) / 3], rtol=1e-6)

@@ -120,9 +120,10 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
     return (tf.cast(image, tf.float32) / 255.0 - mean) / std
 
 
-def denormalize(image: np.ndarray) -> np.ndarray:
-    """Inverse of `normalize` in NumPy: float [..., 3] -> uint8 0..255 (for pictures)."""
-    out = (np.asarray(image) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN)) * 255.0
+def denormalize(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Inverse of `normalize` (or of another per-channel mean [3] / std [3]) in NumPy: float
+    [..., 3] -> uint8 0..255 (for pictures)."""
+    out = (np.asarray(image) * np.asarray(std) + np.asarray(mean)) * 255.0
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 

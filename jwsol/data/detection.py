@@ -58,6 +58,7 @@ from absl import logging
 
 from jwsol.data import augment, mnist, proposals, scenes, voc
 from jwsol.errors import ConfigError, DataError
+from jwsol.ops.boxes_np import clip_boxes
 
 SOURCES = ("scenes", "voc_folder", "tfds")
 PROPOSAL_METHODS = ("selective_search", "grid", "mat")
@@ -320,7 +321,7 @@ def _annotations(
 
 def _clean_gt(ann: dict, skips: Skips) -> dict:
     """Clips true boxes to the image; drops (counted) those empty after clipping or with x2 < x1."""
-    boxes = proposals.clip_boxes(ann["boxes"], ann["height"], ann["width"])
+    boxes = clip_boxes(ann["boxes"], ann["height"], ann["width"])
     keep = proposals.valid_box_mask(boxes)
     if not np.all(keep):
         for box in np.asarray(ann["boxes"])[~keep]:

@@ -36,6 +36,7 @@ import numpy as np
 from absl import logging
 
 from jwsol.errors import DataError
+from jwsol.ops.boxes_np import clip_boxes
 
 # Fraction of boxes that may fall outside their image before a `.mat` file is judged to use
 # another coordinate order (a few proposals touch the border and round past it).
@@ -51,13 +52,6 @@ MAT_ORDERS = ("yxyx", "xyxy", "auto")
 # ----------------------------------------------------------------------------------------------
 # Box utilities (NumPy).
 # ----------------------------------------------------------------------------------------------
-
-
-def clip_boxes(boxes: np.ndarray, height: float, width: float) -> np.ndarray:
-    """Clips `boxes [N, 4] (x1, y1, x2, y2)` to the image `[0, width] x [0, height]`."""
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    limits = np.array([width, height, width, height], np.float32)
-    return np.clip(boxes, 0.0, limits)
 
 
 def valid_box_mask(boxes: np.ndarray, min_size: float = 0.0) -> np.ndarray:
@@ -115,33 +109,6 @@ def clean_proposals(
     if top_k > 0:
         order = order[:top_k]
     return boxes[order], scores[order]
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU [N, M] of boxes `a [N, 4]` and `b [M, 4]` (edge convention, no +1)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-
-
-def recall_at_iou(
-    gt_boxes: Sequence[np.ndarray], proposals: Sequence[np.ndarray], threshold: float = 0.5
-) -> float:
-    """Fraction of true boxes (over all images) covered by some proposal with IoU >= threshold."""
-    hit, total = 0, 0
-    for gt, props in zip(gt_boxes, proposals, strict=True):
-        total += len(gt)
-        if len(gt) and len(props):
-            hit += int(np.sum(iou_matrix(gt, props).max(axis=1) >= threshold))
-    return hit / max(total, 1)
 
 
 # ----------------------------------------------------------------------------------------------

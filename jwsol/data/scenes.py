@@ -27,6 +27,7 @@ from absl import logging
 
 from jwsol.data import mnist
 from jwsol.errors import ConfigError, DataError
+from jwsol.ops.boxes_np import iou
 
 SPLITS = ("train", "test")
 _SPLIT_CODES = {"train": 0, "test": 1}
@@ -111,15 +112,6 @@ def _tight_box(patch: np.ndarray, threshold: int) -> np.ndarray | None:
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
 
 
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), 0, None)
-    inter = ix * iy
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / (area + areas - inter)
-
-
 def make_scene(
     objects: np.ndarray, labels: np.ndarray, settings: SceneSettings, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -149,7 +141,7 @@ def make_scene(
             x0 = int(rng.integers(0, size - side + 1))
             y0 = int(rng.integers(0, size - side + 1))
             box = local + np.array([x0, y0, x0, y0], np.float32)
-            if boxes and np.max(_iou(box, np.stack(boxes))) > settings.max_overlap:
+            if boxes and np.max(iou(box, np.stack(boxes))) > settings.max_overlap:
                 continue
             region = canvas[y0 : y0 + side, x0 : x0 + side]
             np.maximum(region, patch, out=region)

@@ -94,7 +94,7 @@ def parse_annotation(xml_path: str) -> dict:
         indices (xmin..xmax); we convert to continuous pixel edges, x1 = xmin - 1,
         y1 = ymin - 1, x2 = xmax, y2 = ymax, so the box width is x2 - x1 (= the devkit's
         xmax - xmin + 1) and resizing maps boxes by a plain multiplication. Boxes are returned
-        as stored (not clipped); `jwsol.data.proposals.clip_boxes`/`valid_box_mask` clean them.
+        as stored (not clipped); `jwsol.ops.boxes_np.clip_boxes`/`data.proposals.valid_box_mask` clean them.
         `to_voc_inclusive` converts back;
       classes: int32 [M], indices into VOC_CLASSES;
       difficult: bool [M]; truncated: bool [M] (a missing tag reads as False).

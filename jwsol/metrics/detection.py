@@ -1,4 +1,5 @@
-"""Detection metrics on the host (NumPy): VOC average precision, CorLoc, proposal recall.
+"""Detection metrics on the host (NumPy): VOC average precision, CorLoc, proposal recall, and
+`detect` (per-class threshold + NMS) that turns region scores into detections.
 
 Boxes are (x1, y1, x2, y2) pixel coordinates. By default IoU uses the VOC devkit's
 inclusive-pixel convention: a box covers pixels x1..x2, so widths are x2 - x1 + 1 (pass
@@ -25,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jwsol.ops.boxes_np import areas, intersections, iou_matrix, nms_numpy
+
 
 class ImageDetections(NamedTuple):
     """One image's detections (plain tuples in this order work too)."""
@@ -40,29 +43,6 @@ class ImageGroundTruth(NamedTuple):
     boxes: np.ndarray  # [M, 4] (x1, y1, x2, y2)
     labels: np.ndarray  # [M] int class index
     difficult: np.ndarray  # [M] bool
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray, plus_one: bool = True) -> np.ndarray:
-    """IoU of `a: [N, 4]` with `b: [M, 4]` -> `[N, M]` float64 (devkit `+1` by default)."""
-    inter, area_a, area_b = _intersections(a, b, plus_one)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-def _intersections(
-    a: np.ndarray, b: np.ndarray, plus_one: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Intersection areas `[N, M]` of `a: [N, 4]` with `b: [M, 4]`, and the areas `[N]`, `[M]`."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    one = 1.0 if plus_one else 0.0
-    width = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    height = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.maximum(width + one, 0.0) * np.maximum(height + one, 0.0)
-    area_a = (a[:, 2] - a[:, 0] + one) * (a[:, 3] - a[:, 1] + one)
-    area_b = (b[:, 2] - b[:, 0] + one) * (b[:, 3] - b[:, 1] + one)
-    return inter, area_a, area_b
 
 
 # NOTE: the devkit's thresholds come from np.arange(0, 1.1, 0.1), whose entries are not the
@@ -287,12 +267,43 @@ def _top_box_outcome(
     """One of CORLOC_OUTCOMES except 'none' for a top box [1, 4] against the class's boxes [T, 4]."""
     if iou_matrix(top, truth, plus_one).max() >= iou_threshold:
         return "hit"
-    inter, area_top, area_truth = _intersections(top, truth, plus_one)
-    if np.max(inter / np.maximum(area_top[:, None], 1e-12)) >= cover:
+    inter = intersections(top[:, None], truth[None], plus_one)
+    if np.max(inter / np.maximum(areas(top, plus_one)[:, None], 1e-12)) >= cover:
         return "part"
-    if np.max(inter / np.maximum(area_truth[None, :], 1e-12)) >= cover:
+    if np.max(inter / np.maximum(areas(truth, plus_one)[None, :], 1e-12)) >= cover:
         return "too_large"
     return "elsewhere"
+
+
+def detect(
+    region_scores: np.ndarray,
+    boxes: np.ndarray,
+    score_threshold: float,
+    nms_iou: float,
+    max_per_class: int = 0,
+) -> ImageDetections:
+    """One image's detections: per class, scores > threshold, then NMS.
+
+    region_scores: [R, C] of the valid proposals, boxes: [R, 4]. max_per_class > 0 keeps the
+    best that many per class after NMS. Returns ImageDetections(boxes [K, 4], scores [K],
+    labels [K]), classes in order, each by descending score.
+    """
+    out_boxes, out_scores, out_labels = [], [], []
+    for c in range(region_scores.shape[1]):
+        keep = np.nonzero(region_scores[:, c] > score_threshold)[0]
+        if not len(keep):
+            continue
+        kept = keep[nms_numpy(boxes[keep], region_scores[keep, c], nms_iou)]
+        if max_per_class > 0:
+            kept = kept[:max_per_class]
+        out_boxes.append(boxes[kept])
+        out_scores.append(region_scores[kept, c])
+        out_labels.append(np.full(len(kept), c, np.int64))
+    if not out_boxes:
+        return ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+    return ImageDetections(
+        np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_labels)
+    )
 
 
 def proposal_recall(

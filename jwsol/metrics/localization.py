@@ -1,176 +1,287 @@
-"""Localization accuracy from heatmaps (host side): CorLoc, MaxBoxAcc, MaxBoxAccV2.
+"""Localization accuracy from class heatmaps (host side, NumPy / SciPy): CorLoc, MaxBoxAcc,
+MaxBoxAccV2 and box coverage, every cam threshold at once.
 
-Inputs are per sample (one image, or one (image, class) pair for multi-class images):
-`heatmaps`: [h, w] each; `gt_boxes`: [M, 4] each, (x1, y1, x2, y2) in image pixels,
-continuous coordinates (pixel edges: VOC's inclusive boxes need x2 + 1, y2 + 1);
-`image_sizes`: (H, W) each, to resize the heatmap to (None: heatmaps are at image size).
-Heatmaps become boxes as in `jwsol.ops.heatmaps` (resize, min-max normalize, threshold,
-connected components, bounding rectangles).
+A sample is one (image, class) pair: a score map [h, w] computed on an S x S canvas whose
+top-left (H, W) pixels hold the image, and the class's true boxes [M, 4] (x1, y1, x2, y2) in
+pixel edges of that image (VOC's inclusive boxes need x2 + 1, y2 + 1; IoU without `+1`).
+1. `heatmap_to_image` places the map on the image, bilinear between cell centres: each cell at
+   its receptive-field centre (`geometry`), or spread over the canvas as `cv2.resize` would;
+2. `normalize_heatmap` maps it to [0, 1] by min-max (Choe et al. 2020); a constant map is 0;
+3. the mask at cam threshold t is `normalized >= t`; its 8-connected components give boxes
+   (pixel edges: a component on columns 3..7 has x1 = 3, x2 = 8), the largest one being the
+   most pixels (the first in row-major order on a tie).
+A sample is a hit at (IoU threshold d, cam threshold t) when its box has IoU >= d with some
+true box; no box is a miss.
 
-A sample is a hit at (cam threshold t, IoU threshold d) when some estimated box has IoU >= d
-with some ground-truth box; no estimated box is a miss.
-
-- `box_accuracy_curve`: the hit rate for every (d, t) pair.
-- `max_box_acc` (Choe et al. 2020, "Evaluating Weakly Supervised Object Localization Methods
-  Right", their MaxBoxAcc): the best hit rate over the cam thresholds at d = 0.5, with the
-  largest component only.
-- `max_box_acc_v2` (their MaxBoxAccV2): the mean over d in {0.3, 0.5, 0.7} of the best hit
-  rate over cam thresholds (each d picks its own t), with every component's box a candidate.
-- `corloc_from_heatmaps`: the hit rate at one fixed cam threshold (default 0.2: Zhou et al.'s
-  CAM boxes at 20 % of the max) and d = 0.5, averaged per class then over classes when
-  `classes` is given.
-Cam thresholds default to 0, 0.01, ..., 0.99 (Choe et al.'s grid). Our threshold test is
-`normalized >= t` on float maps; Choe et al. threshold a uint8 copy, so their boxes can differ
-by one quantization step.
+`BoxAccumulator` pools samples into the metrics:
+- corloc: hit rate at one cam threshold and d = 0.5, largest component, averaged per class then
+  over classes;
+- max_box_acc (Choe et al. 2020, "Evaluating Weakly Supervised Object Localization Methods
+  Right"): the best pooled hit rate over cam thresholds at d = 0.5, largest component;
+- max_box_acc_v2: the mean over d in {0.3, 0.5, 0.7} of the best pooled hit rate (each d its
+  own threshold), with every component's box a candidate;
+- box_coverage / mask_in_box: the fraction of true-box pixels inside the mask, and of the mask
+  inside the true boxes.
+Cam thresholds are the grid 0, 1/T, ..., (T-1)/T. Our threshold test is on float maps; Choe et
+al. threshold a uint8 copy, so their boxes can differ by one quantization step.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from scipy import ndimage
 
-from jwsol.metrics.detection import iou_matrix
-from jwsol.ops import heatmaps as hm
+from jwsol.ops.boxes_np import iou_matrix
 
-DEFAULT_CAM_THRESHOLDS = np.round(np.arange(0, 100) * 0.01, 2)
-
-
-def box_accuracy_curve(
-    heatmaps: Sequence[np.ndarray],
-    gt_boxes: Sequence[np.ndarray],
-    image_sizes: Sequence[tuple[int, int]] | None = None,
-    cam_thresholds: Sequence[float] = DEFAULT_CAM_THRESHOLDS,
-    iou_thresholds: Sequence[float] = (0.5,),
-    all_components: bool = False,
-    interpolation: str = "bilinear",
-) -> np.ndarray:
-    """Hit rate `[len(iou_thresholds), len(cam_thresholds)]` over the samples."""
-    hits = _hits(
-        heatmaps,
-        gt_boxes,
-        image_sizes,
-        cam_thresholds,
-        iou_thresholds,
-        all_components,
-        interpolation,
-    )
-    return hits.mean(axis=0)
+V2_IOUS = (0.3, 0.5, 0.7)
+_PLANAR_8 = np.zeros((3, 3, 3), bool)
+_PLANAR_8[1] = True  # 8-connectivity inside each threshold plane, none across planes
 
 
-def max_box_acc(
-    heatmaps: Sequence[np.ndarray],
-    gt_boxes: Sequence[np.ndarray],
-    image_sizes: Sequence[tuple[int, int]] | None = None,
-    iou_threshold: float = 0.5,
-    cam_thresholds: Sequence[float] = DEFAULT_CAM_THRESHOLDS,
-    all_components: bool = False,
-    interpolation: str = "bilinear",
-) -> dict:
-    """MaxBoxAcc: {'max_box_acc': best hit rate, 'best_threshold': its cam threshold (the
-    lowest on a tie), 'curve': [T] hit rate per cam threshold}."""
-    curve = box_accuracy_curve(
-        heatmaps,
-        gt_boxes,
-        image_sizes,
-        cam_thresholds,
-        (iou_threshold,),
-        all_components,
-        interpolation,
-    )[0]
-    best = int(np.argmax(curve))
-    return {
-        "max_box_acc": float(curve[best]),
-        "best_threshold": float(np.asarray(cam_thresholds)[best]),
-        "curve": curve,
-    }
+# Heatmap placement ------------------------------------------------------------------------------
 
 
-def max_box_acc_v2(
-    heatmaps: Sequence[np.ndarray],
-    gt_boxes: Sequence[np.ndarray],
-    image_sizes: Sequence[tuple[int, int]] | None = None,
-    iou_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
-    cam_thresholds: Sequence[float] = DEFAULT_CAM_THRESHOLDS,
-    all_components: bool = True,
-    interpolation: str = "bilinear",
-) -> dict:
-    """MaxBoxAccV2: {'max_box_acc_v2': mean over IoU thresholds of the best hit rate,
-    'per_iou': {d: best hit rate}, 'best_thresholds': {d: cam threshold}, 'curve': [D, T]}."""
-    curve = box_accuracy_curve(
-        heatmaps,
-        gt_boxes,
-        image_sizes,
-        cam_thresholds,
-        iou_thresholds,
-        all_components,
-        interpolation,
-    )
-    best = np.argmax(curve, axis=1)
-    thresholds = np.asarray(cam_thresholds)
-    per_iou = {float(d): float(curve[i, best[i]]) for i, d in enumerate(iou_thresholds)}
-    return {
-        "max_box_acc_v2": float(np.mean(list(per_iou.values()))),
-        "per_iou": per_iou,
-        "best_thresholds": {
-            float(d): float(thresholds[best[i]]) for i, d in enumerate(iou_thresholds)
-        },
-        "curve": curve,
-    }
+def interpolation_matrix(out_size: int, cells: int, first: float, step: float, scale: float):
+    """Linear interpolation weights [out_size, cells] along one axis.
 
-
-def corloc_from_heatmaps(
-    heatmaps: Sequence[np.ndarray],
-    gt_boxes: Sequence[np.ndarray],
-    image_sizes: Sequence[tuple[int, int]] | None = None,
-    cam_threshold: float = 0.2,
-    iou_threshold: float = 0.5,
-    classes: Sequence[int] | None = None,
-    all_components: bool = False,
-    interpolation: str = "bilinear",
-) -> dict:
-    """CorLoc at one cam threshold: {'corloc': float, 'per_class': {class: rate}}.
-
-    With `classes` ([S] class of each sample) the rate is averaged per class, then over
-    classes; without, over samples (`per_class` is then empty).
+    Output pixel i has its centre at (i + 0.5) * scale input px; cell m sits at first + m * step.
+    Outside the first/last cell centre the edge value is repeated (as cv2's bilinear resize).
     """
-    hits = _hits(
-        heatmaps,
-        gt_boxes,
-        image_sizes,
-        (cam_threshold,),
-        (iou_threshold,),
-        all_components,
-        interpolation,
-    )[:, 0, 0]
-    if classes is None:
-        return {"corloc": float(hits.mean()) if len(hits) else float("nan"), "per_class": {}}
-    classes = np.asarray(classes).reshape(-1)
-    if len(classes) != len(hits):
-        raise ValueError(f"classes has {len(classes)} entries for {len(hits)} heatmaps")
-    per_class = {int(c): float(hits[classes == c].mean()) for c in np.unique(classes)}
-    rates = list(per_class.values())
-    return {"corloc": float(np.mean(rates)) if rates else float("nan"), "per_class": per_class}
+    centres = (np.arange(out_size) + 0.5) * scale
+    u = np.clip((centres - first) / step, 0.0, cells - 1.0)
+    low = np.floor(u).astype(np.int64)
+    high = np.minimum(low + 1, cells - 1)
+    frac = u - low
+    weights = np.zeros((out_size, cells))
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, low), 1.0 - frac)
+    np.add.at(weights, (rows, high), frac)
+    return weights
 
 
-def _hits(
-    heatmaps, gt_boxes, image_sizes, cam_thresholds, iou_thresholds, all_components, interpolation
+def heatmap_to_image(
+    score_map: np.ndarray,
+    canvas_size: int,
+    image_size: tuple[int, int],
+    out_size: tuple[int, int] | None = None,
+    geometry: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """[S, D, T] bool: sample s is a hit at IoU threshold d and cam threshold t."""
-    if len(heatmaps) != len(gt_boxes):
-        raise ValueError(f"{len(heatmaps)} heatmaps but {len(gt_boxes)} ground-truth box sets")
-    if image_sizes is not None and len(image_sizes) != len(heatmaps):
-        raise ValueError(f"{len(image_sizes)} image sizes for {len(heatmaps)} heatmaps")
-    iou_thresholds = np.asarray(iou_thresholds, np.float64)
-    hits = np.zeros((len(heatmaps), len(iou_thresholds), len(cam_thresholds)), bool)
-    for s, (heatmap, truth) in enumerate(zip(heatmaps, gt_boxes)):
-        truth = np.asarray(truth, np.float64).reshape(-1, 4)
-        if len(truth) == 0:
-            raise ValueError(f"gt_boxes[{s}] is empty: every sample needs a ground-truth box")
-        size = None if image_sizes is None else image_sizes[s]
-        prepared = hm.prepare_heatmap(heatmap, size, interpolation)
-        for t, boxes in enumerate(hm.boxes_at_thresholds(prepared, cam_thresholds, all_components)):
-            if len(boxes):
-                best = iou_matrix(boxes, truth, plus_one=False).max()
-                hits[s, :, t] = best >= iou_thresholds
-    return hits
+    """One class's score map on the image it was computed from.
+
+    score_map: [h, w] computed on an S x S input canvas (S = canvas_size) whose top-left
+      (H, W) = image_size pixels hold the image (the rest is the pipeline's padding).
+    out_size: (H', W') output resolution (default (H, W)): pixel (i, j) samples the image point
+      ((j + 0.5) W / W', (i + 0.5) H / H').
+    geometry: (centre of cell 0, distance between cells) in input pixels, the same along both
+      axes (a receptive field); None spreads the map over the canvas (cell m at (m + 0.5) S / h).
+    Returns float32 [H', W'], bilinear between cell centres.
+    """
+    score_map = np.asarray(score_map, np.float64)
+    if score_map.ndim != 2:
+        raise ValueError(f"score_map must be [h, w], got shape {score_map.shape}")
+    height, width = (int(v) for v in image_size)
+    out_h, out_w = (height, width) if out_size is None else (int(v) for v in out_size)
+    rows, cols = score_map.shape
+    if geometry is not None:
+        (first_y, step_y), (first_x, step_x) = geometry, geometry
+    else:
+        step_y, step_x = canvas_size / rows, canvas_size / cols
+        first_y, first_x = step_y / 2.0, step_x / 2.0
+    along_y = interpolation_matrix(out_h, rows, first_y, step_y, height / out_h)
+    along_x = interpolation_matrix(out_w, cols, first_x, step_x, width / out_w)
+    return (along_y @ score_map @ along_x.T).astype(np.float32)
+
+
+def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
+    """(x - min) / (max - min) as float32 [H, W]; a constant map gives zeros."""
+    heatmap = np.asarray(heatmap, np.float32)
+    low, high = float(heatmap.min()), float(heatmap.max())
+    if high <= low:
+        return np.zeros_like(heatmap)
+    return (heatmap - low) / (high - low)
+
+
+# Boxes at every threshold -----------------------------------------------------------------------
+
+
+def component_boxes(prepared: np.ndarray, thresholds: np.ndarray):
+    """Connected components of `prepared >= t` for every t at once.
+
+    prepared: [H, W] normalised heatmap; thresholds: [T].
+    Returns (plane [K] threshold index, boxes [K, 4] pixel edges, sizes [K] pixels) of every
+    8-connected component, in row-major order of their first pixel within each plane, from one
+    labelling pass.
+    """
+    stack = prepared[None] >= np.asarray(thresholds, np.float32)[:, None, None]
+    labels, count = ndimage.label(stack, structure=_PLANAR_8)
+    if count == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)
+    slices = ndimage.find_objects(labels)
+    plane = np.array([s[0].start for s in slices])
+    boxes = np.array([[s[2].start, s[1].start, s[2].stop, s[1].stop] for s in slices], float)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    return plane, boxes, sizes
+
+
+def largest_per_plane(plane: np.ndarray, sizes: np.ndarray, num_planes: int) -> np.ndarray:
+    """Index of the largest component of each plane (the first on a tie), -1 where none: [T]."""
+    out = np.full(num_planes, -1)
+    if len(plane):
+        order = np.lexsort((np.arange(len(plane)), -sizes, plane))
+        planes, first = np.unique(plane[order], return_index=True)
+        out[planes] = order[first]
+    return out
+
+
+def largest_box(prepared: np.ndarray, threshold: float) -> np.ndarray:
+    """The box [K <= 1, 4] of the largest component of `prepared >= threshold`."""
+    plane, boxes, sizes = component_boxes(prepared, np.array([threshold]))
+    pick = largest_per_plane(plane, sizes, 1)
+    return boxes[pick[pick >= 0]]
+
+
+def threshold_hits(
+    prepared: np.ndarray,
+    true_boxes: np.ndarray,
+    thresholds: np.ndarray,
+    iou_thresholds=V2_IOUS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hits of one sample at every (IoU threshold d, cam threshold t): bool [D, T] twice.
+
+    The first counts the largest component's box (MaxBoxAcc, CorLoc), the second any
+    component's box (MaxBoxAccV2); a hit is IoU >= d with some true box (IoU without `+1`).
+    """
+    true_boxes = np.asarray(true_boxes, np.float64).reshape(-1, 4)
+    if len(true_boxes) == 0:
+        raise ValueError("threshold_hits needs at least one true box")
+    ious = np.asarray(iou_thresholds, np.float64)[:, None]
+    plane, boxes, sizes = component_boxes(prepared, thresholds)
+    largest = np.zeros((len(ious), len(thresholds)), bool)
+    any_box = np.zeros_like(largest)
+    if len(plane) == 0:
+        return largest, any_box
+    best = iou_matrix(boxes, true_boxes).max(axis=1)  # [K]
+    pick = largest_per_plane(plane, sizes, len(thresholds))
+    has = pick >= 0
+    largest[:, has] = best[pick[has]][None] >= ious
+    for d, iou in enumerate(ious[:, 0]):
+        any_box[d] = np.bincount(plane[best >= iou], minlength=len(thresholds)) > 0
+    return largest, any_box
+
+
+# Coverage ---------------------------------------------------------------------------------------
+
+
+def box_pixels(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """bool [H, W]: pixels whose centre lies inside some box [M, 4] (pixel edges)."""
+    height, width = size
+    ys, xs = np.arange(height) + 0.5, np.arange(width) + 0.5
+    inside = np.zeros((height, width), bool)
+    for x1, y1, x2, y2 in np.asarray(boxes, np.float64).reshape(-1, 4):
+        inside |= ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+    return inside
+
+
+def coverage_curves(
+    prepared: np.ndarray, inside: np.ndarray, thresholds: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """How much of the true boxes the thresholded map covers, at every threshold: [T] twice.
+
+    prepared: [H, W] normalised map; inside: bool [H, W] true-box pixels. coverage[t] is the
+    fraction of `inside` with prepared >= t; in_box[t] the fraction of the mask inside (0 for an
+    empty mask).
+    """
+    values = np.sort(prepared[inside])
+    every = np.sort(prepared.ravel())
+    above_in = len(values) - np.searchsorted(values, thresholds, side="left")
+    above = len(every) - np.searchsorted(every, thresholds, side="left")
+    coverage = above_in / max(len(values), 1)
+    in_box = np.where(above > 0, above_in / np.maximum(above, 1), 0.0)
+    return coverage, in_box
+
+
+def coverage_at_precision(coverage: np.ndarray, in_box: np.ndarray, level: float) -> float:
+    """The largest coverage [T] at a threshold whose in-box fraction [T] reaches `level`, NaN if
+    none does: how much of the objects a map covers at an equal precision of its mask."""
+    reach = np.asarray(in_box) >= level
+    return float(np.max(np.asarray(coverage)[reach])) if reach.any() else float("nan")
+
+
+def cam_threshold_grid(num: int, cam_threshold: float) -> tuple[np.ndarray, int]:
+    """(thresholds 0, 1/num, ..., (num-1)/num, index of cam_threshold in them)."""
+    if num < 1:
+        raise ValueError(f"num_cam_thresholds={num}; must be >= 1.")
+    index = cam_threshold * num
+    if abs(index - round(index)) > 1e-6 or not 0 <= round(index) < num:
+        raise ValueError(
+            f"cam_threshold={cam_threshold} is not on the grid k / {num} "
+            f"(num_cam_thresholds); pick a multiple of {1 / num:g} below 1."
+        )
+    return np.arange(num) / num, round(index)
+
+
+# Pooling ----------------------------------------------------------------------------------------
+
+
+class BoxAccumulator:
+    """Pools the hits and coverage of (image, class) samples into the box metrics."""
+
+    def __init__(self, num_classes: int, thresholds: np.ndarray, cam_index: int):
+        self.thresholds, self.cam_index = thresholds, cam_index
+        t = len(thresholds)
+        self.count = np.zeros(num_classes, np.int64)
+        self.largest_hits = np.zeros((num_classes, len(V2_IOUS), t), np.int64)
+        self.any_hits = np.zeros((num_classes, len(V2_IOUS), t), np.int64)
+        self.coverage = np.zeros(t)  # summed over samples, per cam threshold
+        self.in_box = np.zeros(t)
+
+    def add(self, cls: int, prepared: np.ndarray, true_boxes: np.ndarray) -> None:
+        """One sample: normalised map [H, W] of class `cls`, its true boxes [M, 4] on that map."""
+        largest, any_box = threshold_hits(prepared, true_boxes, self.thresholds)
+        self.count[cls] += 1
+        self.largest_hits[cls] += largest
+        self.any_hits[cls] += any_box
+        inside = box_pixels(true_boxes, prepared.shape)
+        coverage, in_box = coverage_curves(prepared, inside, self.thresholds)
+        self.coverage += coverage
+        self.in_box += in_box
+
+    def result(self) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
+        """(metrics, curves over the cam thresholds: None without samples).
+
+        curves: 'largest' [T] MaxBoxAcc's hit rate, 'any' [D, T] V2's, 'coverage' and 'in_box' [T].
+        """
+        total = int(self.count.sum())
+        if total == 0:
+            nan = float("nan")
+            empty = {"corloc": nan, "max_box_acc": nan, "max_box_acc_v2": nan}
+            return {**empty, "num_loc_samples": 0.0}, None
+        half = V2_IOUS.index(0.5)
+        present = self.count > 0
+        pooled_largest = self.largest_hits.sum(axis=0) / total  # [D, T]
+        pooled_any = self.any_hits.sum(axis=0) / total
+        coverage, in_box = self.coverage / total, self.in_box / total
+        best = int(np.argmax(pooled_largest[half]))
+        per_class = self.largest_hits[present, half, self.cam_index] / self.count[present]
+        per_iou = pooled_any.max(axis=1)
+        out = {
+            "corloc": float(per_class.mean()),
+            "max_box_acc": float(pooled_largest[half, best]),
+            "max_box_acc_threshold": float(self.thresholds[best]),
+            "max_box_acc_v2": float(per_iou.mean()),
+            "box_coverage": float(coverage[self.cam_index]),
+            "mask_in_box": float(in_box[self.cam_index]),
+            "box_coverage_at_best": float(coverage[best]),
+            "mask_in_box_at_best": float(in_box[best]),
+            "box_coverage_at_in_box50": coverage_at_precision(coverage, in_box, 0.5),
+            "num_loc_samples": float(total),
+        }
+        for iou, value in zip(V2_IOUS, per_iou):
+            out[f"max_box_acc_v2_iou{round(iou * 100)}"] = float(value)
+        curves = {
+            "largest": pooled_largest[half],
+            "any": pooled_any,
+            "coverage": coverage,
+            "in_box": in_box,
+        }
+        return out, curves

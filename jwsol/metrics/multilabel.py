@@ -9,6 +9,7 @@ AP = sum over distinct score thresholds t, from high to low, of (R(t) - R(t_prev
 with P, R the precision and recall of `score >= t`. Entries with equal scores enter together,
 so an all-equal column has AP = its positive rate. A class without positives has no defined
 AP: we report NaN and leave it out of the mean (scikit-learn would warn and give 0 or -0).
+`tail_accuracy` is seed 003's precision of each class's most confident images over thresholds.
 """
 
 from __future__ import annotations
@@ -95,6 +96,49 @@ def fbeta(
     fn = np.sum(~predicted & positive, axis=0)
     b2 = beta * beta
     return _summarise((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
+
+
+def tail_accuracy(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    valid: np.ndarray | None = None,
+    top: int = 50,
+    num_thresholds: int = 20,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Seed 003's tail accuracy: how often the most confident positives are right.
+
+    scores [N, C] in [0, 1] (sigmoid outputs), labels [N, C] in {0, 1}, valid [N, C] bool
+    (entries with False are left out, e.g. VOC's difficult-only labels).
+    For class c, T_c = the `top` valid images with the highest score (ties: lower index first).
+    Thresholds t_j = 0.5 + j * (t_max - 0.5) / num_thresholds, j = 0 .. num_thresholds - 1,
+    with t_max the highest valid score of all classes. Then
+
+        tailacc_c(t) = #{i in T_c : s_ic >= t and y_ic = 1} / #{i in T_c : s_ic >= t}
+
+    (undefined when no image of T_c reaches t), tailacc(t) = mean over the classes where it is
+    defined, and the reported value = mean of tailacc(t) over the thresholds where it is defined.
+    Returns (thresholds [M], tailacc(t) [M] with NaN where undefined, mean (NaN if none)).
+    """
+    scores, labels, valid = _check(scores, labels, valid)
+    t_max = float(scores[valid].max()) if valid.any() else 0.5
+    thresholds = 0.5 + np.arange(num_thresholds) * (max(t_max, 0.5) - 0.5) / num_thresholds
+    per_class = np.full((scores.shape[1], num_thresholds), np.nan)
+    for c in range(scores.shape[1]):
+        rows = np.flatnonzero(valid[:, c])
+        best = rows[np.argsort(-scores[rows, c], kind="stable")[:top]]
+        above = scores[best, c][:, None] >= thresholds[None, :]  # [top, M]
+        count = above.sum(axis=0)
+        hits = (above & labels[best, c][:, None]).sum(axis=0)
+        per_class[c] = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+    with np.errstate(invalid="ignore"):
+        defined = ~np.isnan(per_class)
+        curve = np.where(
+            defined.any(axis=0),
+            np.nansum(per_class, axis=0) / np.maximum(defined.sum(axis=0), 1),
+            np.nan,
+        )
+    finite = curve[~np.isnan(curve)]
+    return thresholds, curve, float(finite.mean()) if len(finite) else float("nan")
 
 
 def _summarise(numerator: np.ndarray, denominator: np.ndarray) -> dict:

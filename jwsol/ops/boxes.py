@@ -1,8 +1,9 @@
 """Box arithmetic and non-maximum suppression.
 
 Boxes are float arrays `[..., 4]` holding (x1, y1, x2, y2) in continuous coordinates: a box
-covering pixels 0..9 is (0, 0, 10, 10) and has area 100. No `+1` anywhere here (the VOC
-devkit's inclusive-pixel convention lives in `jwsol.metrics.detection`).
+covering pixels 0..9 is (0, 0, 10, 10) and has area 100; `plus_one=True` switches IoU to the VOC
+devkit's inclusive-pixel convention (widths x2 - x1 + 1). `jwsol.ops.boxes_np` holds the NumPy
+twins (IoU, clip, NMS) for code that must not import JAX.
 
 `nms` reproduces `torchvision.ops.nms` (CPU kernel): boxes are visited in descending score
 order; each box not yet suppressed is kept and suppresses every later box whose IoU with it is
@@ -19,7 +20,7 @@ the stable one. With distinct scores the kept set and order are identical.
 Three entry points:
 - `nms_padded`: jittable, fixed output size: indices padded with -1 and a valid mask.
 - `nms`: the same on concrete arrays, trimmed to the kept boxes (not jittable: dynamic size).
-- `nms_numpy`: host NumPy version for evaluation code that never touches a device.
+- `boxes_np.nms_numpy`: host NumPy version for evaluation code that never touches a device.
 """
 
 from __future__ import annotations
@@ -28,20 +29,26 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jwsol.ops.boxes_np import check_nms_inputs
 
-def area(boxes: jax.Array) -> jax.Array:
-    """Areas `(x2 - x1) * (y2 - y1)` of `boxes: [..., 4]` -> `[...]`.
+
+def area(boxes: jax.Array, plus_one: bool = False) -> jax.Array:
+    """Areas `(x2 - x1) * (y2 - y1)` of `boxes: [..., 4]` -> `[...]` (`+ 1` on each side).
 
     Like torchvision's `box_area`, malformed boxes (x2 < x1) are not clamped.
     """
+    if plus_one:
+        return (boxes[..., 2] - boxes[..., 0] + 1) * (boxes[..., 3] - boxes[..., 1] + 1)
     return (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
 
 
-def _intersection(a: jax.Array, b: jax.Array) -> jax.Array:
+def _intersection(a: jax.Array, b: jax.Array, plus_one: bool = False) -> jax.Array:
     """Intersection areas of broadcastable `a: [..., 4]` and `b: [..., 4]` -> `[...]`."""
-    width = jnp.maximum(jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0]), 0)
-    height = jnp.maximum(jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1]), 0)
-    return width * height
+    width = jnp.minimum(a[..., 2], b[..., 2]) - jnp.maximum(a[..., 0], b[..., 0])
+    height = jnp.minimum(a[..., 3], b[..., 3]) - jnp.maximum(a[..., 1], b[..., 1])
+    if plus_one:
+        width, height = width + 1, height + 1
+    return jnp.maximum(width, 0) * jnp.maximum(height, 0)
 
 
 def _safe_ratio(inter: jax.Array, union: jax.Array) -> jax.Array:
@@ -52,10 +59,10 @@ def _safe_ratio(inter: jax.Array, union: jax.Array) -> jax.Array:
     return jnp.where(positive, inter / jnp.where(positive, union, 1), 0)
 
 
-def pairwise_iou(a: jax.Array, b: jax.Array) -> jax.Array:
+def pairwise_iou(a: jax.Array, b: jax.Array, plus_one: bool = False) -> jax.Array:
     """IoU of every box in `a: [N, 4]` with every box in `b: [M, 4]` -> `[N, M]`."""
-    inter = _intersection(a[:, None, :], b[None, :, :])
-    union = area(a)[:, None] + area(b)[None, :] - inter
+    inter = _intersection(a[:, None, :], b[None, :, :], plus_one)
+    union = area(a, plus_one)[:, None] + area(b, plus_one)[None, :] - inter
     return _safe_ratio(inter, union)
 
 
@@ -131,7 +138,7 @@ def nms(
     Not jittable (the output size depends on the data); use `nms_padded` inside jit.
     `boxes: [N, 4]`, `scores: [N]`; `max_output` truncates to the first K kept boxes.
     """
-    _check_nms_inputs(np.shape(boxes), np.shape(scores))
+    check_nms_inputs(np.shape(boxes), np.shape(scores))
     indices, kept = _nms_padded_jit(
         jnp.asarray(boxes), jnp.asarray(scores), iou_threshold, max_output
     )
@@ -139,36 +146,3 @@ def nms(
 
 
 _nms_padded_jit = jax.jit(nms_padded, static_argnames=("max_output",))
-
-
-def nms_numpy(
-    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int | None = None
-) -> np.ndarray:
-    """Host NumPy twin of `nms` (same rules, same tie-breaking): kept indices `[K]` int64."""
-    boxes = np.asarray(boxes)
-    scores = np.asarray(scores)
-    _check_nms_inputs(boxes.shape, scores.shape)
-    order = np.argsort(-scores, kind="stable")
-    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
-    areas = (x2 - x1) * (y2 - y1)
-    keep = []
-    limit = len(order) if max_output is None else max_output
-    while order.size > 0 and len(keep) < limit:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        width = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-        height = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
-        inter = width * height
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = inter / (areas[i] + areas[rest] - inter)
-        # NaN (0/0 for degenerate pairs) compares False: such boxes survive, as in torchvision.
-        order = rest[~(iou > iou_threshold)]
-    return np.asarray(keep, dtype=np.int64)
-
-
-def _check_nms_inputs(boxes_shape: tuple[int, ...], scores_shape: tuple[int, ...]) -> None:
-    if len(boxes_shape) != 2 or boxes_shape[1] != 4:
-        raise ValueError(f"boxes must be [N, 4], got shape {boxes_shape}")
-    if scores_shape != boxes_shape[:1]:
-        raise ValueError(f"scores must be [N] = {boxes_shape[:1]}, got shape {scores_shape}")

@@ -26,9 +26,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from jwsol.data import mnist, tinyimagenet
+from jwsol.data import augment, mnist, tinyimagenet
 from jwsol.errors import ConfigError, DataError
+from jwsol.metrics import classification
 from jwsol.models.resnet import ResNet
+from jwsol.ops.gradcam import gradcam_maps
 from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz import gradcam
 from jwsol.weights import torchvision as tv
@@ -76,27 +78,6 @@ def pad_to(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarra
     return np.pad(images, widths), labels
 
 
-def denormalise(images: np.ndarray, mean, std) -> np.ndarray:
-    """Normalised float [..., 3] -> uint8 RGB for pictures."""
-    out = (np.asarray(images) * np.asarray(std) + np.asarray(mean)) * 255.0
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per-example -log softmax(logits)[label] in float64: logits [N, C], labels [N] -> [N]."""
-    z = np.asarray(logits, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return log_norm - z[np.arange(len(z)), labels]
-
-
-def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """bool [N]: fewer than k classes score strictly above the true class (ties count for it)."""
-    logits = np.asarray(logits)
-    true = logits[np.arange(len(logits)), labels]
-    return (logits > true[:, None]).sum(axis=1) < k
-
-
 class ClassificationEvaluator(Evaluator):
     def __init__(self, class_names, mean, std, num_figure_images: int = 24):
         self.names, self.mean, self.std, self.k = class_names, mean, std, num_figure_images
@@ -106,9 +87,9 @@ class ClassificationEvaluator(Evaluator):
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         logits, labels = outputs["logits"], batch["label"]
         predicted = np.argmax(logits, axis=1)
-        self.losses.append(cross_entropy(logits, labels))
+        self.losses.append(classification.cross_entropy(logits, labels))
         self.top1.append(predicted == labels)
-        self.top5.append(topk_correct(logits, labels, min(5, logits.shape[1])))
+        self.top5.append(classification.topk_correct(logits, labels, min(5, logits.shape[1])))
         have = sum(len(m[0]) for m in self.mistakes)
         wrong = np.flatnonzero(predicted != labels)[: max(0, self.k - have)]
         if len(wrong):
@@ -116,7 +97,7 @@ class ClassificationEvaluator(Evaluator):
             prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
             self.mistakes.append(
                 (
-                    denormalise(batch["image"][wrong], self.mean, self.std),
+                    augment.denormalize(batch["image"][wrong], self.mean, self.std),
                     labels[wrong],
                     predicted[wrong],
                     prob[np.arange(len(wrong)), predicted[wrong]],
@@ -233,8 +214,8 @@ class ClassificationTask(Task):
             return self.model.apply(variables, a, method=ResNet.head)
 
         logits = head(layer4)
-        _, cam_pred = gradcam.gradcam_maps(head, layer4, jnp.argmax(logits, axis=-1))
-        _, cam_true = gradcam.gradcam_maps(head, layer4, batch["label"].astype(jnp.int32))
+        _, cam_pred = gradcam_maps(head, layer4, jnp.argmax(logits, axis=-1))
+        _, cam_true = gradcam_maps(head, layer4, batch["label"].astype(jnp.int32))
         return {"logits": logits, "cam_pred": cam_pred, "cam_true": cam_true}
 
     def evaluator(self, ctx: EvalContext):

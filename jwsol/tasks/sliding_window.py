@@ -12,19 +12,11 @@ from jwsol import losses
 from jwsol.data import canvas, mnist
 from jwsol.errors import ConfigError
 from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
+from jwsol.ops.boxes_np import iou
 from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz.boxes import box_grid
 
 TEST_SEED_SALT = 1_000_003  # the test split's placements use seed + this, never the train seed
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of boxes a, b [N, 4] (x1, y1, x2, y2, continuous)."""
-    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = w * h
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
-    return inter / np.maximum(area(a) + area(b) - inter, 1e-9)
 
 
 class SlidingWindowEvaluator(Evaluator):
@@ -36,7 +28,7 @@ class SlidingWindowEvaluator(Evaluator):
         box = self.task.window_box_to_canvas(outputs)
         true = batch["box"].astype(np.float32)
         self.correct.append(outputs["label"] == batch["label"])
-        self.ious.append(box_iou(box, true))
+        self.ious.append(iou(box, true))
         if sum(len(s[0]) for s in self.shown) < self.k:
             self.shown.append((batch["image"], true, box, batch["label"], outputs["label"]))
 

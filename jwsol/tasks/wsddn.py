@@ -7,7 +7,7 @@ Evaluation (host side, `WSDDNEvaluator`): per image, the region scores (class so
 softmax, [R, C]) of the valid proposals; boxes are mapped back to original-image pixels
 (`augment.boxes_to_original`) and so are the true boxes, so every metric is in original
 coordinates. Per class: scores > eval.score_threshold, then NMS at eval.nms_iou
-(`jwsol.ops.boxes.nms_numpy`, torchvision's rules) -> detections. Metrics:
+(`metrics.detection.detect`, torchvision's NMS rules) -> detections. Metrics:
   map, ap/<class>     VOC AP (`metrics.detection.mean_ap`: voc_eval rules, 11-point by default)
   corloc              top box per positive class, IoU >= 0.5 (`metrics.detection.corloc`)
   top_box/<outcome>   how those top boxes fare: hit, part (a miss inside the object),
@@ -23,12 +23,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 from flax import traverse_util
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 from jwsol import losses
 from jwsol.data import augment
@@ -36,10 +32,9 @@ from jwsol.errors import ConfigError
 from jwsol.metrics import detection as det_metrics
 from jwsol.metrics import multilabel
 from jwsol.models.wsddn import WSDDN
-from jwsol.ops.boxes import nms_numpy
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator
-from jwsol.viz.boxes import draw_boxes, figure_to_array
+from jwsol.viz.detections import ap_bar_chart, detections_figure
 
 # Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).
 HISTOGRAM_LAYERS = {
@@ -47,37 +42,6 @@ HISTOGRAM_LAYERS = {
     "conv2": ("features", "conv2", "kernel"),
     "fc7": ("fc67", "fc7", "kernel"),
 }
-
-
-def detect(
-    region_scores: np.ndarray,
-    boxes: np.ndarray,
-    score_threshold: float,
-    nms_iou: float,
-    max_per_class: int = 0,
-) -> det_metrics.ImageDetections:
-    """One image's detections: per class, scores > threshold, then NMS.
-
-    region_scores: [R, C] of the valid proposals, boxes: [R, 4]. max_per_class > 0 keeps the
-    best that many per class after NMS. Returns ImageDetections(boxes [K, 4], scores [K],
-    labels [K]), classes in order, each by descending score.
-    """
-    out_boxes, out_scores, out_labels = [], [], []
-    for c in range(region_scores.shape[1]):
-        keep = np.nonzero(region_scores[:, c] > score_threshold)[0]
-        if not len(keep):
-            continue
-        kept = keep[nms_numpy(boxes[keep], region_scores[keep, c], nms_iou)]
-        if max_per_class > 0:
-            kept = kept[:max_per_class]
-        out_boxes.append(boxes[kept])
-        out_scores.append(region_scores[kept, c])
-        out_labels.append(np.full(len(kept), c, np.int64))
-    if not out_boxes:
-        return det_metrics.ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
-    return det_metrics.ImageDetections(
-        np.concatenate(out_boxes), np.concatenate(out_scores), np.concatenate(out_labels)
-    )
 
 
 class WSDDNEvaluator(Evaluator):
@@ -108,7 +72,7 @@ class WSDDNEvaluator(Evaluator):
         for i in range(len(proposals)):
             valid = batch["proposal_mask"][i]
             gt = batch["gt_mask"][i]
-            dets = detect(
+            dets = det_metrics.detect(
                 scores[i][valid], proposals[i][valid], self.score_threshold, self.nms_iou,
                 self.max_per_class,
             )  # fmt: skip
@@ -174,40 +138,6 @@ class WSDDNEvaluator(Evaluator):
         if self.first:
             figures["detections_first"] = figures["detections"]
         return metrics, figures
-
-
-def detections_figure(shown: list[dict], ncols: int = 4) -> np.ndarray:
-    """Images with true boxes (green) and the top box of each labelled class (red, with the
-    class name and score). uint8 [H, W, 3]."""
-    k = max(len(shown), 1)
-    ncols = min(ncols, k)
-    nrows = -(-k // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, entry in zip(axes.ravel(), shown):
-        ax.imshow(entry["image"])
-        draw_boxes(ax, entry["gt"], "lime", linewidth=1.0)
-        draw_boxes(ax, entry["boxes"], "red", labels=entry["text"])
-    fig.tight_layout()
-    return figure_to_array(fig)
-
-
-def ap_bar_chart(ap: dict[str, float], mean: float, corloc: float, recall: float) -> np.ndarray:
-    """Detection AP per class as bars, with mAP, CorLoc and proposal recall in the title."""
-    names = list(ap)
-    values = [0.0 if np.isnan(ap[n]) else ap[n] for n in names]
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2))
-    ax.bar(range(len(names)), values, color="tab:blue")
-    ax.axhline(mean, color="tab:red", linestyle="--", linewidth=1)
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("AP (IoU 0.5)")
-    ax.set_title(f"mAP {mean:.3f}  CorLoc {corloc:.3f}  proposal recall {recall:.3f}", fontsize=9)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return figure_to_array(fig)
 
 
 def he_init(params: dict, rng: jax.Array) -> dict:

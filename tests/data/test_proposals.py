@@ -9,6 +9,7 @@ import pytest
 
 from jwsol.data import proposals
 from jwsol.errors import DataError
+from jwsol.ops.boxes_np import iou_matrix
 
 
 def test_read_fast_rcnn_layout(tmp_path, data_tools):
@@ -124,15 +125,6 @@ def test_clean_proposals_by_hand():
     )  # source order, no cut
 
 
-def test_iou_and_recall_by_hand():
-    a = np.array([[0, 0, 10, 10]], np.float32)
-    b = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
-    np.testing.assert_allclose(proposals.iou_matrix(a, b), [[50 / 150, 1.0, 0.0]])
-    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)]
-    assert proposals.recall_at_iou(gt, [b[:2]], 0.5) == 0.5
-    assert proposals.recall_at_iou(gt, [b], 0.5) == 1.0
-
-
 def _two_rectangles() -> tuple[np.ndarray, np.ndarray]:
     image = np.full([80, 120, 3], 20, np.uint8)
     image[10:40, 15:60] = (230, 40, 40)
@@ -145,10 +137,10 @@ def test_selective_search_finds_rectangles():
     boxes = proposals.selective_search(image, mode="fast")
     assert boxes.dtype == np.float32 and boxes.shape[1] == 4
     assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= 120) and np.all(boxes[:, [1, 3]] <= 80)
-    np.testing.assert_allclose(proposals.iou_matrix(truth, boxes).max(axis=1), [1.0, 1.0])
+    np.testing.assert_allclose(iou_matrix(truth, boxes).max(axis=1), [1.0, 1.0])
     # Run at twice the size, the boxes come back in the original pixels.
     upscaled = proposals.selective_search(image, mode="fast", resize=240)
-    assert proposals.iou_matrix(truth, upscaled).max(axis=1).min() > 0.9
+    assert iou_matrix(truth, upscaled).max(axis=1).min() > 0.9
     # Same image -> same boxes in the same order (C rand() is seeded per image).
     np.testing.assert_array_equal(proposals.selective_search(image), boxes)
 

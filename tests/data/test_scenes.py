@@ -10,6 +10,8 @@ import pytest
 
 from jwsol.data import mnist, proposals, scenes
 from jwsol.errors import ConfigError, DataError
+from jwsol.metrics.detection import proposal_recall
+from jwsol.ops.boxes_np import iou_matrix
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +56,7 @@ def test_objects_overlap_at_most_max_overlap_and_boxes_are_tight(fashion_test):
             )
             covered[y1:y2, x1:x2] = True
         assert not np.any(canvas & ~covered)  # no object pixel outside every box
-        iou = proposals.iou_matrix(boxes, boxes)
+        iou = iou_matrix(boxes, boxes)
         assert np.all(iou[~np.eye(len(boxes), dtype=bool)] == 0.0)
         assert np.all(data.classes[n, data.counts[n] :] == -1)
     labels_multi_hot = data.labels()
@@ -115,5 +117,5 @@ def test_selective_search_recall_on_scenes(fashion_test):
     settings = proposals.SearchSettings(method="selective_search")
     boxes = proposals.compute(list(data.images), settings, num_workers=1)
     cleaned = [proposals.clean_proposals(b, None, 128, 128, min_size=4, top_k=0)[0] for b in boxes]
-    assert proposals.recall_at_iou(gts, cleaned, 0.5) >= 0.9
+    assert proposal_recall(cleaned, gts, 0.5, plus_one=False) >= 0.9
     assert max(len(b) for b in cleaned) <= 200  # fits the default max_proposals

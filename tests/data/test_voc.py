@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -190,7 +188,7 @@ def test_tfds_missing_data_set_is_a_clear_error(tmp_path):
 
 
 def test_show_draws_voc_and_scenes(voc_root, voc_mat_template, idx_folder, tmp_path, data_tools):
-    from jwsol.data import show
+    from jwsol.viz import show
 
     out = str(tmp_path / "voc.png")
     config = data_tools.voc_data_config(voc_root, voc_mat_template, str(tmp_path / "cache"))
@@ -203,30 +201,6 @@ def test_show_draws_voc_and_scenes(voc_root, voc_mat_template, idx_folder, tmp_p
         data_tools.scenes_data_config(idx_folder, str(tmp_path / "c")), "test", 0, scenes_out
     )
     assert os.path.getsize(scenes_out) > 1000
-
-
-def test_show_command_line(voc_root, voc_mat_template, tmp_path):
-    out = str(tmp_path / "cli.png")
-    cmd = [
-        sys.executable,
-        "-m",
-        "jwsol.data.show",
-        "--data.source=voc_folder",
-        f"--data.voc_root={voc_root}",
-        "--data.proposals.method=mat",
-        f"--data.proposals.mat_file={voc_mat_template}",
-        f"--data.cache_dir={tmp_path}",
-        "--data.image_size=64",
-        "--data.max_proposals=16",
-        "--split=test",
-        "--index=2",
-        f"--out={out}",
-    ]
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert f"wrote {out}" in result.stdout
-    assert os.path.getsize(out) > 1000
 
 
 def test_damaged_jpeg_is_found_by_a_full_decode(voc_copy):

@@ -1,4 +1,4 @@
-"""VOC AP, CorLoc and proposal recall: hand-worked cases and a straightforward reference
+"""VOC AP, CorLoc, per-class NMS detections and proposal recall: hand-worked cases and a straightforward reference
 (one global loop over detections, as the devkit describes it) on random data."""
 
 import numpy as np
@@ -99,8 +99,6 @@ def test_iou_threshold_is_strict_with_inclusive_pixels():
     dets = [(np.array([[0, 0, 9, 9]]), np.array([1.0]))]
     assert D.evaluate_class(dets, gts)["ap"] == 0.0
     assert D.evaluate_class(dets, gts, iou_threshold=0.49)["ap"] == pytest.approx(1.0)
-    np.testing.assert_allclose(D.iou_matrix([[0, 0, 9, 9]], [[0, 0, 9, 4]]), [[0.5]])
-    np.testing.assert_allclose(D.iou_matrix([[0, 0, 10, 10]], [[0, 0, 10, 5]], False), [[0.5]])
 
 
 def test_voc07_points_are_numpy_arange_floats():
@@ -231,12 +229,33 @@ def test_corloc_outcomes_sort_the_misses():
     }  # fmt: skip
 
 
+def test_detect_thresholds_then_suppresses_per_class():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float64)
+    # class 0: boxes 0 and 1 overlap (IoU 9/11 > 0.4): the lower-scoring one goes;
+    # class 1: only box 2 passes the threshold.
+    scores = np.array([[0.5, 0.0], [0.6, 0.001], [0.2, 0.3], [0.0005, 0.0]])
+    dets = D.detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4)
+    np.testing.assert_array_equal(dets.labels, [0, 0, 1])
+    np.testing.assert_allclose(dets.scores, [0.6, 0.2, 0.3])
+    np.testing.assert_array_equal(dets.boxes, boxes[[1, 2, 2]])
+    capped = D.detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4, max_per_class=1)
+    np.testing.assert_array_equal(capped.labels, [0, 1])
+    none = D.detect(np.zeros((4, 2)), boxes, 1e-3, 0.4)
+    assert none.boxes.shape == (0, 4) and len(none.scores) == len(none.labels) == 0
+
+
 def test_proposal_recall():
     truth = [np.array([[0, 0, 9, 9], [20, 20, 29, 29]]), np.array([[0, 0, 9, 9]]), np.zeros((0, 4))]
     proposals = [np.array([[0, 0, 9, 4], [21, 21, 29, 29]]), np.zeros((0, 4)), np.ones((3, 4))]
     # Box 1: IoU 0.5 >= 0.5 covered; box 2: 81/100 covered; image 1 has no proposals.
     assert D.proposal_recall(proposals, truth) == pytest.approx(2 / 3)
     assert D.proposal_recall(proposals, truth, iou_threshold=0.6) == pytest.approx(1 / 3)
+    # Continuous coordinates (no +1): (5, 0, 15, 10) covers (0, 0, 10, 10) at IoU 50/150.
+    props = np.array([[5, 0, 15, 10], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    gt = [np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32)]
+    assert D.proposal_recall([props[:2]], gt, plus_one=False) == 0.5
+    assert D.proposal_recall([props], gt, plus_one=False) == 1.0
+    assert D.proposal_recall([props[:1]], gt, 0.3, plus_one=False) == 0.5
 
 
 def test_bad_input_is_named():

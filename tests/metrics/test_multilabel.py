@@ -80,6 +80,28 @@ def test_recall_threshold_is_inclusive_and_handles_empty_classes():
     assert np.isnan(recall["per_class"][1])
 
 
+def test_tail_accuracy_by_hand():
+    scores = np.array([[0.9, 0.2], [0.8, 0.7], [0.6, 0.6], [0.3, 0.95], [0.55, 0.1]])
+    labels = np.array([[1, 0], [0, 1], [1, 1], [0, 1], [1, 0]])
+    thresholds, curve, mean = M.tail_accuracy(scores, labels, top=3, num_thresholds=3)
+    # t_max = 0.95: thresholds 0.5, 0.65, 0.8.
+    np.testing.assert_allclose(thresholds, [0.5, 0.65, 0.8])
+    # Class 0: top 3 = rows 0 (0.9, +), 1 (0.8, -), 2 (0.6, +): t=0.5 -> 2/3, 0.65 -> 1/2,
+    # 0.8 -> 1/2. Class 1: top 3 = rows 3 (0.95, +), 1 (0.7, +), 2 (0.6, +): 1, 1, 1.
+    np.testing.assert_allclose(curve, [(2 / 3 + 1) / 2, 0.75, 0.75])
+    assert mean == pytest.approx(np.mean([(2 / 3 + 1) / 2, 0.75, 0.75]))
+    # An entry left out by `valid` is neither ranked nor counted; a class whose top images all
+    # score below t is left out of that threshold's mean.
+    valid = np.ones_like(labels, bool)
+    valid[1, 0] = False
+    _, curve, _ = M.tail_accuracy(scores, labels, valid, top=3, num_thresholds=3)
+    # Class 0 top 3 now rows 0, 2, 4 (all positive): 1 at every t (0.55 < 0.65 drops out).
+    np.testing.assert_allclose(curve, [1.0, 1.0, 1.0])
+    low = np.array([[0.1], [0.2]])
+    _, curve, mean = M.tail_accuracy(low, np.array([[1], [0]]), top=2, num_thresholds=2)
+    assert np.isnan(curve).all() and np.isnan(mean)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match=r"\[N, C\]"):
         M.mean_average_precision(np.zeros((3, 2)), np.zeros((3, 3)))

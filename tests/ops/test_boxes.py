@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from jwsol.ops import boxes as B
+from jwsol.ops import boxes_np as N
 
 
 def oracle_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
@@ -73,11 +74,40 @@ def test_pairwise_iou_matches_direct_formula_and_degenerate_is_zero():
     np.testing.assert_array_equal(B.pairwise_iou(zero, zero), np.zeros((2, 2)))
 
 
-def test_clip_boxes():
-    boxes = jnp.array([[-5.0, -1.0, 30.0, 8.0], [2.0, 3.0, 4.0, 50.0]])
-    np.testing.assert_array_equal(
-        B.clip_boxes(boxes, height=10, width=20), [[0, 0, 20, 8], [2, 3, 4, 10]]
+def test_devkit_plus_one_iou_by_hand():
+    # Inclusive pixels 0..9 x 0..9 and 0..9 x 0..4: 50 of 100 pixels.
+    np.testing.assert_allclose(N.iou_matrix([[0, 0, 9, 9]], [[0, 0, 9, 4]], True), [[0.5]])
+    np.testing.assert_allclose(N.iou_matrix([[0, 0, 10, 10]], [[0, 0, 10, 5]]), [[0.5]])
+    np.testing.assert_allclose(
+        B.pairwise_iou(jnp.array([[0.0, 0, 9, 9]]), jnp.array([[0.0, 0, 9, 4]]), True), [[0.5]]
     )
+
+
+@pytest.mark.parametrize("plus_one", [False, True])
+def test_numpy_and_jnp_iou_are_twins(plus_one):
+    rng = np.random.default_rng(1)
+    a, b = random_boxes(rng, 9), random_boxes(rng, 6)
+    b[0] = a[0]  # an exact match
+    b[1] = [60, 60, 70, 70]  # disjoint from every box of a
+    matrix = N.iou_matrix(a, b, plus_one)
+    assert matrix.dtype == np.float32 and matrix.shape == (9, 6)
+    np.testing.assert_allclose(
+        matrix, B.pairwise_iou(jnp.asarray(a), jnp.asarray(b), plus_one), rtol=1e-6
+    )
+    assert matrix[0, 0] == pytest.approx(1.0) and np.all(matrix[:, 1] == 0)
+    rows = N.iou(a[:6], b, plus_one)  # row-wise: the diagonal of the matrix
+    np.testing.assert_array_equal(rows, np.diagonal(matrix))
+    assert N.iou_matrix(np.zeros((2, 4)), np.zeros((3, 4))).tolist() == [[0.0] * 3] * 2
+    assert N.iou_matrix([[0, 0, 2, 2]], [[1, 1, 3, 3]]).dtype == np.float64  # integers
+
+
+def test_clip_boxes_twins():
+    boxes = np.array([[-5.0, -1.0, 30.0, 8.0], [2.0, 3.0, 4.0, 50.0]])
+    expected = [[0, 0, 20, 8], [2, 3, 4, 10]]
+    np.testing.assert_array_equal(B.clip_boxes(jnp.asarray(boxes), height=10, width=20), expected)
+    clipped = N.clip_boxes(boxes, height=10, width=20)
+    np.testing.assert_array_equal(clipped, expected)
+    assert clipped.dtype == np.float32
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.7])
@@ -87,7 +117,7 @@ def test_nms_matches_oracle_on_random_boxes(threshold, count):
     boxes = random_boxes(rng, count)
     scores = rng.uniform(size=count).astype(np.float32)
     expected = oracle_nms(boxes, scores, threshold)
-    np.testing.assert_array_equal(B.nms_numpy(boxes, scores, threshold), expected)
+    np.testing.assert_array_equal(N.nms_numpy(boxes, scores, threshold), expected)
     np.testing.assert_array_equal(B.nms(boxes, scores, threshold), expected)
 
 
@@ -96,7 +126,7 @@ def test_nms_ties_keep_lower_index_first():
     # is by score, ties by index.
     boxes = np.array([[0, 0, 10, 10]] * 3 + [[50, 50, 60, 60]] * 2, np.float32)
     scores = np.array([0.5, 0.5, 0.5, 0.9, 0.9], np.float32)
-    assert B.nms_numpy(boxes, scores, 0.5).tolist() == [3, 0]
+    assert N.nms_numpy(boxes, scores, 0.5).tolist() == [3, 0]
     assert np.asarray(B.nms(boxes, scores, 0.5)).tolist() == [3, 0]
     assert oracle_nms(boxes, scores, 0.5) == [3, 0]
 
@@ -107,7 +137,7 @@ def test_nms_threshold_is_strict():
     scores = np.array([0.9, 0.8], np.float32)
     assert B.nms(boxes, scores, 0.5).tolist() == [0, 1]  # 0.5 is not > 0.5: kept
     assert B.nms(boxes, scores, 0.4999).tolist() == [0]
-    assert B.nms_numpy(boxes, scores, 0.5).tolist() == [0, 1]
+    assert N.nms_numpy(boxes, scores, 0.5).tolist() == [0, 1]
 
 
 def test_nms_identical_boxes_and_zero_area():
@@ -121,7 +151,7 @@ def test_nms_identical_boxes_and_zero_area():
 def test_nms_empty_input():
     empty = np.zeros((0, 4), np.float32)
     assert B.nms(empty, np.zeros((0,), np.float32), 0.5).shape == (0,)
-    assert B.nms_numpy(empty, np.zeros((0,), np.float32), 0.5).shape == (0,)
+    assert N.nms_numpy(empty, np.zeros((0,), np.float32), 0.5).shape == (0,)
     indices, kept = B.nms_padded(jnp.zeros((0, 4)), jnp.zeros((0,)), 0.5, max_output=3)
     assert indices.tolist() == [-1, -1, -1] and not kept.any()
 
@@ -143,7 +173,7 @@ def test_nms_padded_under_jit_with_max_output_and_valid_mask():
     assert np.all(np.asarray(indices[~kept]) == -1)
     top3, kept3 = jax.jit(lambda b, s: B.nms_padded(b, s, 0.4, max_output=3))(boxes, scores)
     assert np.asarray(top3).tolist() == oracle_nms(boxes, scores, 0.4)[:3] and kept3.all()
-    assert B.nms_numpy(boxes, scores, 0.4, max_output=3).tolist() == top3.tolist()
+    assert N.nms_numpy(boxes, scores, 0.4, max_output=3).tolist() == top3.tolist()
 
 
 def test_nms_padded_vmaps_over_a_batch():
@@ -159,4 +189,4 @@ def test_nms_rejects_bad_shapes():
     with pytest.raises(ValueError, match="boxes"):
         B.nms(np.zeros((3, 5)), np.zeros(3), 0.5)
     with pytest.raises(ValueError, match="scores"):
-        B.nms_numpy(np.zeros((3, 4)), np.zeros(4), 0.5)
+        N.nms_numpy(np.zeros((3, 4)), np.zeros(4), 0.5)

@@ -3,19 +3,15 @@
 import json
 import os
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import torch
 
-from jwsol import losses, tasks
+from jwsol import tasks
 from jwsol.errors import ConfigError
-from jwsol.metrics import localization
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.localizer import LocalizerAlexNet
-from jwsol.ops import heatmaps as hm
 from jwsol.ops import windows
 from jwsol.tasks import localizer as loc
 from jwsol.training import config as config_lib
@@ -40,42 +36,6 @@ def smoke(idx_folder, cache_dir, **overrides):
     )
 
 
-# Loss ------------------------------------------------------------------------------------------
-
-
-def test_loss_matches_numpy_and_torch():
-    rng = np.random.default_rng(0)
-    logits = rng.normal(scale=3.0, size=(5, 7)).astype(np.float32)
-    labels = (rng.uniform(size=(5, 7)) < 0.4).astype(np.float32)
-    weights = (rng.uniform(size=(5, 7)) < 0.8).astype(np.float32)
-    x = logits.astype(np.float64)
-    p = 1.0 / (1.0 + np.exp(-x))
-    bce = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
-    expected = np.sum(weights * bce) / bce.size
-    loss, metrics = losses.image_label_bce(jnp.asarray(logits), labels, weights)
-    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
-    reference = torch.nn.BCEWithLogitsLoss(weight=torch.tensor(weights))(
-        torch.tensor(logits), torch.tensor(labels)
-    )
-    np.testing.assert_allclose(float(loss), reference.item(), rtol=1e-5)
-    right = ((logits > 0) == (labels > 0.5)) * weights
-    np.testing.assert_allclose(float(metrics["label_accuracy"]), right.sum() / weights.sum())
-    unweighted, _ = losses.image_label_bce(jnp.asarray(logits), labels)
-    np.testing.assert_allclose(float(unweighted), bce.mean(), rtol=1e-5)
-    host = loc.numpy_image_label_bce(logits.astype(np.float64), labels, weights)
-    np.testing.assert_allclose(host, (expected, float(metrics["label_accuracy"])), rtol=1e-6)
-
-
-def test_zero_weight_entries_get_no_gradient():
-    logits = jnp.asarray([[2.0, -1.0, 0.5]])
-    labels = jnp.asarray([[0.0, 1.0, 1.0]])
-    weights = jnp.asarray([[1.0, 0.0, 1.0]])
-    grad = jax.grad(lambda z: losses.image_label_bce(z, labels, weights)[0])(logits)
-    sigmoid = 1.0 / (1.0 + np.exp(-np.array([2.0, 0.5])))
-    # d BCE / d z = sigmoid(z) - y, divided by N * C = 3.
-    np.testing.assert_allclose(grad[0], [sigmoid[0] / 3, 0.0, (sigmoid[1] - 1) / 3], rtol=1e-6)
-
-
 # Heatmap placement -----------------------------------------------------------------------------
 
 
@@ -94,110 +54,6 @@ def test_receptive_field_centres_by_hand():
     # conv1 cell i spans input [4i - 2, 4i + 9); pool1 cell j: conv1 2j..2j+2 -> centre 8j + 7.5;
     # pool2 cell k: centre 16k + 15.5; conv6 (3x3, unpadded) cell m: pool2 m + 1 -> 16m + 31.5.
     assert loc.score_map_geometry() == (31.5, 16.0)
-
-
-def test_receptive_field_alignment_puts_cells_at_their_centres():
-    impulse = np.zeros((5, 5))
-    impulse[2, 1] = 1.0  # row 2 (centre y 63.5), column 1 (centre x 47.5)
-    heat = loc.heatmap_to_image(impulse, 128, (128, 128), alignment="receptive_field")
-    assert heat[63, 47] == pytest.approx(1.0)
-    assert heat[71, 47] == pytest.approx(0.5)  # centre 71.5: halfway to row 3
-    assert heat[63, 55] == pytest.approx(0.5)
-    assert heat[63, 63] == pytest.approx(0.0)  # next column's centre
-    edge = np.zeros((5, 5))
-    edge[0, 0] = 1.0
-    heat = loc.heatmap_to_image(edge, 128, (128, 128))
-    assert np.all(heat[:32, :32] == 1.0)  # before the first centre the edge value repeats
-
-
-def test_stretch_alignment_is_cv2_resize_of_the_canvas_then_crop():
-    rng = np.random.default_rng(1)
-    score_map = rng.normal(size=(7, 7)).astype(np.float32)
-    full = cv2.resize(score_map, (100, 100), interpolation=cv2.INTER_LINEAR)
-    got = loc.heatmap_to_image(score_map, 100, (100, 100), alignment="stretch")
-    np.testing.assert_allclose(got, full, atol=1e-5)
-    cropped = loc.heatmap_to_image(score_map, 100, (60, 80), alignment="stretch")
-    np.testing.assert_allclose(cropped, full[:60, :80], atol=1e-5)
-
-
-@pytest.mark.parametrize("alignment", ["receptive_field", "stretch"])
-def test_any_output_size_samples_the_bilinear_surface(alignment):
-    """Oracle: np.interp along x, then along y, between the cell centres (edges repeated)."""
-    rng = np.random.default_rng(2)
-    score_map = rng.normal(size=(9, 9))
-    first, step = (
-        loc.score_map_geometry() if alignment == "receptive_field" else (192 / 18, 192 / 9)
-    )
-    centres = first + step * np.arange(9)
-    for out in [(192, 192), (96, 96), (50, 70)]:
-        got = loc.heatmap_to_image(score_map, 192, (180, 192), out, alignment)
-        ys = (np.arange(out[0]) + 0.5) * 180 / out[0]
-        xs = (np.arange(out[1]) + 0.5) * 192 / out[1]
-        along_x = np.stack([np.interp(xs, centres, row) for row in score_map])  # [9, W']
-        expected = np.stack([np.interp(ys, centres, col) for col in along_x.T], axis=1)
-        np.testing.assert_allclose(got, expected, atol=1e-5)
-
-
-# Box sweep -------------------------------------------------------------------------------------
-
-
-def _smooth_heatmap(seed, size=48):
-    score_map = np.random.default_rng(seed).normal(size=(6, 6))
-    return hm.normalize_heatmap(
-        loc.heatmap_to_image(score_map, size, (size, size), None, "stretch")
-    )
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_component_boxes_equal_ops_heatmaps_at_every_threshold(seed):
-    prepared = _smooth_heatmap(seed)
-    thresholds = np.arange(50) / 50
-    plane, boxes, sizes = loc.component_boxes(prepared, thresholds)
-    largest = loc.largest_per_plane(plane, sizes, len(thresholds))
-    every = hm.boxes_at_thresholds(prepared, thresholds, all_components=True)
-    biggest = hm.boxes_at_thresholds(prepared, thresholds, all_components=False)
-    assert plane.max() == len(thresholds) - 1
-    for t in range(len(thresholds)):
-        np.testing.assert_array_equal(boxes[plane == t], every[t])
-        np.testing.assert_array_equal(boxes[largest[t]][None], biggest[t])
-
-
-def test_largest_component_tie_goes_to_the_first_in_row_major_order():
-    mask = np.zeros((6, 8), np.float32)
-    mask[3:5, 0:2] = 1.0  # 4 pixels, first pixel (3, 0)
-    mask[0:2, 5:7] = 1.0  # 4 pixels, first pixel (0, 5): first in row-major order
-    plane, boxes, sizes = loc.component_boxes(mask, np.array([0.5]))
-    pick = loc.largest_per_plane(plane, sizes, 1)[0]
-    np.testing.assert_array_equal(boxes[pick], [5, 0, 7, 2])
-    np.testing.assert_array_equal(boxes[pick][None], hm.boxes_from_mask(mask >= 0.5))
-
-
-def test_pooled_hits_equal_metrics_localization():
-    rng = np.random.default_rng(3)
-    thresholds = np.arange(20) / 20
-    heatmaps, truths, classes = [], [], []
-    for s in range(8):
-        heatmaps.append(_smooth_heatmap(10 + s))
-        x1, y1 = rng.integers(0, 24, 2)
-        w, h = rng.integers(8, 24, 2)
-        truths.append(np.array([[x1, y1, x1 + w, y1 + h]], float))
-        classes.append(s % 3)
-    largest = np.zeros((3, 3, len(thresholds)))
-    any_box = np.zeros_like(largest)
-    count = np.zeros(3)
-    for heat, truth, c in zip(heatmaps, truths, classes):
-        a, b = loc.threshold_hits(heat, truth, thresholds)
-        largest[c] += a
-        any_box[c] += b
-        count[c] += 1
-    mba = localization.max_box_acc(heatmaps, truths, cam_thresholds=thresholds)
-    curve = largest[:, 1].sum(0) / len(heatmaps)
-    np.testing.assert_allclose(curve, mba["curve"])
-    v2 = localization.max_box_acc_v2(heatmaps, truths, cam_thresholds=thresholds)
-    np.testing.assert_allclose(any_box.sum(0) / len(heatmaps), v2["curve"])
-    corloc = localization.corloc_from_heatmaps(heatmaps, truths, cam_threshold=0.2, classes=classes)
-    index = 4  # 0.2 on the grid of 20
-    np.testing.assert_allclose(np.mean(largest[:, 1, index] / count), corloc["corloc"])
 
 
 # Evaluator by hand -----------------------------------------------------------------------------
@@ -316,28 +172,9 @@ def test_box_max_side_scales_boxes_with_the_map():
     assert metrics["max_box_acc_v2"] == pytest.approx(8 / 9)
 
 
-def test_coverage_curves_by_hand():
-    prepared = np.array([[0.0, 0.5], [1.0, 0.25]])
-    inside = np.array([[False, True], [True, False]])
-    coverage, in_box = loc.coverage_curves(prepared, inside, np.array([0.0, 0.3, 0.6, 1.0, 1.1]))
-    np.testing.assert_allclose(coverage, [1, 1, 0.5, 0.5, 0])
-    np.testing.assert_allclose(in_box, [2 / 4, 2 / 2, 1, 1, 0])
-
-
-def test_coverage_at_precision_takes_the_best_reaching_threshold():
-    coverage = np.array([1.0, 0.9, 0.6, 0.2])
-    in_box = np.array([0.2, 0.4, 0.55, 0.8])
-    assert loc.coverage_at_precision(coverage, in_box, 0.5) == 0.6
-    assert loc.coverage_at_precision(coverage, in_box, 0.4) == 0.9
-    assert np.isnan(loc.coverage_at_precision(coverage, in_box, 0.9))
-
-
-def test_cam_threshold_must_be_on_the_grid():
+def test_cam_threshold_off_the_grid_is_a_config_error():
     with pytest.raises(ConfigError, match="eval.cam_threshold=0.25"):
-        loc.cam_threshold_grid(10, 0.25)
-    grid, index = loc.cam_threshold_grid(100, 0.2)
-    assert index == 20 and grid[index] == pytest.approx(0.2)
-    np.testing.assert_array_equal(grid, localization.DEFAULT_CAM_THRESHOLDS)
+        loc.cam_threshold_grid(_hand_config(cam_threshold=0.25))
 
 
 def test_figures_and_boxes_follow_the_evaluation_context(idx_folder, tmp_path):

@@ -26,23 +26,6 @@ def smoke_config(idx_folder, cache_dir, **overrides):
     )
 
 
-def test_detect_thresholds_then_suppresses_per_class():
-    from jwsol.tasks.wsddn import detect
-
-    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [20, 20, 30, 30], [0, 0, 10, 10]], np.float64)
-    # class 0: boxes 0 and 1 overlap (IoU 9/11 > 0.4): the lower-scoring one goes;
-    # class 1: only box 2 passes the threshold.
-    scores = np.array([[0.5, 0.0], [0.6, 0.001], [0.2, 0.3], [0.0005, 0.0]])
-    dets = detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4)
-    np.testing.assert_array_equal(dets.labels, [0, 0, 1])
-    np.testing.assert_allclose(dets.scores, [0.6, 0.2, 0.3])
-    np.testing.assert_array_equal(dets.boxes, boxes[[1, 2, 2]])
-    capped = detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4, max_per_class=1)
-    np.testing.assert_array_equal(capped.labels, [0, 1])
-    none = detect(np.zeros((4, 2)), boxes, 1e-3, 0.4)
-    assert none.boxes.shape == (0, 4) and len(none.scores) == len(none.labels) == 0
-
-
 def _fake_batch(num_classes=3):
     """Two images, resized x2 from 50x60 originals; image 1 is flipped. R = 3, G = 2."""
     original_gt = np.array([[[4, 6, 20, 30], [30, 10, 50, 40]], [[10, 10, 40, 40], [0, 0, 0, 0]]])

@@ -1,17 +1,14 @@
-r"""Draws image N of a split as the detection pipeline delivers it: true boxes and top proposals.
+r"""Draws image N of a split as a job's detection pipeline delivers it: true boxes and top
+proposals.
 
-  python -m jwsol.data.show --split test --index 3 --out scene.png
-  python -m jwsol.data.show --data.source=voc_folder --data.voc_root=/data/VOCdevkit \
-      --data.proposals.method=mat \
-      --data.proposals.mat_file=/data/selective_search_data/voc_2007_{split}.mat \
+  python -m jwsol.viz.show --config configs/wsddn.py:scenes --split test --index 3 --out scene.png
+  python -m jwsol.viz.show --config configs/wsddn.py --config.data.voc_root=/data/VOCdevkit \
       --split test --index 0 --out voc.png
-  python -m jwsol.data.show --config configs/wsddn.py:voc --split test --index 0 --out voc.png
 
-With `--config FILE` the file's `config.data` is used (overrides as `--config.data.x=...`);
-without it, `jwsol.data.detection.default_config()` (overrides as `--data.x=...`). The picture
-shows the evaluation view (no flip, eval scale), boxes in the resized image's pixels, and the
-first `--top` proposals (best score first, or the selective-search ranking when the source has
-no scores): the exercise's Q0.3/Q0.4.
+The job config's `config.data` is drawn (overrides as `--config.data.x=...`). The picture shows
+the evaluation view (no flip, eval scale), boxes in the resized image's pixels, and the first
+`--top` proposals (best score first, or the selective-search ranking when the source has no
+scores): the exercise's Q0.3/Q0.4.
 """
 
 from __future__ import annotations
@@ -23,8 +20,8 @@ from ml_collections import ConfigDict, config_flags
 from jwsol.data import augment, detection
 from jwsol.viz import data as viz_data
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "job config file whose .data is used")
-_DATA = config_flags.DEFINE_config_dict("data", detection.default_config(), "data config")
+_CONFIG = config_flags.DEFINE_config_file("config", None, "job config file whose .data is drawn")
+flags.mark_flag_as_required("config")
 _SPLIT = flags.DEFINE_string("split", None, "split to draw from (default: data.eval_split)")
 _INDEX = flags.DEFINE_integer("index", 0, "image index in the split")
 _OUT = flags.DEFINE_string("out", "example.png", "output PNG")
@@ -61,7 +58,7 @@ def render(config_data: ConfigDict, split: str, index: int, out: str, top_n: int
 
 def main(argv):
     del argv
-    config_data = _CONFIG.value.data if _CONFIG.value is not None else _DATA.value
+    config_data = _CONFIG.value.data
     split = _SPLIT.value or config_data.eval_split
     render(config_data, split, _INDEX.value, _OUT.value, _TOP.value)
     print(f"wrote {_OUT.value}")
