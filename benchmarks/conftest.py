@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,10 @@ from typing import Any
 import pytest
 
 RESULTS_DIR = Path(__file__).parent / "results"
+
+# Benchmarks import their helper modules (conv_speed.py) by name: pytest's importlib mode does
+# not put this folder on sys.path.
+sys.path.insert(0, str(Path(__file__).parent))
 
 _TABLES: list[tuple[str, str]] = []
 

@@ -25,17 +25,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from conv_speed import conv_pass
 
-from jwsol.models.conv_stack import (
+from jwsol.models.sliding_window import (
     REFERENCE_IN_CHANNELS,
     REFERENCE_LAYERS,
     ConvStack,
     WindowNet,
     conv_params_to_dense,
-    conv_pass,
-    cpu_compiler_options,
 )
-from jwsol.ops.windows import geometry, sequential_flops, sliding_window_batches, stack_flops
+from jwsol.ops.window_apply import sliding_window_batches
+from jwsol.ops.windows import geometry, sequential_flops, stack_flops
+from jwsol.training.cpu import cpu_compiler_options
 
 SIZES = (16, 28, 128, 256, 720, 1080)
 BATCH = 5  # as in the exercise
@@ -299,7 +300,7 @@ def test_report(write_results, report_table, format_table):
     )
     notes = (
         f"batch {BATCH}, reference net (14x14 windows, stride 2); best time of the rounds; "
-        f"conv = {OFFERED} (jwsol.models.conv_stack.conv_pass); * = extrapolated from the "
+        f"conv = {OFFERED} (benchmarks/conv_speed.py conv_pass); * = extrapolated from the "
         f"windows done within {SEQ_BUDGET_S:g} s (seq: {SEQ_WINDOWS_PER_BATCH} windows per "
         f"call) or {SEQ1_BUDGET_S:g} s (1-by-1: one window per call); FLOPs: 2 per "
         "multiply-add of the convs / Dense layers."

@@ -67,7 +67,7 @@ def _scenes(config: ml_collections.ConfigDict) -> int:
     # not take them anyway: the scenes runs train from scratch.
     config.pretrained.from_scratch = True
     config.model.width = 0.25
-    config.model.scratch_init = "he"
+    config.model.init = "he"
     config.eval.box_max_side = 0  # exact: 192 x 192
     config.train.num_epochs = 6.0
     config.train.log_every = 10
@@ -109,9 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "pooling": "max",  # 'max' | 'avg' (robust) | 'lse': score map -> image logit
         "lse_r": 10.0,  # log-sum-exp sharpness: average as r -> 0, max as r -> inf
         "width": 1.0,  # AlexNet channel multiplier; 1.0 for the ImageNet weights
-        # AlexNet init before any pretrained weights: 'torch' (torchvision's) or 'he' (x sqrt(6),
-        # for training from scratch: see tasks/localizer.py he_scaled_features)
-        "scratch_init": "torch",
+        # AlexNet init before any pretrained weights: 'torch' (torchvision's) or 'he'
+        # (N(0, 2 / fan_in) kernels, for training from scratch: models/alexnet.py he_init)
+        "init": "torch",
     })  # fmt: skip
     config.train.batch_size = 32
     config.train.num_epochs = 30.0

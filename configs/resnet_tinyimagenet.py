@@ -13,6 +13,7 @@ Variants:
 
 import ml_collections
 
+from jwsol.tasks.image_labels import pretrained_config
 from jwsol.training.config import base_config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -55,9 +56,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {
             "depth": 18,  # ResNet-18/34/50
             "small_input": True,  # 3x3 stride-1 stem, no max pool: layer4 is 8x8 for 64x64 input
-            "pretrained": "",  # folder of converted torchvision weights ('' = from scratch)
         }
     )
+    config.pretrained = pretrained_config("resnet18")  # pretrained.path: converted weights
+    config.pretrained.from_scratch = True
     config.loss = ml_collections.ConfigDict({"label_smoothing": 0.0})
     config.train.batch_size = 256
     config.train.num_epochs = 48.0

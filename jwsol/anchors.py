@@ -20,41 +20,30 @@ Command line (writes anchors.json, elbow.png and clusters_k{K}.png into --out):
     python -m jwsol.anchors --source coco --path instances_train.json --k-min 1 --k-max 10 \
         --restarts 5 --seed 0 --out /tmp/anchors [--absolute]
 
-Sources: `coco` (a COCO JSON file), `voc_folder` (a VOCdevkit year folder or an Annotations
-folder of VOC XML files), `tfds` (`voc/2007` from a tfds data_dir), `scenes` (our offline
-Fashion-MNIST canvases). Sizes are relative to the image (w / image width, h / image height)
-unless --absolute asks for pixels. Host-side NumPy; TensorFlow is imported only for `tfds`.
+Sources: `coco` (a COCO JSON file, read here), and through `jwsol.data`: `voc_folder` (a
+VOCdevkit folder), `tfds` (`voc/2007` from a tfds data_dir), `scenes` (our offline Fashion-MNIST
+canvases, as a job config's data section describes them). Sizes are relative to the image
+(w / image width, h / image height) unless --absolute asks for pixels. Host-side NumPy.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import glob
 import json
 import math
 import numbers
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jwsol.errors import DataError, UserError
 
-if TYPE_CHECKING:
-    from jwsol.data.scenes import SceneSettings
-
 UPDATES = ("median", "mean")
 SOURCES = ("coco", "voc_folder", "tfds", "scenes")
-DEFAULT_SCENES_CACHE = "~/.cache/jwsol/scenes"
-DEFAULT_SPLITS = {
-    "coco": None,
-    "voc_folder": "trainval",
-    "tfds": "train+validation",
-    "scenes": "train",
-}
+DEFAULT_SPLITS = {"coco": None, "voc_folder": "trainval", "tfds": "trainval", "scenes": "train"}
 
 ELBOW_RULE = (
     "kneedle on the cost curve: k and cost are rescaled to [0, 1] over the range (x = (k - k_min) "
@@ -458,56 +447,16 @@ def load_coco(path: str, *, absolute: bool = False) -> np.ndarray:
     return wh
 
 
-def _annotation_files(path: str, split: str | None) -> list[str]:
-    """The VOC XML files under `path` (a VOCdevkit year folder or an Annotations folder)."""
-    if not os.path.isdir(path):
-        raise DataError(
-            f"{path}: not a folder; pass a VOCdevkit year folder (e.g. VOCdevkit/VOC2007)."
-        )
-    annotations = os.path.join(path, "Annotations")
-    folder = annotations if os.path.isdir(annotations) else path
-    if split is not None:
-        list_file = os.path.join(path, "ImageSets", "Main", f"{split}.txt")
-        if not os.path.isfile(list_file):
-            raise DataError(
-                f"{list_file}: no image list for split {split!r}; pass --split all to use every "
-                "XML file in the Annotations folder."
-            )
-        with open(list_file) as f:
-            ids = [line.split()[0] for line in f if line.strip()]
-        files = [os.path.join(folder, f"{image_id}.xml") for image_id in ids]
-        missing = [p for p in files if not os.path.isfile(p)]
-        if missing:
-            raise DataError(
-                f"{list_file}: {len(missing)} listed images have no XML (first: {missing[0]})."
-            )
-    else:
-        files = sorted(glob.glob(os.path.join(folder, "*.xml")))
-    if not files:
-        raise DataError(f"{folder}: no VOC XML annotation files found.")
-    return files
-
-
-def load_voc_folder(
-    path: str,
-    *,
-    split: str | None = "trainval",
-    absolute: bool = False,
-    exclude_difficult: bool = False,
+def annotation_sizes(
+    annotations: Sequence[dict], *, absolute: bool = False, exclude_difficult: bool = False
 ) -> np.ndarray:
-    """Box sizes from VOC XML files, read with `jwsol.data.voc.parse_annotation`.
+    """Box sizes of `jwsol.data.voc` annotation dicts ('boxes' [M, 4] in pixel edges, 'difficult',
+    'width', 'height'): float64 [N, 2] (width, height), relative to the image unless `absolute`.
 
-    path: a VOCdevkit year folder (Annotations/, ImageSets/Main/{split}.txt) or a folder of XML
-    files; split None (or 'all') uses every XML file. Boxes are in our pixel-edge convention, so
-    width = x2 - x1 = the devkit's xmax - xmin + 1 (the object's width in pixels).
-    Returns float64 [N, 2], relative to the image size unless `absolute`.
+    Pixel edges make x2 - x1 the object's width in pixels (the devkit's xmax - xmin + 1).
     """
-    from jwsol.data import voc  # NOTE: imported here so the rest of the tool works without it.
-
-    split = None if split == "all" else split
     chunks = []
-    for xml_path in _annotation_files(path, split):
-        ann = voc.parse_annotation(xml_path)
+    for ann in annotations:
         boxes = np.asarray(ann["boxes"], np.float64).reshape(-1, 4)
         if exclude_difficult:
             boxes = boxes[~np.asarray(ann["difficult"], bool)]
@@ -518,64 +467,34 @@ def load_voc_folder(
     return np.concatenate(chunks) if chunks else np.zeros((0, 2))
 
 
-def load_tfds_voc(
-    split: str = "train+validation",
-    data_dir: str | None = None,
-    *,
-    name: str = "voc/2007",
-    absolute: bool = False,
-    exclude_difficult: bool = False,
-) -> np.ndarray:
-    """Box sizes from tfds `voc/2007` (`objects/bbox`: normalised ymin, xmin, ymax, xmax).
+def scenes_data_config(spec: str | None = None, cache_dir: str | None = None):
+    """The `data` section that describes the scenes: of the job config `spec` (e.g.
+    'configs/localizer.py:scenes'), or `jwsol.data.detection.default_config()`; `cache_dir`
+    replaces its data.cache_dir."""
+    from jwsol.data import detection
+    from jwsol.training import config as config_lib
 
-    Sizes are converted to the pixel-edge convention of `load_voc_folder` (the same numbers for
-    the same annotations): tfds divides the devkit's 1-based xmin and xmax by the image width, so
-    the width in pixels is (xmax - xmin) * W + 1. The image size comes from the JPEG header (other
-    formats are decoded). Never downloads: a data set not prepared in `data_dir` is a
-    `DataError`. Returns float64 [N, 2], relative to the image size unless `absolute`.
+    data = config_lib.load(spec).data if spec else detection.default_config()
+    if cache_dir:
+        with data.unlocked():
+            data.cache_dir = cache_dir
+    return data
+
+
+def load_scenes(data_config, split: str = "train", *, absolute: bool = False) -> np.ndarray:
+    """Sizes of the true boxes of the offline scenes that `data_config` (a scenes data section,
+    see `scenes_data_config`) describes, read from the training job's own cache.
+
+    Relative sizes divide by the canvas side. Returns float64 [N, 2], one row per object.
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+    from jwsol.data import detection, scenes
 
-    tf.config.set_visible_devices([], "GPU")
-    try:
-        ds = tfds.load(
-            name,
-            split=split,
-            data_dir=data_dir,
-            download=False,
-            decoders={"image": tfds.decode.SkipDecoding()},
-        )
-    except (
-        Exception
-    ) as e:  # NOTE: tfds raises several types (AssertionError, DatasetNotFoundError, ...).
-        raise DataError(
-            f"tfds {name!r} split {split!r} is not available in data_dir={data_dir!r} "
-            f"({type(e).__name__}: {e}). Prepare it on a machine with internet with "
-            f"`tfds build {name} --data_dir DIR` (or tfds.load(..., download=True)) and copy DIR "
-            "here, or use --source voc_folder."
-        ) from e
-
-    def image_size(image: tf.Tensor) -> tf.Tensor:
-        shape = tf.cond(
-            tf.io.is_jpeg(image),
-            lambda: tf.image.extract_jpeg_shape(image),
-            lambda: tf.shape(tf.io.decode_image(image, channels=3, expand_animations=False)),
-        )
-        return shape[:2]  # (height, width)
-
-    ds = ds.map(
-        lambda ex: (ex["objects"]["bbox"], ex["objects"]["is_difficult"], image_size(ex["image"]))
-    )
-    chunks = []
-    for bbox, difficult, (height, width) in ds.as_numpy_iterator():
-        bbox = np.asarray(bbox, np.float64).reshape(-1, 4)  # [M, 4] (ymin, xmin, ymax, xmax) / size
-        if exclude_difficult:
-            bbox = bbox[~np.asarray(difficult, bool)]
-        size = np.array([width, height], np.float64)
-        wh = (bbox[:, [3, 2]] - bbox[:, [1, 0]]) * size + 1.0  # pixels, = xmax - xmin + 1
-        chunks.append(wh if absolute else wh / size)
-    return np.concatenate(chunks) if chunks else np.zeros((0, 2))
+    settings = detection.scene_settings(data_config)
+    data = scenes.load(settings, split, cache_dir=os.path.join(data_config.cache_dir, "scenes"))
+    used = np.arange(data.boxes.shape[1])[None, :] < data.counts[:, None]  # [N, K]
+    boxes = data.boxes[used].astype(np.float64)  # [M, 4] (x1, y1, x2, y2)
+    wh = boxes[:, 2:] - boxes[:, :2]
+    return wh if absolute else wh / float(settings.canvas_size)
 
 
 def load_boxes(
@@ -585,11 +504,13 @@ def load_boxes(
     split: str | None = None,
     absolute: bool = False,
     exclude_difficult: bool = False,
-    scenes_settings: SceneSettings | None = None,
+    config: str | None = None,
 ) -> np.ndarray:
     """Box sizes [N, 2] from `source` (see `SOURCES`); `split` None takes the source's default.
 
-    path: the COCO file, the VOC folder, the tfds data_dir or the scenes cache folder.
+    path: the COCO file, the VOCdevkit folder, the tfds data_dir or the scenes cache_dir.
+    config: scenes only, the job config whose data section describes the scenes.
+    VOC comes through `jwsol.data.voc` (its checks and errors), scenes through `jwsol.data`.
     """
     if source not in SOURCES:
         raise UserError(f"unknown source {source!r}; expected one of {SOURCES}.")
@@ -598,57 +519,15 @@ def load_boxes(
         raise UserError(f"--source {source} needs --path.")
     if source == "coco":
         return load_coco(path, absolute=absolute)
+    if source == "scenes":
+        return load_scenes(scenes_data_config(config, path), split, absolute=absolute)
+    from jwsol.data import voc  # NOTE: imported here so COCO needs no TensorFlow.
+
     if source == "voc_folder":
-        return load_voc_folder(
-            path, split=split, absolute=absolute, exclude_difficult=exclude_difficult
-        )
-    if source == "tfds":
-        return load_tfds_voc(split, path, absolute=absolute, exclude_difficult=exclude_difficult)
-    return load_scenes(split, path, absolute=absolute, settings=scenes_settings)
-
-
-def load_scenes(
-    split: str = "train",
-    cache_dir: str | None = None,
-    *,
-    absolute: bool = False,
-    settings: SceneSettings | None = None,
-) -> np.ndarray:
-    """Sizes of the true boxes of the offline `scenes` data (`jwsol.data.scenes.load`).
-
-    settings: a `jwsol.data.scenes.SceneSettings` (default: its defaults); cache_dir: where the
-    generated scenes are cached (default `DEFAULT_SCENES_CACHE`). Boxes are in the edge
-    convention, so x2 - x1 is the object's width in pixels; relative sizes divide by the canvas
-    side. Returns float64 [N, 2], one row per object of every scene of the split.
-    """
-    from jwsol.data import scenes  # NOTE: imported here so the rest of the tool works without it.
-
-    settings = scenes.SceneSettings() if settings is None else settings
-    data = scenes.load(settings, split, cache_dir=cache_dir or DEFAULT_SCENES_CACHE)
-    used = np.arange(data.boxes.shape[1])[None, :] < data.counts[:, None]  # [N, K]
-    boxes = data.boxes[used].astype(np.float64)  # [M, 4] (x1, y1, x2, y2)
-    wh = boxes[:, 2:] - boxes[:, :2]
-    return wh if absolute else wh / float(settings.canvas_size)
-
-
-def scene_settings(overrides: Sequence[str]) -> SceneSettings:
-    """`SceneSettings` with `field=value` overrides (values cast to the default's type)."""
-    from jwsol.data import scenes
-
-    defaults = scenes.SceneSettings()
-    changes = {}
-    for item in overrides:
-        name, sep, value = item.partition("=")
-        if not sep or not hasattr(defaults, name):
-            fields = [f.name for f in dataclasses.fields(defaults)]
-            raise UserError(
-                f"--scenes-option {item!r}: expected FIELD=VALUE with FIELD in {fields}."
-            )
-        try:
-            changes[name] = type(getattr(defaults, name))(value)
-        except ValueError as e:
-            raise UserError(f"--scenes-option {item!r}: bad value ({e}).") from e
-    return dataclasses.replace(defaults, **changes)
+        annotations = voc.load_folder(path, split)
+    else:
+        annotations = voc.load_tfds(split, data_dir=path)
+    return annotation_sizes(annotations, absolute=absolute, exclude_difficult=exclude_difficult)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -686,11 +565,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, choices=SOURCES)
     p.add_argument(
         "--path",
-        help="coco: the JSON file; voc_folder: VOCdevkit/VOC2007 or an Annotations folder; "
-        f"tfds: the tfds data_dir; scenes: the scenes cache folder (default {DEFAULT_SCENES_CACHE}).",
+        help="coco: the JSON file; voc_folder: the VOCdevkit folder; tfds: the tfds data_dir; "
+        "scenes: the data.cache_dir holding scenes/ (default: the config's).",
     )
+    p.add_argument("--split", help=f"split (defaults: {DEFAULT_SPLITS}).")
     p.add_argument(
-        "--split", help=f"split (defaults: {DEFAULT_SPLITS}); voc_folder 'all' = every XML."
+        "--config",
+        help="scenes: the job config whose data section describes the scenes, e.g. "
+        "configs/localizer.py:scenes (default: jwsol.data.detection.default_config()).",
     )
     p.add_argument("--k-min", type=int, default=1)
     p.add_argument("--k-max", type=int, default=10)
@@ -710,13 +592,6 @@ def _parser() -> argparse.ArgumentParser:
         help="drop (and count) boxes with zero width or height instead of stopping with an error.",
     )
     p.add_argument(
-        "--scenes-option",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="scenes: override a SceneSettings field (repeatable), e.g. canvas_size=64.",
-    )
-    p.add_argument(
         "--max-boxes",
         type=int,
         default=0,
@@ -730,14 +605,13 @@ def run(args: argparse.Namespace) -> dict:
     """Loads the boxes, clusters them for every k, writes anchors.json and the pictures."""
     from jwsol.viz import anchors as viz  # NOTE: matplotlib only when pictures are made.
 
-    settings = scene_settings(args.scenes_option) if args.source == "scenes" else None
     wh = load_boxes(
         args.source,
         args.path,
         split=args.split,
         absolute=args.absolute,
         exclude_difficult=args.exclude_difficult,
-        scenes_settings=settings,
+        config=args.config,
     )
     dropped = 0
     if args.drop_degenerate:
@@ -775,8 +649,11 @@ def run(args: argparse.Namespace) -> dict:
         "seed": args.seed,
         "max_iter": args.max_iter,
     }
-    if settings is not None:
-        meta["scenes_settings"] = dataclasses.asdict(settings)
+    if args.source == "scenes":
+        from jwsol.data import detection
+
+        data = scenes_data_config(args.config, args.path)
+        meta["scenes_settings"] = dataclasses.asdict(detection.scene_settings(data))
     summary = results_to_json(results, chosen, meta=meta)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "anchors.json"), "w") as f:

@@ -372,29 +372,24 @@ def voc_year(tmp_path_factory):
     return _write_voc_year(str(tmp_path_factory.mktemp("voc")))
 
 
-def test_load_voc_folder_splits_units_and_difficult(voc_year):
+def test_voc_folder_boxes_through_data_voc(voc_year):
+    root = os.path.dirname(os.path.dirname(voc_year))  # holds VOCdevkit/
     np.testing.assert_allclose(
-        anchors.load_voc_folder(voc_year), _voc_expected(VOC_SETS["trainval"]), rtol=1e-6
+        anchors.load_boxes("voc_folder", root), _voc_expected(VOC_SETS["trainval"]), rtol=1e-6
     )
     np.testing.assert_allclose(
-        anchors.load_voc_folder(voc_year, split="train", absolute=True, exclude_difficult=True),
+        anchors.load_boxes(
+            "voc_folder", voc_year, split="train", absolute=True, exclude_difficult=True
+        ),
         _voc_expected(VOC_SETS["train"], absolute=True, exclude_difficult=True),
     )
-    annotations = os.path.join(voc_year, "Annotations")
-    np.testing.assert_allclose(
-        anchors.load_voc_folder(annotations, split=None),
-        _voc_expected(VOC_SETS["trainval"]),
-        rtol=1e-6,
-    )
 
 
-def test_load_voc_folder_errors(voc_year, tmp_path):
-    with pytest.raises(DataError, match="no image list for split 'nosuch'"):
-        anchors.load_voc_folder(voc_year, split="nosuch")
-    with pytest.raises(DataError, match="not a folder"):
-        anchors.load_voc_folder(str(tmp_path / "absent"))
-    with pytest.raises(DataError, match="no VOC XML annotation files"):
-        anchors.load_voc_folder(str(tmp_path), split=None)
+def test_voc_folder_errors_are_data_voc_errors(voc_year, tmp_path):
+    with pytest.raises(DataError, match="unknown VOC split 'nosuch'"):
+        anchors.load_boxes("voc_folder", voc_year, split="nosuch")
+    with pytest.raises(DataError, match="no VOC2007 folder with JPEGImages"):
+        anchors.load_boxes("voc_folder", str(tmp_path / "absent"))
 
 
 @pytest.fixture(scope="module")
@@ -415,49 +410,56 @@ def tfds_voc_dir(tmp_path_factory, voc_year):
     return data_dir
 
 
-def test_load_tfds_voc_matches_the_xml_boxes(tfds_voc_dir):
-    got = anchors.load_tfds_voc("train+validation", tfds_voc_dir)
+def test_tfds_boxes_match_the_xml_boxes(tfds_voc_dir):
+    got = anchors.load_boxes("tfds", tfds_voc_dir)  # trainval
     np.testing.assert_allclose(
         _sorted_rows(got), _sorted_rows(_voc_expected(VOC_SETS["trainval"])), rtol=1e-6
     )
-    got = anchors.load_tfds_voc("train", tfds_voc_dir, absolute=True, exclude_difficult=True)
+    got = anchors.load_boxes(
+        "tfds", tfds_voc_dir, split="train", absolute=True, exclude_difficult=True
+    )
     expected = _voc_expected(VOC_SETS["train"], absolute=True, exclude_difficult=True)
     np.testing.assert_allclose(_sorted_rows(got), _sorted_rows(expected), rtol=1e-5)
 
 
-def test_load_tfds_voc_absent_is_a_data_error(tmp_path):
-    with pytest.raises(DataError, match=r"'voc/2007'.*not available.*tfds build voc/2007"):
-        anchors.load_tfds_voc("train", str(tmp_path))
+def test_tfds_absent_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match=r"'voc/2007'.*not found.*tfds build voc/2007"):
+        anchors.load_boxes("tfds", str(tmp_path), split="train")
 
 
 # ----------------------------------------------------------------------------- scenes source
 
 
-def test_load_scenes_matches_the_scene_boxes(tmp_path):
-    from jwsol.data import scenes
+def test_scenes_boxes_are_the_jobs_scene_boxes(tmp_path):
+    from jwsol.data import detection, scenes
 
-    settings = scenes.SceneSettings(canvas_size=64, min_object_size=16, max_object_size=32,
-                                    num_train=12, num_test=3)  # fmt: skip
-    absolute = anchors.load_scenes("train", str(tmp_path), absolute=True, settings=settings)
-    data = scenes.load(settings, "train", cache_dir=str(tmp_path))
+    data = anchors.scenes_data_config(cache_dir=str(tmp_path))
+    with data.unlocked():
+        data.scenes.update(canvas_size=64, min_object_size=16, max_object_size=32,
+                           num_train=12, num_test=3)  # fmt: skip
+    absolute = anchors.load_scenes(data, "train", absolute=True)
+    # The training job's own cache file, read back.
+    scene_data = scenes.load(
+        detection.scene_settings(data), "train", cache_dir=os.path.join(str(tmp_path), "scenes")
+    )
     expected = [
         [x2 - x1, y2 - y1]
-        for n in range(len(data))
-        for x1, y1, x2, y2 in data.boxes[n, : data.counts[n]].tolist()
+        for n in range(len(scene_data))
+        for x1, y1, x2, y2 in scene_data.boxes[n, : scene_data.counts[n]].tolist()
     ]
     np.testing.assert_allclose(absolute, expected)
-    relative = anchors.load_scenes("train", str(tmp_path), settings=settings)
+    relative = anchors.load_scenes(data, "train")
     np.testing.assert_allclose(relative, np.asarray(expected) / 64)
     assert np.all((relative > 0) & (relative <= 0.5))  # objects are at most 32 of 64 pixels
 
 
-def test_scene_settings_overrides():
-    settings = anchors.scene_settings(["canvas_size=64", "max_overlap=0.1"])
-    assert settings.canvas_size == 64 and settings.max_overlap == 0.1
-    with pytest.raises(UserError, match="FIELD=VALUE"):
-        anchors.scene_settings(["no_such_field=1"])
-    with pytest.raises(UserError, match="bad value"):
-        anchors.scene_settings(["canvas_size=big"])
+def test_scenes_data_config_of_a_job_config(tmp_path):
+    from jwsol.data import detection, scenes
+
+    default = anchors.scenes_data_config()
+    assert detection.scene_settings(default) == scenes.SceneSettings()
+    job = anchors.scenes_data_config("configs/localizer.py:scenes", str(tmp_path))
+    assert job.scenes.canvas_size == 192 and job.cache_dir == str(tmp_path)
 
 
 # ----------------------------------------------------------------------------- CLI and pictures

@@ -14,16 +14,22 @@ before normalisation) when pretrained weights are used.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 # NOTE: torch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which is exactly this distribution. Biases start at zero
 # instead of torch's uniform draw because a Flax bias initialiser does not see fan_in.
 torch_default_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+INIT_SCHEMES = ("torch", "he")  # the values of config field `model.init`
+TRUNK_SCOPES = ("features", "fc67")  # the AlexNet layers that pretrained weights would fill
 
 FC6_INPUT_HW = (6, 6)  # torchvision's AdaptiveAvgPool2d((6, 6)) before the classifier
 
@@ -174,3 +180,36 @@ class AlexNet(nn.Module):
         acts.update(fc_acts)
         logits = _dense(self.num_classes, "fc8")(x)
         return (logits, acts) if return_activations else logits
+
+
+def he_init(params: Mapping[str, Any], rng: jax.Array) -> dict[str, Any]:
+    """params with the AlexNet trunk's kernels (`features/*`, `fc67/*`) redrawn from He et al.'s
+    N(0, 2 / fan_in); biases, BatchNorm and the heads keep theirs.
+
+    For training from scratch only: torch's default init scales each ReLU layer's output variance
+    by about 1/6, so a deep unnormalised trunk starts with vanishing features; He's keeps the scale.
+    """
+    flat = traverse_util.flatten_dict(params)
+    keys = sorted(k for k in flat if k[0] in TRUNK_SCOPES and k[-1] == "kernel")
+    for key, sub in zip(keys, jax.random.split(rng, len(keys))):
+        kernel = flat[key]
+        fan_in = math.prod(kernel.shape[:-1])
+        flat[key] = jax.random.normal(sub, kernel.shape, kernel.dtype) * math.sqrt(2.0 / fan_in)
+    return traverse_util.unflatten_dict(flat)
+
+
+def init_alexnet(
+    init: Callable[[jax.Array], Mapping[str, Any]], rng: jax.Array, scheme: str
+) -> dict[str, Any]:
+    """Variables from `init(rng)` (a model's `init` with its inputs bound), trunk by `scheme`.
+
+    scheme: 'torch' (torchvision's default init, as `init` draws it) or 'he' (`he_init`).
+    Pretrained weights, merged later, replace the trunk either way.
+    """
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"init scheme {scheme!r}: expected one of {INIT_SCHEMES}")
+    init_rng, he_rng = jax.random.split(rng)
+    variables = dict(init(init_rng))
+    if scheme == "he":
+        variables["params"] = he_init(variables["params"], he_rng)
+    return variables

@@ -16,7 +16,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jwsol.errors import ConfigError
 from jwsol.models.alexnet import AlexNetFeatures
 
 POOLINGS = ("max", "avg", "lse")
@@ -34,11 +33,11 @@ def global_pool(score_map: jax.Array, pooling: str, lse_r: float = 10.0) -> jax.
         return jnp.mean(score_map, axis=(1, 2))
     if pooling == "lse":
         if not lse_r > 0:
-            raise ConfigError(f"lse_r={lse_r!r}: the log-sum-exp sharpness must be > 0")
+            raise ValueError(f"lse_r={lse_r!r}: the log-sum-exp sharpness must be > 0")
         cells = score_map.shape[1] * score_map.shape[2]
         lse = jax.nn.logsumexp(lse_r * score_map, axis=(1, 2))
         return (lse - math.log(cells)) / lse_r
-    raise ConfigError(f"pooling={pooling!r}: expected one of {', '.join(POOLINGS)}")
+    raise ValueError(f"pooling={pooling!r}: expected one of {', '.join(POOLINGS)}")
 
 
 def _head_conv(features: int, kernel: int, name: str) -> nn.Conv:
@@ -74,7 +73,7 @@ class LocalizerAlexNet(nn.Module):
         """
         del train
         if self.pooling not in POOLINGS:
-            raise ConfigError(f"pooling={self.pooling!r}: expected one of {', '.join(POOLINGS)}")
+            raise ValueError(f"pooling={self.pooling!r}: expected one of {', '.join(POOLINGS)}")
         x = AlexNetFeatures(include_last_pool=False, width=self.width, name="features")(x)
         x = nn.relu(_head_conv(256, 3, "conv6")(x))
         x = nn.relu(_head_conv(256, 1, "conv7")(x))

@@ -26,7 +26,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jwsol.errors import ConfigError
 from jwsol.models.alexnet import torch_default_kernel_init
 
 # depth -> (residual block kind, blocks per stage), as torchvision's resnet18/34/50.
@@ -140,7 +139,7 @@ class ResNet(nn.Module):
 
     def setup(self) -> None:
         if self.depth not in STAGE_SIZES:
-            raise ConfigError(f"ResNet depth={self.depth!r}: expected one of {sorted(STAGE_SIZES)}")
+            raise ValueError(f"ResNet depth={self.depth!r}: expected one of {sorted(STAGE_SIZES)}")
         block, sizes = STAGE_SIZES[self.depth]
         if self.small_input:
             self.conv1 = _conv(64, 3, 1, "conv1")

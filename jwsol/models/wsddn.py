@@ -24,7 +24,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jwsol.errors import ConfigError
 from jwsol.models.alexnet import FC67, AlexNetFeatures
 from jwsol.ops.roi_pool import batched_roi_align, batched_roi_pool
 
@@ -116,7 +115,7 @@ class WSDDN(nn.Module):
         image_scores [N, C], fc7 [N, R, fc_features]. Dropout needs a 'dropout' rng when train.
         """
         if self.pooling not in POOLINGS:
-            raise ConfigError(f"model.pooling={self.pooling!r}: expected one of {POOLINGS}")
+            raise ValueError(f"model.pooling={self.pooling!r}: expected one of {POOLINGS}")
         conv5 = AlexNetFeatures(
             include_last_pool=False, width=self.width, batch_norm=self.batch_norm, name="features"
         )(images, train=train)  # [N, h, w, K]

@@ -17,8 +17,6 @@ layer4 Grad-CAM of the predicted class and of the true class.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,11 +27,11 @@ from absl import logging
 from jwsol.data import augment, mnist, tinyimagenet
 from jwsol.errors import ConfigError, DataError
 from jwsol.metrics import classification
-from jwsol.models.resnet import ResNet
+from jwsol.models.resnet import STAGE_SIZES, ResNet
 from jwsol.ops.gradcam import gradcam_maps
 from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz import gradcam
-from jwsol.weights import torchvision as tv
+from jwsol.weights import merge
 
 SOURCES = ("tinyimagenet", "mnist_idx")
 
@@ -132,14 +130,16 @@ class ClassificationEvaluator(Evaluator):
 class ClassificationTask(Task):
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
-        path = config.model.pretrained
-        if path and not os.path.exists(os.path.expanduser(path)):
-            arch = f"resnet{config.model.depth}"
-            raise DataError(
-                f"model.pretrained={path!r} does not exist. Download {tv.URLS.get(arch, '')} on "
-                f"a machine with internet and convert it: python -m jwsol.weights.torchvision "
-                f"--arch {arch} --pth FILE --out {path} (docs/weights.md)."
+        if config.model.depth not in STAGE_SIZES:
+            raise ConfigError(
+                f"model.depth={config.model.depth!r}; expected one of {sorted(STAGE_SIZES)}."
             )
+        arch = f"resnet{config.model.depth}"
+        if config.pretrained.path and config.pretrained.arch != arch:
+            raise ConfigError(
+                f"pretrained.arch={config.pretrained.arch!r}; model.depth needs {arch!r}."
+            )
+        merge.require(config.pretrained)  # fails before the data is read
         d = config.data
         (self.train_images, self.train_labels), (self.test_images, self.test_labels), names = (
             load_source(d)
@@ -191,7 +191,11 @@ class ClassificationTask(Task):
         return self.model.init(rng, jnp.asarray(batch["image"]), train=False)
 
     def load_pretrained(self, variables):
-        return load_resnet_pretrained(self.config.model, variables)
+        # A 3x3 small_input stem cannot take the 7x7 ImageNet kernel.
+        stem = ("params/conv1",) if self.config.model.small_input else ()
+        return merge.load_into(
+            variables, self.config.pretrained, exclude_extra=("params/fc", *stem)
+        )
 
     def loss(self, params, model_state, batch, rng):
         logits, new_state = self.model.apply(
@@ -224,21 +228,3 @@ class ClassificationTask(Task):
         return ClassificationEvaluator(
             self.class_names, tuple(d.mean), tuple(d.std), self.config.eval.num_figure_images
         )
-
-
-def load_resnet_pretrained(model_config: ml_collections.ConfigDict, variables: dict) -> dict | None:
-    """Merges converted torchvision weights (`model.pretrained`, a folder made by
-    `python -m jwsol.weights.torchvision`) into fresh ResNet variables; None if not asked.
-
-    The classifier `fc` always keeps its init (another number of classes); so does `conv1` with
-    small_input (a 3x3 stem cannot take the 7x7 ImageNet kernel).
-    """
-    if not model_config.pretrained:
-        return None
-    arch = f"resnet{model_config.depth}"
-    path = os.path.expanduser(model_config.pretrained)
-    pretrained = tv.load_pretrained(path, arch, drop_classifier=True)
-    exclude = ["params/fc"] + (["params/conv1"] if model_config.small_input else [])
-    merged, report = tv.merge_pretrained(variables, pretrained, exclude=exclude)
-    logging.info("pretrained %s from %s:\n%s", arch, path, report)
-    return merged

@@ -8,16 +8,12 @@ when the model takes more than the image).
 
 from __future__ import annotations
 
-import os
-
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from absl import logging
 
 from jwsol.data import detection
-from jwsol.errors import ConfigError, DataError
 from jwsol.training.task import Batch, Task, Variables
+from jwsol.weights import merge
 
 
 def pretrained_config(arch: str = "alexnet") -> ml_collections.ConfigDict:
@@ -68,40 +64,4 @@ class ImageLabelTask(Task):
         return self.model.init(rng, jnp.asarray(batch["image"]))
 
     def load_pretrained(self, variables: Variables) -> Variables | None:
-        p = self.config.pretrained
-        if not p.path:
-            if not p.from_scratch:
-                raise ConfigError(
-                    f"pretrained.path is empty: give the folder of converted {p.arch} weights "
-                    f"(python -m jwsol.weights.torchvision --arch {p.arch} --pth FILE --out DIR; "
-                    f"see docs/weights.md), or train from scratch with "
-                    f"--config.pretrained.from_scratch=True."
-                )
-            logging.info("training from scratch (pretrained.from_scratch=True)")
-            return None
-        from jwsol.weights import torchvision as tv
-
-        path = os.path.expanduser(p.path)
-        if not os.path.exists(path):
-            raise DataError(
-                f"pretrained.path={path!r} does not exist. Download {tv.URLS[p.arch]} on a "
-                f"machine with internet and convert it with python -m jwsol.weights.torchvision "
-                f"--arch {p.arch} --pth FILE --out {path}."
-            )
-        pretrained = tv.load_pretrained(path, p.arch, drop_classifier=True)
-        rename = dict(item.split("=") for item in p.rename.split(",")) if p.rename else None
-        merged, report = tv.merge_pretrained(
-            jax_to_numpy(variables), pretrained, exclude=tuple(p.exclude), rename=rename
-        )
-        logging.info("pretrained %s from %s:\n%s", p.arch, path, report)
-        if not report.loaded:
-            raise ConfigError(
-                f"no weights from {path} matched the model; check pretrained.rename/exclude."
-            )
-        return merged
-
-
-def jax_to_numpy(tree):
-    import jax
-
-    return jax.tree.map(np.asarray, tree)
+        return merge.load_into(variables, self.config.pretrained)

@@ -62,7 +62,8 @@ from jwsol import losses
 from jwsol.data import augment, detection
 from jwsol.errors import ConfigError
 from jwsol.metrics import localization, multilabel
-from jwsol.models.localizer import LocalizerAlexNet
+from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
+from jwsol.models.localizer import POOLINGS, LocalizerAlexNet
 from jwsol.ops.boxes_np import iou_matrix
 from jwsol.ops.windows import Layer, receptive_field
 from jwsol.tasks.image_labels import ImageLabelTask
@@ -90,21 +91,6 @@ def score_map_geometry() -> tuple[float, float]:
     """(centre of cell 0, distance between cells) of the score map, in input pixel edges."""
     size, stride, offset = receptive_field(LOCALIZER_LAYERS)
     return offset + size / 2.0, float(stride)
-
-
-def he_scaled_features(variables: Variables) -> Variables:
-    """AlexNet conv kernels x sqrt(6): torch's default U(+-1/sqrt(fan_in)) becomes He-uniform.
-
-    NOTE: torch's default init has variance 1/(3 fan_in); through five unnormalised ReLU convs
-    it shrinks the signal about 2.4x per layer, and a from-scratch localizer then sits at the
-    label prior for hundreds of steps. He's variance 2/fan_in keeps the scale. Pretrained
-    weights, merged after init, replace these kernels anyway.
-    """
-    features = {
-        name: {**layer, "kernel": layer["kernel"] * math.sqrt(6.0)}
-        for name, layer in variables["params"]["features"].items()
-    }
-    return {**variables, "params": {**variables["params"], "features": features}}
 
 
 def cam_threshold_grid(config: ml_collections.ConfigDict) -> tuple[np.ndarray, int]:
@@ -297,8 +283,11 @@ class LocalizerTask(ImageLabelTask):
         self.model = LocalizerAlexNet(
             num_classes=self.num_classes, pooling=m.pooling, lse_r=float(m.lse_r), width=m.width
         )
-        if m.scratch_init not in ("torch", "he"):
-            raise ConfigError(f"model.scratch_init={m.scratch_init!r}; expected 'torch' or 'he'.")
+        for field, choices in (("init", INIT_SCHEMES), ("pooling", POOLINGS)):
+            if m[field] not in choices:
+                raise ConfigError(f"model.{field}={m[field]!r}; expected one of {choices}.")
+        if m.pooling == "lse" and not m.lse_r > 0:
+            raise ConfigError(f"model.lse_r={m.lse_r!r}: the log-sum-exp sharpness must be > 0.")
         # Checked here so a bad value fails before any training.
         cam_threshold_grid(config)
         if config.eval.heatmap_alignment not in ALIGNMENTS:
@@ -332,10 +321,8 @@ class LocalizerTask(ImageLabelTask):
 
     # Model ------------------------------------------------------------------------------------
     def init_variables(self, rng, batch: Batch) -> Variables:
-        variables = self.model.init(rng, jnp.asarray(batch["image"]))
-        if self.config.model.scratch_init == "he":
-            variables = he_scaled_features(variables)
-        return variables
+        image = jnp.asarray(batch["image"])
+        return init_alexnet(lambda key: self.model.init(key, image), rng, self.config.model.init)
 
     def loss(self, params, model_state, batch, rng):
         del rng  # no dropout in this model

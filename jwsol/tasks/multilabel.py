@@ -20,8 +20,6 @@ and `tail_accuracy` (the curve over thresholds).
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,6 +33,7 @@ from jwsol.models.resnet import ResNet
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator
 from jwsol.viz.multilabel import ranked_images_figure, tail_curve_figure
+from jwsol.weights import merge
 
 CROP_MODES = ("five", "none")
 
@@ -128,11 +127,7 @@ class MultiLabelTask(ImageLabelTask):
             num_classes=self.num_classes,
             small_input=config.model.small_input,
         )
-        p = config.pretrained
-        if not p.from_scratch and not (p.path and os.path.exists(os.path.expanduser(p.path))):
-            # Fail before the data is read and the model compiled: this raises the error that
-            # names the missing weights and the conversion command.
-            self.load_pretrained({})
+        merge.require(config.pretrained)  # fails before the data is read
 
     # Data -------------------------------------------------------------------------------------
     def _finish(self, batch: dict) -> dict:

@@ -24,14 +24,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
 
 from jwsol import losses
 from jwsol.data import augment
 from jwsol.errors import ConfigError
 from jwsol.metrics import detection as det_metrics
 from jwsol.metrics import multilabel
-from jwsol.models.wsddn import WSDDN
+from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
+from jwsol.models.wsddn import POOLINGS, WSDDN
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator
 from jwsol.viz.detections import ap_bar_chart, detections_figure
@@ -140,23 +140,6 @@ class WSDDNEvaluator(Evaluator):
         return metrics, figures
 
 
-def he_init(params: dict, rng: jax.Array) -> dict:
-    """params with the AlexNet trunk's kernels (features/*, fc67/*) redrawn from He et al.'s
-    N(0, 2 / fan_in); biases and the heads keep theirs.
-
-    For training from scratch only: torch's default init scales each ReLU layer's output
-    variance by about 1/6, so after conv1-5 and fc6/fc7 the region features are ~1e-3 of the
-    input scale and both softmaxes start flat; He's init keeps the scale through the layers.
-    """
-    flat = traverse_util.flatten_dict(params)
-    keys = sorted(k for k in flat if k[0] in ("features", "fc67") and k[-1] == "kernel")
-    for key, sub in zip(keys, jax.random.split(rng, len(keys))):
-        kernel = flat[key]
-        fan_in = int(np.prod(kernel.shape[:-1]))
-        flat[key] = jax.random.normal(sub, kernel.shape, kernel.dtype) * np.sqrt(2.0 / fan_in)
-    return traverse_util.unflatten_dict(flat)
-
-
 class WSDDNTask(ImageLabelTask):
     """WSDDN on scenes or VOC: config.model (WSDDN fields), config.loss, config.eval."""
 
@@ -172,6 +155,9 @@ class WSDDNTask(ImageLabelTask):
                 "model.batch_norm=True is for trunks trained from scratch: torchvision's AlexNet "
                 "has no BatchNorm. Set --config.model.batch_norm=False to use pretrained.path."
             )
+        for field, choices in (("init", INIT_SCHEMES), ("pooling", POOLINGS)):
+            if m[field] not in choices:
+                raise ConfigError(f"model.{field}={m[field]!r}; expected one of {choices}.")
         self.model = WSDDN(
             num_classes=self.num_classes,
             width=float(m.width),
@@ -202,19 +188,8 @@ class WSDDNTask(ImageLabelTask):
         )
 
     def init_variables(self, rng, batch: Batch):
-        init_rng, he_rng = jax.random.split(rng)
-        variables = self.model.init(
-            init_rng,
-            jnp.asarray(batch["image"]),
-            jnp.asarray(batch["proposals"]),
-            jnp.asarray(batch["proposal_mask"]),
-            jnp.asarray(batch["proposal_scores"]),
-        )
-        if self.config.model.init == "he":
-            variables = {**variables, "params": he_init(variables["params"], he_rng)}
-        elif self.config.model.init != "torch":
-            raise ConfigError(f"model.init={self.config.model.init!r}; expected 'torch' or 'he'.")
-        return variables
+        inputs = [jnp.asarray(batch[k]) for k in ("image", "proposals", "proposal_mask", "proposal_scores")]  # fmt: skip
+        return init_alexnet(lambda key: self.model.init(key, *inputs), rng, self.config.model.init)
 
     def loss(self, params, model_state, batch, rng):
         out, model_state = self._apply(

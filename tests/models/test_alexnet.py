@@ -10,8 +10,11 @@ from jwsol.models.alexnet import (
     AlexNet,
     AlexNetFeatures,
     adaptive_avg_pool,
+    he_init,
+    init_alexnet,
     torch_default_kernel_init,
 )
+from jwsol.models.localizer import LocalizerAlexNet
 
 
 @pytest.mark.parametrize(
@@ -124,3 +127,40 @@ def test_kernel_init_matches_torch_default():
     bound = 1 / np.sqrt(5 * 5 * 64)
     assert np.abs(ours).max() <= bound
     np.testing.assert_allclose(ours.std(), torch_w.std(), rtol=0.02)
+
+
+def test_he_init_redraws_the_trunk_kernels_only():
+    rng = np.random.default_rng(0)
+    params = {
+        "features": {"conv1": {"kernel": np.zeros((11, 11, 3, 64)), "bias": np.ones(64)}},
+        "fc67": {"fc6": {"kernel": np.zeros((2304, 512)), "bias": np.ones(512)}},
+        "det_head": {"kernel": rng.normal(size=(512, 10)), "bias": np.zeros(10)},
+    }
+    out = he_init(params, jax.random.key(0))
+    for path, fan_in in ((("features", "conv1"), 11 * 11 * 3), (("fc67", "fc6"), 2304)):
+        kernel = np.asarray(out[path[0]][path[1]]["kernel"])
+        assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.02)
+        assert abs(kernel.mean()) < 0.05 * kernel.std()
+        np.testing.assert_array_equal(out[path[0]][path[1]]["bias"], 1.0)
+    np.testing.assert_array_equal(out["det_head"]["kernel"], params["det_head"]["kernel"])
+
+
+def test_init_alexnet_schemes_differ_only_in_the_trunk_kernels():
+    model = LocalizerAlexNet(num_classes=3, width=0.125)
+    image = jnp.zeros((1, 96, 96, 3))
+    key = jax.random.key(0)
+    torch_init, he = (
+        traverse_util.flatten_dict(
+            init_alexnet(lambda k: model.init(k, image), key, scheme)["params"], sep="/"
+        )
+        for scheme in ("torch", "he")
+    )
+    plain = traverse_util.flatten_dict(
+        model.init(jax.random.split(key)[0], image)["params"], sep="/"
+    )
+    for name, value in torch_init.items():
+        np.testing.assert_array_equal(value, plain[name])  # 'torch': the model's own init
+        redrawn = name.startswith("features/") and name.endswith("kernel")
+        assert np.array_equal(he[name], value) != redrawn, name
+    with pytest.raises(ValueError, match="'uniform'"):
+        init_alexnet(lambda k: model.init(k, image), key, "uniform")

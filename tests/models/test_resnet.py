@@ -5,7 +5,6 @@ import pytest
 import torch
 from flax import traverse_util
 
-from jwsol.errors import ConfigError
 from jwsol.models.resnet import ResNet
 
 
@@ -50,7 +49,7 @@ def test_param_count_matches_torchvision(depth, count):
 
 
 def test_bad_depth_is_a_config_error():
-    with pytest.raises(ConfigError, match="depth=101"):
+    with pytest.raises(ValueError, match="depth=101"):
         ResNet(depth=101).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
 
 

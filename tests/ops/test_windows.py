@@ -1,4 +1,5 @@
-"""Sliding-window geometry and the sequential reference against brute force and worked cases."""
+"""Sliding-window geometry (ops/windows.py) and the sequential reference (ops/window_apply.py)
+against brute force and worked cases."""
 
 from __future__ import annotations
 
@@ -9,27 +10,25 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jwsol.models.conv_stack import (
+from jwsol.models.sliding_window import (
     REFERENCE_LAYERS,
     ConvStack,
     WindowNet,
     conv_params_to_dense,
     reference_layers,
 )
+from jwsol.ops.window_apply import extract_windows, sliding_window_apply, sliding_window_batches
 from jwsol.ops.windows import (
     Layer,
     conv_kernel_to_dense,
     dense_kernel_to_conv,
     dense_layer_index,
-    extract_windows,
     geometry,
     min_input_size,
     output_size,
     receptive_field,
     require_sliding_equivalence,
     sequential_flops,
-    sliding_window_apply,
-    sliding_window_batches,
     stack_flops,
 )
 

@@ -120,40 +120,39 @@ def test_source_errors(tmp_path, idx_folder):
         classification.load_source(small.data)
     missing = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
-        {"data.folder": idx_folder, "model.pretrained": str(tmp_path / "none")},
+        {"data.folder": idx_folder, "pretrained.path": str(tmp_path / "none")},
     )
-    with pytest.raises(DataError, match="model.pretrained=.* does not exist.*--arch resnet18"):
+    with pytest.raises(DataError, match="pretrained.path=.* does not exist.*--arch resnet18"):
         classification.ClassificationTask(missing)
 
 
-def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path):
-    import importlib.util
-
+def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path, idx_folder):
     import jax
-    import ml_collections
     from flax import traverse_util
 
     from jwsol.models.resnet import ResNet
-    from jwsol.weights import torchvision as tv
+    from jwsol.weights import store
 
-    path = os.path.join(os.path.dirname(__file__), "..", "weights", "test_torchvision_port.py")
-    spec = importlib.util.spec_from_file_location("_port_references", path)
-    refs = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(refs)
-    pth = str(tmp_path / "resnet18.pth")
-    torch.save(refs.torch_model("resnet18").state_dict(), pth)
-    tv.convert(pth, "resnet18", str(tmp_path / "w"), drop_classifier=True)
+    # A converted resnet18 folder (7x7 stem, no classifier) whose every value is 1.
+    shapes = jax.eval_shape(ResNet(depth=18, num_classes=1).init, jax.random.key(0), np.zeros((1, 64, 64, 3)))  # fmt: skip
+    flat = traverse_util.flatten_dict(shapes, sep="/")
+    weights = {
+        k: np.ones(v.shape, v.dtype) for k, v in flat.items() if not k.startswith("params/fc/")
+    }
+    folder = str(tmp_path / "w")
+    meta = {"format": store.FORMAT, "arch": "resnet18", "num_classes": None}
+    store.save_variables(traverse_util.unflatten_dict(weights, sep="/"), folder, meta)
 
-    model = ResNet(depth=18, num_classes=7, small_input=True)
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), np.zeros((1, 16, 16, 3)))
-    fresh = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), shapes)
-    cfg = ml_collections.ConfigDict({"depth": 18, "small_input": True, "pretrained": ""})
-    assert classification.load_resnet_pretrained(cfg, fresh) is None
-    cfg.pretrained = str(tmp_path / "w")
-    merged = traverse_util.flatten_dict(classification.load_resnet_pretrained(cfg, fresh), sep="/")
-    ported = traverse_util.flatten_dict(tv.load_pretrained(cfg.pretrained, "resnet18", drop_classifier=True), sep="/")  # fmt: skip
+    config = config_lib.load(
+        "configs/resnet_tinyimagenet.py:fashion_mnist",
+        {"data.folder": idx_folder, "pretrained.path": folder, "pretrained.from_scratch": False},
+    )
+    task = classification.ClassificationTask(config)  # small_input: a 3x3 stem
+    fresh = jax.eval_shape(
+        task.init_variables, jax.random.key(0), {"image": np.zeros((1, 32, 32, 3))}
+    )
+    fresh = jax.tree.map(lambda s: np.full(s.shape, 7.0, s.dtype), fresh)
+    merged = traverse_util.flatten_dict(task.load_pretrained(fresh), sep="/")
     for key, value in merged.items():
-        if key.startswith(("params/conv1", "params/fc")):
-            assert np.all(np.asarray(value) == 7.0), key  # kept their init
-        else:
-            np.testing.assert_array_equal(value, ported[key], err_msg=key)
+        kept = key.startswith(("params/conv1/", "params/fc/"))
+        assert np.all(np.asarray(value) == (7.0 if kept else 1.0)), key

@@ -4,7 +4,6 @@ of configs/wsddn.py:smoke through the shared loop (train, figures, eval mode).""
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -159,24 +158,6 @@ def test_eval_mode_reproduces_eval_metrics(idx_folder, smoke_run):
     assert after.keys() == before.keys()
     for key, value in before.items():
         assert after[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
-
-
-def test_he_init_redraws_the_trunk_kernels_only():
-    from jwsol.tasks.wsddn import he_init
-
-    rng = np.random.default_rng(0)
-    params = {
-        "features": {"conv1": {"kernel": np.zeros((11, 11, 3, 64)), "bias": np.ones(64)}},
-        "fc67": {"fc6": {"kernel": np.zeros((2304, 512)), "bias": np.ones(512)}},
-        "det_head": {"kernel": rng.normal(size=(512, 10)), "bias": np.zeros(10)},
-    }
-    out = he_init(params, jax.random.key(0))
-    for path, fan_in in ((("features", "conv1"), 11 * 11 * 3), (("fc67", "fc6"), 2304)):
-        kernel = np.asarray(out[path[0]][path[1]]["kernel"])
-        assert kernel.std() == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.02)
-        assert abs(kernel.mean()) < 0.05 * kernel.std()
-        np.testing.assert_array_equal(out[path[0]][path[1]]["bias"], 1.0)
-    np.testing.assert_array_equal(out["det_head"]["kernel"], params["det_head"]["kernel"])
 
 
 def test_variants_load_with_the_papers_and_the_courses_settings():

@@ -9,7 +9,6 @@ matmul/conv precision so that they also hold on GPUs that default to TF32.
 """
 
 import functools
-import os
 import subprocess
 import sys
 
@@ -23,7 +22,6 @@ from torch import nn
 
 from jwsol.errors import DataError
 from jwsol.models.alexnet import AlexNet
-from jwsol.models.localizer import LocalizerAlexNet
 from jwsol.models.resnet import ResNet
 from jwsol.weights import torchvision as tv
 
@@ -391,72 +389,3 @@ def test_load_pretrained_rejects_pth_and_wrong_arch(resnet18_pth, tmp_path):
     tv.convert(resnet18_pth, "resnet18", out)
     with pytest.raises(DataError, match="holds arch='resnet18'"):
         tv.load_pretrained(out, "resnet34")
-
-
-def test_torchvision_file_names_are_hash_checked(resnet18_pth, tmp_path):
-    # Our random weights under the real download name do not have its SHA-256 prefix f37072fd.
-    fake_download = tmp_path / "resnet18-f37072fd.pth"
-    os.link(resnet18_pth, fake_download)
-    with pytest.raises(DataError, match="does not start with f37072fd.*corrupt or incomplete"):
-        tv.load_torch_state_dict(str(fake_download))
-    # Other names are not hash names, even when they end in hex digits.
-    own_name = tmp_path / "finetuned-20240101.pth"
-    os.link(resnet18_pth, own_name)
-    state_dict, sha = tv.load_torch_state_dict(str(own_name))
-    assert sha == tv._sha256(resnet18_pth) and "fc.weight" in state_dict
-
-
-# ---------------------------------------------------------------- merging into new models
-
-
-def _zeros_like_init(model, x):
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-
-
-def test_merge_into_localizer():
-    init = _zeros_like_init(LocalizerAlexNet(num_classes=20), jnp.zeros((1, 128, 128, 3)))
-    pretrained = ported("alexnet")
-    merged, report = tv.merge_pretrained(init, pretrained)
-    assert report.loaded == ["params/features"]
-    assert report.kept_init == ["params/conv6", "params/conv7", "params/score"]
-    assert report.unused == ["params/fc67", "params/fc8"]
-    assert "from checkpoint (1): params/features" in str(report)
-    for name in ("conv1", "conv5"):
-        np.testing.assert_array_equal(
-            merged["params"]["features"][name]["kernel"],
-            pretrained["params"]["features"][name]["kernel"],
-        )
-    np.testing.assert_array_equal(merged["params"]["conv6"]["kernel"], 0)
-
-
-def test_merge_rename_into_a_nested_backbone():
-    backbone = _zeros_like_init(ResNet(depth=18, num_classes=None), jnp.zeros((1, 64, 64, 3)))
-    init = {
-        "params": {
-            "backbone": backbone["params"],
-            "head": {"kernel": np.zeros((512, 3), np.float32)},
-        },
-        "batch_stats": {"backbone": backbone["batch_stats"]},
-    }
-    pretrained = ported("resnet18")
-    rename = {"params": "params/backbone", "batch_stats": "batch_stats/backbone"}
-    merged, report = tv.merge_pretrained(init, pretrained, rename=rename)
-    assert report.loaded == ["batch_stats", "params/backbone"]
-    assert report.kept_init == ["params/head"]
-    assert report.unused == ["params/fc"]
-    np.testing.assert_array_equal(
-        merged["batch_stats"]["backbone"]["layer4"]["block1"]["bn2"]["var"],
-        pretrained["batch_stats"]["layer4"]["block1"]["bn2"]["var"],
-    )
-
-
-def test_merge_shape_mismatch_and_exclude():
-    init = _zeros_like_init(AlexNet(num_classes=20), jnp.zeros((1, 224, 224, 3)))
-    pretrained = ported("alexnet")  # 10 classes
-    with pytest.raises(DataError, match=r"params/fc8/(kernel|bias).*exclude"):
-        tv.merge_pretrained(init, pretrained)
-    merged, report = tv.merge_pretrained(init, pretrained, exclude=["params/fc8"])
-    assert report.loaded == ["params/fc67", "params/features"]
-    assert report.kept_init == report.unused == ["params/fc8"]
-    assert merged["params"]["fc8"]["kernel"].shape == (4096, 20)
