@@ -467,14 +467,19 @@ def annotation_sizes(
     return np.concatenate(chunks) if chunks else np.zeros((0, 2))
 
 
+# The main job's scenes: the default scenes of every scenes config.
+DEFAULT_SCENES_CONFIG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "wsddn.py:scenes"
+)
+
+
 def scenes_data_config(spec: str | None = None, cache_dir: str | None = None):
     """The `data` section that describes the scenes: of the job config `spec` (e.g.
-    'configs/localizer.py:scenes'), or `jwsol.data.detection.default_config()`; `cache_dir`
-    replaces its data.cache_dir."""
-    from jwsol.data import detection
+    'configs/localizer.py:scenes', default DEFAULT_SCENES_CONFIG); `cache_dir` replaces its
+    data.cache_dir."""
     from jwsol.training import config as config_lib
 
-    data = config_lib.load(spec).data if spec else detection.default_config()
+    data = config_lib.load(spec or DEFAULT_SCENES_CONFIG).data
     if cache_dir:
         with data.unlocked():
             data.cache_dir = cache_dir
@@ -572,7 +577,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         help="scenes: the job config whose data section describes the scenes, e.g. "
-        "configs/localizer.py:scenes (default: jwsol.data.detection.default_config()).",
+        "configs/localizer.py:scenes (default: configs/wsddn.py:scenes, the main job's).",
     )
     p.add_argument("--k-min", type=int, default=1)
     p.add_argument("--k-max", type=int, default=10)

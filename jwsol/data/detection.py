@@ -11,7 +11,8 @@ R = max_proposals, G = max_gt_boxes, C = number of classes):
   proposals        float32 [B, R, 4]     (x1, y1, x2, y2) in the resized (and flipped) image's
                                          pixels; rows past proposal_mask are 0
   proposal_scores  float32 [B, R]        the source's scores, 0 where it has none
-  proposal_mask    bool    [B, R]
+  proposal_mask    bool    [B, R]        (the three proposal keys are absent with
+                                         proposals.method 'none')
   gt_boxes         float32 [B, G, 4]     true boxes, same coordinates as proposals
   gt_classes       int32   [B, G]        (-1 in padding)
   gt_difficult     bool    [B, G]
@@ -19,7 +20,6 @@ R = max_proposals, G = max_gt_boxes, C = number of classes):
   image_id         string  [B]           e.g. b'000005' (VOC) or b'test_00042' (scenes)
   image_index      int32   [B]           position of the image in the split's records
   example_index    int64   [B]           global example index (see below)
-  example_mask     bool    [B]           False for the padding examples of the last eval batch
   orig_size        int32   [B, 2]        (height, width) of the original image
   image_size       int32   [B, 2]        (height, width) of the resized image before padding
   scale_xy         float32 [B, 2]        (sx, sy): resized = original * scale
@@ -27,14 +27,11 @@ R = max_proposals, G = max_gt_boxes, C = number of classes):
 
 `augment.boxes_to_original(boxes, scale_xy, image_size, flipped)` maps boxes back.
 
-Determinism and resuming. Global example index `g` (0, 1, 2, ...) is the unit: a global batch
-`k` holds indices `[k * batch_size, (k + 1) * batch_size)`, and process `p` of `P` takes the
-contiguous slice `[p * B, (p + 1) * B)` of it. For training, index `g` shows image
-`perm(seed, g // N)[g % N]` (a fresh permutation per epoch, N = number of images), and every
-random choice for it (scale, flip) is a stateless function of `(seed, g)`. So the batches
-from `start_index = k * batch_size` are exactly those an uninterrupted run sees from step k.
-Evaluation (train=False) walks the images in order once, without flips, at the eval scale,
-padding the last global batch with `example_mask = False` examples.
+Determinism and resuming: examples follow the global-index plan of `jwsol.data.plan` (epoch
+permutations, process slices), and every random choice for global index `g` (scale, flip) is a
+stateless function of `(seed, g)`, so the batches from `start_index = k * batch_size` are exactly
+those an uninterrupted run sees from step k. Evaluation (train=False) walks the images in order
+once, without flips, at the eval scale; its last batch is short (the training loop pads it).
 
 Records (the host-side NumPy view of a split, with proposals joined and cleaned) are built once
 per (config, split) and kept in memory: `load_records`. Bad input is reported as
@@ -47,7 +44,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 
@@ -56,102 +52,25 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from jwsol.data import augment, mnist, proposals, scenes, voc
+from jwsol.data import augment, mnist, plan, proposals, scenes, voc
 from jwsol.errors import ConfigError, DataError
 from jwsol.ops.boxes_np import clip_boxes
 
 SOURCES = ("scenes", "voc_folder", "tfds")
-PROPOSAL_METHODS = ("selective_search", "grid", "mat")
+PROPOSAL_METHODS = ("selective_search", "grid", "mat", "none")
 # Skips logged one by one before only the count is kept (the total is always logged).
 _MAX_LOGGED_SKIPS = 20
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """The data section of a detection job's config (`config.data`), defaults for scenes."""
-    c = ml_collections.ConfigDict()
-    c.source = "scenes"  # 'scenes' | 'voc_folder' | 'tfds'
-    c.train_split = "train"  # scenes: 'train'/'test'; VOC: 'train', 'val', 'trainval', 'test'
-    c.eval_split = "test"
-    c.voc_root = ""  # VOCdevkit folder (or its VOC2007/ inside) for source 'voc_folder'
-    c.tfds_name = "voc/2007"
-    c.tfds_data_dir = ""  # tfds data_dir for source 'tfds' ('' = tfds' default); never downloads
-    # Generated scenes go to <cache_dir>/scenes, computed proposals to <cache_dir>/proposals.
-    c.cache_dir = "~/.cache/jwsol"
-    c.strict = False  # True: bad files raise DataError; False: counted, logged skips
-    # Decode every JPEG once when a split is loaded (~3 ms an image), so that a damaged file is
-    # a skip here rather than an error inside the running pipeline.
-    c.verify_images = True
-
-    c.image_size = 224  # S: the static canvas side of `image`
-    # 'fixed': resize to SxS (aspect not kept); 'shorter_side'/'longer_side': that side is set to
-    # a value of `scales` (random per example in training, `eval_scale` in eval), aspect kept,
-    # the longer side capped at S, then zero-padded to SxS (see image_size in the batch).
-    c.resize_mode = "fixed"
-    c.scales = (160, 192, 224)  # training sides for the *_side modes (WSDDN: 480..1200 at S=1200)
-    c.eval_scale = 224
-    c.antialias = True  # shrink by area averaging (no aliasing), grow bilinearly; False: bilinear
-    c.flip = True  # random horizontal flips in training
-    c.shuffle = True  # new permutation of the images each epoch in training
-
-    c.max_proposals = 200  # R: proposals per image after cleaning, padded with proposal_mask
-    c.max_gt_boxes = 50  # G: VOC 2007 has at most 42 objects per image
-    c.difficult_policy = "include"  # 'include' | 'exclude' | 'ignore': see voc.image_labels
-
-    c.proposals = ml_collections.ConfigDict()
-    c.proposals.method = "selective_search"  # 'selective_search' | 'grid' | 'mat' (docs/data.md)
-    # `.mat` file for method 'mat'; '{split}' is replaced by the split name.
-    c.proposals.mat_file = ""
-    c.proposals.mat_order = "yxyx"  # 'yxyx' (Fast R-CNN files) | 'xyxy' | 'auto' (checked)
-    c.proposals.mode = "fast"  # selective search strategy: 'fast' | 'quality'
-    c.proposals.resize = 0  # run selective search with the longer side at this size (0 = native)
-    c.proposals.max_boxes = 0  # keep selective search's first N (0 = all)
-    # 'grid': box sides (original pixels), aspect ratios (w / h), step as a fraction of the side.
-    # NOTE: the grid is not ranked; set max_proposals >= its size (1,891 boxes at 128x128).
-    c.proposals.grid_sizes = (24, 32, 48, 64)
-    c.proposals.grid_ratios = (0.5, 1.0, 2.0)
-    c.proposals.grid_stride = 0.25
-    c.proposals.min_size = 4  # drop proposals narrower or lower than this (original pixels)
-    c.proposals.top_k = 0  # keep the K best by score when the source has scores (0 = all)
-    c.proposals.num_workers = 0  # processes for selective search (0 = one per core)
-
-    c.mnist_source = "idx"  # where scenes take objects from: 'idx' (a folder) | 'tfds'
-    c.mnist_folder = mnist.DEFAULT_IDX_FOLDER  # Fashion-MNIST IDX files (Debian's package)
-    c.mnist_tfds_name = "fashion_mnist"
-    c.scenes = ml_collections.ConfigDict()
-    c.scenes.canvas_size = 128
-    c.scenes.min_objects = 1
-    c.scenes.max_objects = 4
-    c.scenes.min_object_size = 32  # side of a scaled 28x28 object square, pixels
-    c.scenes.max_object_size = 64
-    c.scenes.max_overlap = 0.2  # largest IoU between two objects' true boxes
-    c.scenes.pixel_threshold = 32  # object pixels (>= this) define the true box
-    c.scenes.num_train = 2000
-    c.scenes.num_test = 500
-    c.scenes.seed = 0  # fixes both splits
-    return c
-
-
-def voc_config() -> ml_collections.ConfigDict:
-    """Defaults for VOC 2007 with the Fast R-CNN proposal files (paths still to be set)."""
-    c = default_config()
-    c.source = "voc_folder"
-    c.train_split, c.eval_split = "trainval", "test"
-    c.image_size = 512
-    c.scales = (480, 512)
-    c.eval_scale = 512
-    c.max_proposals = 2000
-    c.proposals.method = "mat"
-    c.proposals.mat_file = "selective_search_data/voc_2007_{split}.mat"
-    c.proposals.min_size = 2
-    return c
-
-
 def class_names(config_data: ml_collections.ConfigDict) -> tuple[str, ...]:
     """Names of the C classes of `labels`, in label order."""
-    if config_data.source == "scenes":
-        return mnist.class_names(
-            config_data.mnist_source, config_data.mnist_tfds_name, config_data.mnist_folder
-        )
+    return _class_names(records_spec(config_data))
+
+
+def _class_names(c: RecordsSpec) -> tuple[str, ...]:
+    if c.source == "scenes":
+        s = c.scenes
+        return mnist.class_names(s.mnist_source, s.mnist_tfds_name, s.mnist_folder)
     return voc.VOC_CLASSES
 
 
@@ -252,43 +171,94 @@ class Records:
         return len(self.image_ids)
 
 
+def _settings(cls, section: ml_collections.ConfigDict, **extra):
+    """A frozen settings dataclass from the same-named fields of `section` (cast to the field
+    default's type, sequences to tuples) and `extra`."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in extra or field.name not in section:
+            continue
+        default, value = field.default, section[field.name]
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else (lambda x: x)
+            values[field.name] = tuple(kind(v) for v in value)
+        else:
+            values[field.name] = type(default)(value)
+    return cls(**values, **extra)
+
+
 def scene_settings(c: ml_collections.ConfigDict) -> scenes.SceneSettings:
-    return scenes.SceneSettings(
-        canvas_size=c.scenes.canvas_size,
-        min_objects=c.scenes.min_objects,
-        max_objects=c.scenes.max_objects,
-        min_object_size=c.scenes.min_object_size,
-        max_object_size=c.scenes.max_object_size,
-        max_overlap=c.scenes.max_overlap,
-        pixel_threshold=c.scenes.pixel_threshold,
-        num_train=c.scenes.num_train,
-        num_test=c.scenes.num_test,
-        seed=c.scenes.seed,
-        mnist_source=c.mnist_source,
-        mnist_folder=c.mnist_folder,
-        mnist_tfds_name=c.mnist_tfds_name,
-    )
+    """The scenes of `data.scenes`, objects from `data.mnist`."""
+    m = c.mnist
+    return _settings(
+        scenes.SceneSettings, c.scenes, mnist_source=m.source, mnist_folder=m.folder,
+        mnist_tfds_name=m.tfds_name, mnist_data_dir=m.tfds_data_dir,
+    )  # fmt: skip
 
 
-def search_settings(c: ml_collections.ConfigDict) -> proposals.SearchSettings:
-    p = c.proposals
-    return proposals.SearchSettings(
-        method=p.method,
-        mode=p.mode,
-        resize=int(p.resize),
-        max_boxes=int(p.max_boxes),
-        grid_sizes=tuple(int(s) for s in p.grid_sizes),
-        grid_ratios=tuple(float(r) for r in p.grid_ratios),
-        grid_stride=float(p.grid_stride),
-    )
+@dataclasses.dataclass(frozen=True)
+class ProposalSpec:
+    """What shapes the proposals of the records (`data.proposals`, the fields its method uses)."""
+
+    method: str
+    mat_file: str = ""  # 'mat'
+    mat_order: str = ""  # 'mat'
+    search: proposals.SearchSettings | None = None  # 'selective_search', 'grid'
+    min_size: float = 0.0  # cleaning, all methods but 'none'
+    top_k: int = 0
 
 
-def _annotations(
-    c: ml_collections.ConfigDict, split: str, skips: Skips
-) -> tuple[list[dict], str, str]:
+@dataclasses.dataclass(frozen=True)
+class RecordsSpec:
+    """Everything that shapes the records of a split: the in-process cache key of `load_records`.
+
+    Fields a source does not read keep their defaults, so changing them reuses the records.
+    """
+
+    source: str
+    cache_dir: str
+    strict: bool
+    verify_images: bool
+    max_gt_boxes: int
+    difficult_policy: str
+    proposals: ProposalSpec
+    voc_root: str = ""  # 'voc_folder'
+    tfds_name: str = ""  # 'tfds'
+    tfds_data_dir: str = ""
+    scenes: scenes.SceneSettings | None = None  # 'scenes'
+    # How fast, not what: left out of the key.
+    num_workers: int = dataclasses.field(default=0, compare=False)
+
+
+def proposal_spec(p: ml_collections.ConfigDict) -> ProposalSpec:
+    """The `ProposalSpec` of `data.proposals`."""
+    if p.method == "none":
+        return ProposalSpec("none")
+    clean = {"min_size": float(p.min_size), "top_k": int(p.top_k)}
+    if p.method == "mat":
+        return ProposalSpec("mat", mat_file=p.mat_file, mat_order=p.mat_order, **clean)
+    return ProposalSpec(p.method, search=_settings(proposals.SearchSettings, p), **clean)
+
+
+def records_spec(c: ml_collections.ConfigDict) -> RecordsSpec:
+    """The `RecordsSpec` of a detection data config (`configs/common.py:detection_data`)."""
+    source = {
+        "voc_folder": {"voc_root": c.voc_root},
+        "tfds": {"tfds_name": c.tfds_name, "tfds_data_dir": c.tfds_data_dir},
+        "scenes": {"scenes": scene_settings(c)},
+    }.get(c.source, {})
+    return RecordsSpec(
+        source=c.source, cache_dir=c.cache_dir, strict=bool(c.strict),
+        verify_images=bool(c.verify_images), max_gt_boxes=int(c.max_gt_boxes),
+        difficult_policy=c.difficult_policy, proposals=proposal_spec(c.proposals),
+        num_workers=int(c.proposals.num_workers), **source,
+    )  # fmt: skip
+
+
+def _annotations(c: RecordsSpec, split: str, skips: Skips) -> tuple[list[dict], str, str]:
     """(annotation dicts with 'image', image kind, data set tag for the proposal cache)."""
     if c.source == "scenes":
-        settings = scene_settings(c)
+        settings = c.scenes
         data = scenes.load(settings, split, cache_dir=os.path.join(c.cache_dir, "scenes"))
         anns = []
         for n in range(len(data)):
@@ -339,10 +309,13 @@ def _clean_gt(ann: dict, skips: Skips) -> dict:
 
 
 def _raw_proposals(
-    c, split, anns, kind, tag, skips
+    c: RecordsSpec, split: str, anns: list[dict], tag: str, skips: Skips
 ) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
+    """Per image: (boxes [P, 4], scores [P] or None), or None where the image has none."""
     p = c.proposals
     ids = [a["image_id"] for a in anns]
+    if p.method == "none":
+        return [(np.zeros([0, 4], np.float32), None) for _ in anns]
     if p.method == "mat":
         path = p.mat_file.format(split=split)
         mat = proposals.read_mat(path)
@@ -357,23 +330,22 @@ def _raw_proposals(
     boxes = proposals.compute_cached(
         [a["image"] for a in anns],
         ids,
-        search_settings(c),
+        p.search,
         cache_dir=os.path.join(c.cache_dir, "proposals"),
         tag=tag,
         split=split,
-        num_workers=int(p.num_workers),
+        num_workers=c.num_workers,
     )
     return [(b, None) for b in boxes]
 
 
 @functools.lru_cache(maxsize=8)
-def _load_records_cached(config_json: str, split: str) -> Records:
-    c = ml_collections.ConfigDict(json.loads(config_json))
-    skips = Skips(bool(c.strict), f"{c.source}/{split}")
+def _load_records_cached(c: RecordsSpec, split: str) -> Records:
+    skips = Skips(c.strict, f"{c.source}/{split}")
     anns, kind, tag = _annotations(c, split, skips)
     anns = [_clean_gt(a, skips) for a in anns]
-    raw = _raw_proposals(c, split, anns, kind, tag, skips)
-    names = class_names(c)
+    raw = _raw_proposals(c, split, anns, tag, skips)
+    names = _class_names(c)
     kept = {
         k: []
         for k in (
@@ -394,15 +366,16 @@ def _load_records_cached(config_json: str, split: str) -> Records:
         if entry is None:
             continue
         boxes, scores = entry
-        boxes, scores = proposals.clean_proposals(
-            boxes,
-            scores,
-            ann["height"],
-            ann["width"],
-            min_size=float(c.proposals.min_size),
-            top_k=int(c.proposals.top_k),
-        )
-        if len(boxes) == 0:
+        if c.proposals.method != "none":
+            boxes, scores = proposals.clean_proposals(
+                boxes,
+                scores,
+                ann["height"],
+                ann["width"],
+                min_size=c.proposals.min_size,
+                top_k=c.proposals.top_k,
+            )
+        if len(boxes) == 0 and c.proposals.method != "none":
             skips(ann["image_id"], "no valid proposal left after cleaning; image skipped")
             continue
         if len(ann["boxes"]) > c.max_gt_boxes:
@@ -445,35 +418,10 @@ def _load_records_cached(config_json: str, split: str) -> Records:
     )
 
 
-def _records_key(c: ml_collections.ConfigDict) -> str:
-    """The fields that shape the records (not the augmentation) as canonical JSON."""
-    fields = (
-        "source",
-        "verify_images",
-        "voc_root",
-        "tfds_name",
-        "tfds_data_dir",
-        "cache_dir",
-        "strict",
-        "max_gt_boxes",
-        "difficult_policy",
-        "proposals",
-        "mnist_source",
-        "mnist_folder",
-        "mnist_tfds_name",
-        "scenes",
-    )
-    return json.dumps(
-        {f: c[f].to_dict() if hasattr(c[f], "to_dict") else c[f] for f in fields},
-        sort_keys=True,
-        default=list,
-    )
-
-
 def load_records(config_data: ml_collections.ConfigDict, split: str) -> Records:
     """The cleaned records of `split` (built once per process for a given config and split)."""
     check_config(config_data)
-    return _load_records_cached(_records_key(config_data), split)
+    return _load_records_cached(records_spec(config_data), split)
 
 
 def num_examples(config_data: ml_collections.ConfigDict, split: str) -> int:
@@ -486,13 +434,6 @@ def num_examples(config_data: ml_collections.ConfigDict, split: str) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def epoch_permutation(seed: int, epoch: int, num_images: int, shuffle: bool = True) -> np.ndarray:
-    """The order of the images in training epoch `epoch` (a pure function of seed and epoch)."""
-    if not shuffle:
-        return np.arange(num_images)
-    return np.random.default_rng([seed & 0xFFFFFFFF, 0x5EED, epoch]).permutation(num_images)
-
-
 def example_plan(
     num_images: int,
     *,
@@ -503,44 +444,40 @@ def example_plan(
     process_index: int = 0,
     process_count: int = 1,
     shuffle: bool = True,
-) -> Iterator[tuple[int, int, bool]]:
-    """Yields (global example index, image index, valid) for this process, in batch order.
+) -> Iterator[tuple[int, int]]:
+    """Yields (global example index, image index) for this process, in batch order (`plan`).
 
-    Training is infinite; evaluation covers each image once and pads the last global batch
-    (valid False, image 0).
+    Training is infinite; evaluation covers each image once. Both start at global index
+    `start_index`.
     """
-    if batch_size % process_count:
-        raise ConfigError(f"batch size {batch_size} is not divisible by {process_count} processes.")
-    local = batch_size // process_count
-    num_global = -(-num_images // batch_size) * batch_size
-    batch_start = start_index - start_index % batch_size
     if start_index % batch_size:
         raise ConfigError(
             f"start_index {start_index} is not a multiple of batch size {batch_size}."
         )
-    cached_epoch, order = -1, None
-    while train or batch_start < num_global:
-        for j in range(local):
-            g = batch_start + process_index * local + j
-            if train:
-                epoch = g // num_images
-                if epoch != cached_epoch:
-                    cached_epoch, order = epoch, epoch_permutation(seed, epoch, num_images, shuffle)
-                yield g, int(order[g % num_images]), True
-            else:
-                yield g, (g if g < num_images else 0), g < num_images
-        batch_start += batch_size
+    where = {"batch_size": batch_size, "process_index": process_index}
+    where["process_count"] = process_count
+    if not train:
+        for g in plan.eval_plan(num_images, **where):
+            yield from ((int(i), int(i)) for i in g if i >= start_index)
+        return
+    steps = plan.train_plan(
+        num_images, seed=seed, start_step=start_index // batch_size, shuffle=shuffle, **where
+    )
+    for g, images in steps:
+        yield from zip(g.tolist(), images.tolist(), strict=True)
+
+
+_PROPOSAL_KEYS = ("proposals", "proposal_scores", "proposal_mask")
 
 
 def _generator(records: Records, plan_kwargs: dict, max_proposals: int):
     def generate():
-        for g, i, valid in example_plan(len(records), **plan_kwargs):
+        for g, i in example_plan(len(records), **plan_kwargs):
             yield {
                 "image": records.images[i],
                 "image_id": records.image_ids[i],
                 "image_index": np.int32(i),
                 "example_index": np.int64(g),
-                "example_mask": valid,
                 "orig_size": records.sizes[i],
                 "labels": records.labels[i],
                 "label_weights": records.label_weights[i],
@@ -565,7 +502,6 @@ def _signature(records: Records) -> dict:
         "image_id": tf.TensorSpec([], tf.string),
         "image_index": tf.TensorSpec([], tf.int32),
         "example_index": tf.TensorSpec([], tf.int64),
-        "example_mask": tf.TensorSpec([], tf.bool),
         "orig_size": tf.TensorSpec([2], tf.int32),
         "labels": tf.TensorSpec([c], tf.float32),
         "label_weights": tf.TensorSpec([c], tf.float32),
@@ -582,12 +518,14 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
     max_props, max_gt = int(c.max_proposals), int(c.max_gt_boxes)
     scales = tf.constant([int(s) for s in c.scales] if train else [int(c.eval_scale)], tf.int32)
     flip_enabled = bool(c.flip) and train
+    # proposals.method 'none': records carry empty proposals and batches none.
+    with_proposals = c.proposals.method != "none"
 
     def transform(ex):
         if kind == "path":
-            image = augment.decode_jpeg(tf.io.read_file(ex["image"]))
+            image = augment.decode_image(tf.io.read_file(ex["image"]))
         elif kind == "bytes":
-            image = augment.decode_jpeg(ex["image"])
+            image = augment.decode_image(ex["image"])
         else:
             image = augment.to_rgb(ex["image"])
         key = tf.stack([tf.constant(seed, tf.int64), ex["example_index"]])
@@ -605,7 +543,7 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
             image, (props, gt) = augment.flip_left_right(image, [props, gt], flipped)
         num_props = tf.shape(props)[0]
         num_gt = tf.shape(gt)[0]
-        return {
+        out = {
             "image": augment.pad_image(augment.normalize(image), size),
             "labels": ex["labels"],
             "label_weights": ex["label_weights"],
@@ -619,12 +557,14 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
             "image_id": ex["image_id"],
             "image_index": ex["image_index"],
             "example_index": ex["example_index"],
-            "example_mask": ex["example_mask"],
             "orig_size": ex["orig_size"],
             "image_size": tf.stack([new_h, new_w]),
             "scale_xy": scale_xy,
             "flipped": flipped,
         }
+        if not with_proposals:
+            out = {k: v for k, v in out.items() if k not in _PROPOSAL_KEYS}
+        return out
 
     return transform
 
@@ -643,9 +583,9 @@ def build(
     """The detection batches of `split` for this process (see the module docstring).
 
     Args:
-      config_data: `default_config()`-shaped ConfigDict.
+      config_data: a `configs/common.py:detection_data()`-shaped ConfigDict.
       split: 'train'/'test' (scenes) or 'train'/'val'/'trainval'/'test' (VOC).
-      train: infinite, shuffled, multi-scale and flipped; else one ordered pass, padded.
+      train: infinite, shuffled, multi-scale and flipped; else one ordered pass, last batch short.
       seed: fixes the epoch permutations and every random choice.
       batch_size: the GLOBAL batch size; this process gets batch_size // process_count.
       start_index: global example index to start at (a multiple of batch_size), for resuming.
@@ -666,7 +606,7 @@ def build(
             max_proposals,
             "best scores" if records.has_scores else "in the source's order",
         )
-    plan = {
+    plan_kwargs = {
         "train": train,
         "seed": seed,
         "batch_size": batch_size,
@@ -678,10 +618,10 @@ def build(
     if not 0 <= process_index < process_count:
         raise ConfigError(f"process_index {process_index} outside 0..{process_count - 1}.")
     ds = tf.data.Dataset.from_generator(
-        _generator(records, plan, int(config_data.max_proposals)),
+        _generator(records, plan_kwargs, int(config_data.max_proposals)),
         output_signature=_signature(records),
     )
     transform = _make_transform(config_data, records.image_kind, train=train, seed=seed)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    ds = ds.batch(plan.local_batch_size(batch_size, process_count), drop_remainder=train)
     return ds.prefetch(tf.data.AUTOTUNE)

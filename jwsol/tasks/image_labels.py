@@ -16,22 +16,9 @@ from jwsol.training.task import Batch, Task, Variables
 from jwsol.weights import merge
 
 
-def pretrained_config(arch: str = "alexnet") -> ml_collections.ConfigDict:
-    """`config.pretrained`: where the ported torchvision weights come from."""
-    return ml_collections.ConfigDict({
-        "arch": arch,  # alexnet | resnet18 | resnet34 | resnet50
-        # Folder written by `python -m jwsol.weights.torchvision` (see docs/weights.md);
-        # '' trains from scratch, which must be asked for with from_scratch=True.
-        "path": "",
-        "from_scratch": False,
-        "exclude": (),  # target variable paths that keep their init, e.g. ('params/fc',)
-        "rename": "",  # 'src=dst,...' checkpoint prefix -> model prefix, e.g. 'params=params/features'
-    })  # fmt: skip
-
-
 class ImageLabelTask(Task):
-    """Data and pretrained weights for a task whose config has `data` (detection.default_config)
-    and `pretrained` (pretrained_config)."""
+    """Data and pretrained weights for a task whose config has `data` and `pretrained`
+    (configs/common.py: detection_data, pretrained)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
@@ -55,10 +42,7 @@ class ImageLabelTask(Task):
             self.config.data, self.config.data.eval_split, train=False, seed=self.config.seed,
             batch_size=batch_size, process_index=process_index, process_count=process_count,
         )  # fmt: skip
-        for batch in ds.as_numpy_iterator():
-            keep = batch["example_mask"]
-            if keep.any():  # the builder pads the last batch; the loop pads on its own
-                yield {k: v[keep] for k, v in batch.items()}
+        yield from ds.as_numpy_iterator()
 
     def init_variables(self, rng, batch: Batch) -> Variables:
         return self.model.init(rng, jnp.asarray(batch["image"]))

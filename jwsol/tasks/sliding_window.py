@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from jwsol import losses
-from jwsol.data import canvas, mnist
+from jwsol.data import canvas, mnist, plan
 from jwsol.errors import ConfigError
 from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
 from jwsol.ops.boxes_np import iou
@@ -73,13 +75,12 @@ class SlidingWindowTask(Task):
         self.train_crop = self._check_train_crop(d.train_crop, extent)
         # Training windows: those of a crop (`data.train_crop`) or of the whole canvas.
         self.train_geom = self.model.window_geometry(self.train_crop or d.canvas_size)
-        kw = {"folder": d.folder, "tfds_name": d.tfds_name, "data_dir": d.data_dir or None}
-        self.train_images, self.train_labels = self._nonblank(*mnist.load(d.source, "train", **kw))
-        self.test_images, self.test_labels = self._nonblank(*mnist.load(d.source, "test", **kw))
+        self.train_images, self.train_labels = self._nonblank(*mnist.load_config(d.mnist, "train"))
+        self.test_images, self.test_labels = self._nonblank(*mnist.load_config(d.mnist, "test"))
         if d.num_test > 0:
             self.test_images = self.test_images[: d.num_test]
             self.test_labels = self.test_labels[: d.num_test]
-        self.class_names = mnist.class_names(d.source, d.tfds_name, d.folder)
+        self.class_names = mnist.class_names(d.mnist.source, d.mnist.tfds_name, d.mnist.folder)
 
     def _check_train_crop(self, crop: int, extent: float) -> int:
         """`data.train_crop` validated: 0 (train on whole canvases) or a usable crop size."""
@@ -124,22 +125,27 @@ class SlidingWindowTask(Task):
         return batch
 
     def train_batches(self, start_step, batch_size, process_index, process_count):
-        local = batch_size // process_count
-        steps = tf.data.Dataset.range(start_step, 2**62)
-        indices = steps.flat_map(
-            lambda s: tf.data.Dataset.range(local).map(
-                lambda b: s * batch_size + process_index * local + b
-            )
-        )  # fmt: skip
+        local = plan.local_batch_size(batch_size, process_count)
+        indices = tf.data.Dataset.from_generator(
+            lambda: (
+                plan.global_indices(s, batch_size, process_index, process_count)
+                for s in itertools.count(start_step)
+            ),
+            output_signature=tf.TensorSpec([local], tf.int64),
+        ).unbatch()
         ds = self._dataset(self.train_images, self.train_labels, indices, self.config.seed, True)
         ds = ds.batch(local, drop_remainder=True).prefetch(2)
         for batch in ds.as_numpy_iterator():
             yield self._with_targets(batch, self.train_geom)
 
     def eval_batches(self, batch_size, process_index, process_count):
-        local = batch_size // process_count
+        local = plan.local_batch_size(batch_size, process_count)
         n = len(self.test_images)
-        indices = tf.data.Dataset.range(n).shard(process_count, process_index)
+        indices = tf.data.Dataset.from_generator(
+            lambda: plan.eval_plan(n, batch_size=batch_size, process_index=process_index,
+                                   process_count=process_count),
+            output_signature=tf.TensorSpec([None], tf.int64),
+        ).unbatch()  # fmt: skip
         ds = self._dataset(
             self.test_images, self.test_labels, indices, self.config.seed + TEST_SEED_SALT, False
         )

@@ -180,8 +180,24 @@ class Runner:
 
     def _predictions(self, variables, batches):
         """(host batch, outputs) of each batch, padded to the eval batch for the jitted predict
-        and trimmed again: padded examples never reach an evaluator."""
-        for batch in batches:
+        and trimmed again: padded examples never reach an evaluator.
+
+        With several processes a short split can leave one process without its last batches:
+        it then runs empty batches shaped like its first, so that all call `predict` together.
+        """
+        batches, template = iter(batches), None
+        while True:
+            batch = next(batches, None)
+            if not sharding.any_process(batch is not None):
+                return
+            if batch is None:
+                if template is None:
+                    raise ConfigError(
+                        f"process {jax.process_index()} got no evaluation examples; use fewer "
+                        f"processes or a larger evaluation split."
+                    )
+                batch = {k: v[:0] for k, v in template.items()}
+            template = template or batch
             n = len(next(iter(batch.values())))
             numeric = _pad(_numeric(batch), self.local_eval_batch)
             numeric["_valid"] = np.arange(self.local_eval_batch) < n

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jwsol.data import augment, detection, voc
+from jwsol.data import augment, detection, fake, voc
 from jwsol.errors import ConfigError, DataError
 
 DOG = np.array([10, 20, 60, 80], np.float32)  # image 000001 (120 x 90), edge convention
@@ -219,16 +219,14 @@ def test_processes_read_their_slice(voc_config):
             np.testing.assert_array_equal(whole[k][key], joined, err_msg=key)
 
 
-def test_eval_covers_each_image_once_with_padding(voc_config):
+def test_eval_covers_each_image_once_with_a_short_last_batch(voc_config):
     config = voc_config()
     batches = list(
         detection.build(config, "test", train=False, seed=0, batch_size=3).as_numpy_iterator()
     )
-    assert len(batches) == 2
-    mask = np.concatenate([b["example_mask"] for b in batches])
+    assert [len(b["image_id"]) for b in batches] == [3, 1] and "example_mask" not in batches[0]
     ids = np.concatenate([b["image_id"] for b in batches])
-    np.testing.assert_array_equal(mask, [True] * 4 + [False] * 2)
-    assert list(ids[:4]) == [b"000001", b"000002", b"000003", b"000004"]
+    assert list(ids) == [b"000001", b"000002", b"000003", b"000004"]
     assert not np.any(np.concatenate([b["flipped"] for b in batches]))
     halves = [
         list(
@@ -247,9 +245,7 @@ def test_plan_and_config_errors(voc_config):
     plan = detection.example_plan(10, train=True, seed=0, batch_size=4)
     first = [next(plan) for _ in range(30)]
     for epoch in range(3):
-        assert sorted(i for g, i, _ in first if epoch * 10 <= g < epoch * 10 + 10) == list(
-            range(10)
-        )
+        assert sorted(i for g, i in first if epoch * 10 <= g < epoch * 10 + 10) == list(range(10))
     with pytest.raises(ConfigError, match="not divisible"):
         next(detection.example_plan(10, train=True, seed=0, batch_size=4, process_count=3))
     with pytest.raises(ConfigError, match="multiple of batch size"):
@@ -303,7 +299,7 @@ def test_corrupt_jpeg_and_missing_xml_are_counted_skips(
     batches = list(
         detection.build(config, "test", train=False, seed=0, batch_size=2).as_numpy_iterator()
     )
-    assert len(batches) == 1 and batches[0]["example_mask"].tolist() == [True, False]
+    assert len(batches) == 1 and batches[0]["image_id"].tolist() == [b"000002"]
     config.strict = True
     with pytest.raises(DataError, match="000003.jpg"):
         detection.load_records(config, "test")
@@ -312,14 +308,14 @@ def test_corrupt_jpeg_and_missing_xml_are_counted_skips(
 def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, data_tools):
     boxes, scores = [], []
     for image_id in ("000002", "000003", "000004"):
-        b, s = data_tools.voc_proposals(image_id)
+        b, s = fake.voc_proposals(image_id)
         if image_id == "000003":  # only a 1-pixel box: nothing survives min_size
             tiny = (b[:, 2] - b[:, 0]) == 1
             b, s = b[tiny], s[tiny]
-        boxes.append(np.array([data_tools.yxyx_1based(r) for r in b]))
+        boxes.append(np.array([fake.yxyx_1based(r) for r in b]))
         scores.append(s)
     mat = str(tmp_path / "partial_test.mat")
-    data_tools.write_mat(mat, ["000002", "000003", "000004"], boxes, scores)
+    fake.write_mat(mat, ["000002", "000003", "000004"], boxes, scores)
     config = data_tools.voc_data_config(
         voc_root, str(tmp_path / "partial_{split}.mat"), str(tmp_path)
     )
@@ -336,14 +332,14 @@ def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, d
 
 
 def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_path, data_tools):
-    spec = data_tools.VOC_IMAGES["000002"]
+    spec = fake.VOC_IMAGES["000002"]
     objects = spec["objects"] + [
         {"name": "bus", "box": (50, 10, 30, 40)},  # x2 < x1
         {"name": "cow", "box": (150, 150, 200, 200)},  # outside the 100 x 140 image
         {"name": "sheep", "box": (90, 120, 130, 160)},  # crosses the border: clipped, kept
     ]
     xml = os.path.join(voc_copy, "VOC2007", "Annotations", "000002.xml")
-    data_tools.write_xml(xml, "000002", spec["size"], objects)
+    fake.write_xml(xml, "000002", spec["size"], objects)
     assert len(voc.parse_annotation(xml)["boxes"]) == 5
     config = data_tools.voc_data_config(voc_copy, voc_mat_template, str(tmp_path))
     records = detection.load_records(config, "train")
@@ -393,3 +389,84 @@ def test_grid_proposals_on_scenes(idx_folder, tmp_path, data_tools):
     )
     assert batch["proposal_mask"].sum(axis=1).tolist() == [len(expected)] * 2
     assert not os.path.exists(os.path.join(str(tmp_path), "proposals"))  # the grid is not cached
+
+
+def test_no_proposals_method_keeps_every_image_and_emits_no_proposal_keys(idx_folder, tmp_path,
+                                                                          data_tools):  # fmt: skip
+    config = data_tools.scenes_data_config(
+        idx_folder, str(tmp_path), **{"proposals.method": "none"}
+    )
+    records = detection.load_records(config, "test")
+    assert len(records) == 6 and all(p.shape == (0, 4) for p in records.proposals)
+    batch = next(
+        detection.build(config, "test", train=True, seed=0, batch_size=2).as_numpy_iterator()
+    )
+    assert not {"proposals", "proposal_scores", "proposal_mask"} & set(batch)
+    assert batch["image"].shape == (2, 64, 64, 3) and batch["gt_mask"].any()
+    assert not os.path.exists(os.path.join(str(tmp_path), "proposals"))  # nothing searched
+
+
+# Every field of the detection data config, by whether it shapes the records of a split.
+SHAPES_RECORDS = {
+    "source": "voc_folder", "cache_dir": "/elsewhere", "strict": True, "verify_images": False,
+    "max_gt_boxes": 7, "difficult_policy": "exclude", "mnist.source": "fake",
+    "mnist.folder": "/idx", "mnist.tfds_name": "mnist", "mnist.tfds_data_dir": "/tfds",
+    "scenes.canvas_size": 96, "scenes.min_objects": 2, "scenes.max_objects": 3,
+    "scenes.min_object_size": 30, "scenes.max_object_size": 40, "scenes.max_overlap": 0.1,
+    "scenes.pixel_threshold": 10, "scenes.num_train": 9, "scenes.num_test": 9, "scenes.seed": 1,
+    "proposals.method": "grid", "proposals.mode": "quality", "proposals.resize": 64,
+    "proposals.max_boxes": 10, "proposals.grid_sizes": (8,), "proposals.grid_ratios": (1.0,),
+    "proposals.grid_stride": 0.5, "proposals.min_size": 2, "proposals.top_k": 5,
+}  # fmt: skip
+LEAVES_RECORDS_ALONE = {
+    "train_split": "x", "eval_split": "x", "image_size": 9, "resize_mode": "shorter_side",
+    "scales": (9,), "eval_scale": 9, "antialias": False, "flip": False, "shuffle": False,
+    "max_proposals": 3, "proposals.num_workers": 3,
+    # Read by other sources or methods only:
+    "voc_root": "/voc", "tfds_name": "x", "tfds_data_dir": "/x", "proposals.mat_file": "x",
+    "proposals.mat_order": "xyxy",
+}  # fmt: skip
+
+
+def _flat_keys(c, prefix=""):
+    for key, value in c.items():
+        if hasattr(value, "items"):
+            yield from _flat_keys(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def test_every_data_field_is_classified_for_the_records_key():
+    from configs import common
+
+    assert set(_flat_keys(common.detection_data())) == set(SHAPES_RECORDS) | set(
+        LEAVES_RECORDS_ALONE
+    )
+
+
+@pytest.mark.parametrize("key", sorted(SHAPES_RECORDS) + sorted(LEAVES_RECORDS_ALONE))
+def test_records_key_changes_exactly_with_what_shapes_the_records(key):
+    from configs import common
+
+    base = common.detection_data()
+    changed = common.detection_data()
+    changed.update_from_flattened_dict({key: (SHAPES_RECORDS | LEAVES_RECORDS_ALONE)[key]})
+    a, b = detection.records_spec(base), detection.records_spec(changed)
+    assert (a != b) == (key in SHAPES_RECORDS)
+    assert (hash(a) != hash(b)) == (key in SHAPES_RECORDS)
+
+
+def test_records_key_of_other_sources_and_methods():
+    from configs import common
+
+    voc, mat = common.voc_data(), common.voc_data()
+    mat.voc_root, mat.proposals.mat_order = "/voc", "xyxy"
+    assert detection.records_spec(voc) != detection.records_spec(mat)
+    voc2 = common.voc_data()
+    voc2.scenes.num_train, voc2.mnist.source, voc2.proposals.resize = 9, "fake", 64
+    assert detection.records_spec(voc) == detection.records_spec(voc2)  # scenes and search unread
+    tfds = common.voc_data()
+    tfds.source = "tfds"
+    other = common.voc_data()
+    other.source, other.tfds_data_dir = "tfds", "/x"
+    assert detection.records_spec(tfds) != detection.records_spec(other)

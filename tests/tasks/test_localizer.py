@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jwsol import tasks
+from jwsol.data import fake
 from jwsol.errors import ConfigError
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.localizer import LocalizerAlexNet
@@ -28,7 +29,6 @@ def smoke(idx_folder, cache_dir, **overrides):
     return config_lib.load(
         "configs/localizer.py:smoke",
         {
-            "data.mnist_folder": idx_folder,
             "data.cache_dir": cache_dir,
             "train.progress_bar": False,
             **overrides,
@@ -201,7 +201,7 @@ def test_variants_compose():
     )
     assert voc.optimizer.name == "sgd" and voc.optimizer.schedule == "step"
     assert voc.optimizer.decay_epochs == 30 and voc.train.batch_size == 32
-    assert voc.train.eval_every == 2 * (5011 // 32)
+    assert voc.train.eval_every_epochs == voc.train.checkpoint_every_epochs == 2.0
     robust = config_lib.load("configs/localizer.py:robust,epochs45")
     assert robust.model.pooling == "avg" and robust.train.num_epochs == 45
     assert config_lib.load("configs/localizer.py:epochs2").train.num_epochs == 2
@@ -226,21 +226,9 @@ def test_voc_config_weights_fit_the_model():
     )
 
 
-def _voc_helpers():
-    """tests/data/conftest.py's VOCdevkit maker (conftest files are not importable by name)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "data", "conftest.py")
-    spec = importlib.util.spec_from_file_location("_voc_test_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
     """The default (VOC) config on a 4-image VOCdevkit: no proposal file, no training needed."""
-    helpers = _voc_helpers()
-    root = helpers.make_vocdevkit(str(tmp_path))
+    root = fake.make_vocdevkit(str(tmp_path))
     config = config_lib.load(
         "configs/localizer.py",
         {
@@ -264,7 +252,7 @@ def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
     first = batches[0]
     person, dog = 14, 11  # VOC class indices
     assert first["labels"][0, person] == 0 and first["label_weights"][0, person] == 0  # difficult
-    assert first["label_weights"][0, dog] == 1 and first["proposals"].shape[1] == 1
+    assert first["label_weights"][0, dog] == 1 and "proposals" not in first  # method 'none'
     # 000001 is 120 x 90, resized to 96 x 96: the dog box (10, 20, 60, 80) in edges scales too.
     np.testing.assert_allclose(first["gt_boxes"][0, 0], [8, 20 * 96 / 90, 48, 80 * 96 / 90])
     variables = jax.jit(task.init_variables)(jax.random.key(0), {"image": first["image"][:1]})
