@@ -8,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jwsol.ops import boxes as box_ops
+
 
 def sliding_window_loss(
     outputs: jax.Array,
@@ -143,12 +145,7 @@ def wsddn_spatial_regulariser(
     top_boxes = take(boxes, top_index)  # [N, C, k, 4]
     top_features = take(features, top_index)  # [N, C, k, F]
     first, rest = top_boxes[:, :, :1], top_boxes[:, :, 1:]
-    inter_w = jnp.minimum(first[..., 2], rest[..., 2]) - jnp.maximum(first[..., 0], rest[..., 0])
-    inter_h = jnp.minimum(first[..., 3], rest[..., 3]) - jnp.maximum(first[..., 1], rest[..., 1])
-    inter = jnp.maximum(inter_w, 0.0) * jnp.maximum(inter_h, 0.0)
-    area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    iou = inter / jnp.maximum(area(first) + area(rest) - inter, 1e-9)  # [N, C, k - 1]
-    near = (iou > iou_threshold) & (top_scores[:, :, 1:] >= 0.0)
+    near = (box_ops.iou(first, rest) > iou_threshold) & (top_scores[:, :, 1:] >= 0.0)
     distance = jnp.sum(jnp.square(top_features[:, :, 1:] - top_features[:, :, :1]), axis=-1)
     weight = jnp.square(jax.lax.stop_gradient(top_scores[:, :, 1:]))
     per_class = 0.5 * jnp.sum(jnp.where(near, weight * distance, 0.0), axis=-1)  # [N, C]

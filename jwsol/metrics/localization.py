@@ -20,8 +20,10 @@ true box; no box is a miss.
   Right"): the best pooled hit rate over cam thresholds at d = 0.5, largest component;
 - max_box_acc_v2: the mean over d in {0.3, 0.5, 0.7} of the best pooled hit rate (each d its
   own threshold), with every component's box a candidate;
-- box_coverage / mask_in_box: the fraction of true-box pixels inside the mask, and of the mask
-  inside the true boxes.
+- box_coverage / mask_in_box: the mean fraction of true-box pixels inside the mask at the cam
+  threshold, and of the mask inside the true boxes; _at_best: the same at MaxBoxAcc's
+  threshold; box_coverage_at_in_box50: the coverage at the lowest threshold where half of the
+  mask lies inside the boxes (coverage at equal precision, comparable between maps).
 Cam thresholds are the grid 0, 1/T, ..., (T-1)/T. Our threshold test is on float maps; Choe et
 al. threshold a uint8 copy, so their boxes can differ by one quantization step.
 """
@@ -90,6 +92,29 @@ def heatmap_to_image(
     along_y = interpolation_matrix(out_h, rows, first_y, step_y, height / out_h)
     along_x = interpolation_matrix(out_w, cols, first_x, step_x, width / out_w)
     return (along_y @ score_map @ along_x.T).astype(np.float32)
+
+
+def sample_on_image(
+    score_map: np.ndarray,
+    canvas_size: int,
+    image_size: tuple[int, int],
+    true_boxes: np.ndarray,
+    max_side: int = 0,
+    geometry: tuple[float, float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised map [H', W'], true boxes [M, 4]) of one sample, ready for `BoxAccumulator`.
+
+    At the image's resolution (H, W), or with its longer side shrunk to max_side when that is
+    > 0 and smaller: the boxes are scaled alike, an approximation quantised to image/max_side px.
+    """
+    height, width = image_size
+    scale = 1.0
+    if max_side > 0 and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+    out = (max(1, round(height * scale)), max(1, round(width * scale)))
+    heat = heatmap_to_image(score_map, canvas_size, image_size, out, geometry)
+    boxes = true_boxes * np.array([out[1] / width, out[0] / height] * 2)
+    return normalize_heatmap(heat), boxes
 
 
 def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:

@@ -59,11 +59,15 @@ def _safe_ratio(inter: jax.Array, union: jax.Array) -> jax.Array:
     return jnp.where(positive, inter / jnp.where(positive, union, 1), 0)
 
 
+def iou(a: jax.Array, b: jax.Array, plus_one: bool = False) -> jax.Array:
+    """IoU of broadcastable `a: [..., 4]` and `b: [..., 4]` -> `[...]` (0 where the union is 0)."""
+    inter = _intersection(a, b, plus_one)
+    return _safe_ratio(inter, area(a, plus_one) + area(b, plus_one) - inter)
+
+
 def pairwise_iou(a: jax.Array, b: jax.Array, plus_one: bool = False) -> jax.Array:
     """IoU of every box in `a: [N, 4]` with every box in `b: [M, 4]` -> `[N, M]`."""
-    inter = _intersection(a[:, None, :], b[None, :, :], plus_one)
-    union = area(a, plus_one)[:, None] + area(b, plus_one)[None, :] - inter
-    return _safe_ratio(inter, union)
+    return iou(a[:, None, :], b[None, :, :], plus_one)
 
 
 def clip_boxes(boxes: jax.Array, height: float, width: float) -> jax.Array:

@@ -11,20 +11,10 @@ Evaluation (`LocalizerEvaluator`), the keys of eval_metrics.json:
                     (recall_micro: positives pooled); fbeta too when eval.fbeta > 0.
   loss, label_accuracy   the training loss and its metric on the eval split (so the run's
                     curves.png pairs train and test loss).
-  corloc            the localization samples below, a hit when the largest component's box at
-                    cam threshold eval.cam_threshold has IoU >= 0.5 with a true box of the class;
-                    averaged per class, then over classes.
-  max_box_acc       (Choe et al. 2020) the best hit rate over cam thresholds at IoU 0.5, largest
-                    component, pooled over samples; max_box_acc_threshold is that threshold.
-  max_box_acc_v2    the mean over IoU 0.3 / 0.5 / 0.7 of the best hit rate with every
-                    component's box a candidate (each IoU its own threshold); also _iou30/50/70.
-  box_coverage      the mean fraction of the class's true-box pixels inside the thresholded map
-                    (at eval.cam_threshold): how much of the objects the map covers;
-  mask_in_box       and the mean fraction of the thresholded map inside those boxes;
-                    box_coverage_at_best, mask_in_box_at_best: the same at
-                    max_box_acc_threshold; box_coverage_at_in_box50: the coverage at the lowest
-                    threshold where half of the mask lies inside the boxes (coverage at equal
-                    precision, comparable between maps). The figure box_curves plots them all.
+  corloc, max_box_acc, max_box_acc_v2, box_coverage, mask_in_box (and their variants)
+                    the box metrics of `metrics.localization` over the localization samples
+                    below, at eval.cam_threshold on a grid of eval.num_cam_thresholds; the
+                    figure box_curves plots them over the thresholds.
 A localization sample is one (image, class) pair for every class with a true box that is not
 `difficult`; its heatmap is the class's score map (raw logits, min-max normalised), its truth
 the non-difficult boxes of that class. Heatmaps of true classes are scored whatever the
@@ -177,14 +167,10 @@ class LocalizerEvaluator(Evaluator):
         return [(int(c), score_map[..., c], boxes[classes == c]) for c in np.unique(classes)]
 
     def _score_sample(self, cls: int, score_map, truth, image_size) -> None:
-        height, width = image_size
-        scale = 1.0
-        if self.max_side > 0 and max(height, width) > self.max_side:
-            scale = self.max_side / max(height, width)
-        out = (max(1, round(height * scale)), max(1, round(width * scale)))
-        heat = localization.heatmap_to_image(score_map, self.canvas, image_size, out, self.geometry)
-        truth = truth * np.array([out[1] / width, out[0] / height] * 2)
-        self.box_metrics.add(cls, localization.normalize_heatmap(heat), truth)
+        prepared, truth = localization.sample_on_image(
+            score_map, self.canvas, image_size, truth, self.max_side, self.geometry
+        )
+        self.box_metrics.add(cls, prepared, truth)
 
     # Figures --------------------------------------------------------------------------------
     def _figure_row(self, batch: Batch, outputs: dict, n: int, samples) -> ImageMaps:

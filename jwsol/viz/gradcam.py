@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from jwsol.viz.boxes import figure_to_array
+from jwsol.viz.heatmaps import overlay
 
 
 def upsample(maps: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -28,13 +29,6 @@ def normalise(maps: np.ndarray) -> np.ndarray:
     maps = np.asarray(maps, np.float32)
     peak = maps.max(axis=(-2, -1), keepdims=True)
     return np.where(peak > 0, maps / np.where(peak > 0, peak, 1.0), 0.0)
-
-
-def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """uint8 [H, W, 3] image blended with a jet-coloured heat map [H, W] in [0, 1]."""
-    colours = plt.get_cmap("jet")(np.clip(heat, 0.0, 1.0))[..., :3]
-    blended = (1.0 - alpha) * np.asarray(image, np.float32) / 255.0 + alpha * colours
-    return np.clip(np.round(blended * 255.0), 0, 255).astype(np.uint8)
 
 
 def gradcam_gallery(
@@ -68,7 +62,7 @@ def gradcam_gallery(
         panels[idx * per].set_title(titles[idx], fontsize=7)
         for m, heat in enumerate(heats):
             ax = panels[idx * per + 1 + m]
-            ax.imshow(overlay(images[idx], heat[idx]))
+            ax.imshow(overlay(images[idx], heat[idx], alpha=0.45))
             ax.set_title(map_titles[m][idx] if map_titles else "Grad-CAM", fontsize=7)
     if k == 0:
         panels[0].text(0.5, 0.5, "no examples", ha="center", va="center")

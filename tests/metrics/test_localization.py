@@ -318,3 +318,17 @@ def test_cam_threshold_must_be_on_the_grid():
     grid, index = L.cam_threshold_grid(100, 0.2)
     assert index == 20 and grid[index] == pytest.approx(0.2)
     np.testing.assert_array_equal(grid, GRID)
+
+
+def test_sample_on_image_shrinks_the_longer_side_and_scales_the_boxes():
+    score_map = np.zeros((8, 8))
+    score_map[2:4, 0:4] = 1.0  # canvas 32: rows 8..15, columns 0..15 of the image
+    truth = np.array([[0.0, 8.0, 16.0, 16.0]])
+    full, boxes = L.sample_on_image(score_map, 32, (24, 32), truth)
+    assert full.shape == (24, 32) and full.max() == 1.0
+    np.testing.assert_array_equal(boxes, truth)
+    half, boxes = L.sample_on_image(score_map, 32, (24, 32), truth, max_side=16)
+    assert half.shape == (12, 16)
+    np.testing.assert_allclose(boxes, truth / 2)
+    unchanged, _ = L.sample_on_image(score_map, 32, (24, 32), truth, max_side=64)
+    np.testing.assert_array_equal(unchanged, full)

@@ -97,6 +97,8 @@ def test_numpy_and_jnp_iou_are_twins(plus_one):
     assert matrix[0, 0] == pytest.approx(1.0) and np.all(matrix[:, 1] == 0)
     rows = N.iou(a[:6], b, plus_one)  # row-wise: the diagonal of the matrix
     np.testing.assert_array_equal(rows, np.diagonal(matrix))
+    jnp_rows = B.iou(jnp.asarray(a[:6]), jnp.asarray(b), plus_one)
+    np.testing.assert_allclose(jnp_rows, rows, rtol=1e-6)
     assert N.iou_matrix(np.zeros((2, 4)), np.zeros((3, 4))).tolist() == [[0.0] * 3] * 2
     assert N.iou_matrix([[0, 0, 2, 2]], [[1, 1, 3, 3]]).dtype == np.float64  # integers
 

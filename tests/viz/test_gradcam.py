@@ -1,4 +1,4 @@
-"""Grad-CAM pictures: map scaling and upsampling by hand, overlays and the gallery."""
+"""Grad-CAM pictures: map scaling and upsampling by hand, and the gallery layout."""
 
 import numpy as np
 
@@ -17,13 +17,7 @@ def test_normalise_and_upsample():
     np.testing.assert_allclose(gradcam.upsample(np.full((1, 3, 3), 2.5), 7, 5), 2.5)
 
 
-def test_overlay_and_gallery():
-    white = np.full((8, 8, 3), 255, np.uint8)
-    heat = np.zeros((8, 8))
-    heat[:4] = 1.0
-    blended = gradcam.overlay(white, heat, alpha=0.5)
-    assert blended[0, 0, 0] > blended[0, 0, 2]  # jet(1) is red
-    assert blended[7, 7, 2] > blended[7, 7, 0]  # jet(0) is blue
+def test_gallery_lays_out_rows_of_examples():
     images = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
     maps = np.random.default_rng(1).uniform(size=(5, 2, 2))
     one_row = gradcam.gradcam_gallery(images[:3], ["a"] * 3, [maps[:3], maps[:3]])
