@@ -131,8 +131,8 @@ def test_source_errors(tmp_path, idx_folder):
     [
         ({"model.depth": 101}, "model.depth=101"),
         (
-            {"pretrained.path": "/nowhere", "pretrained.arch": "alexnet"},
-            "pretrained.arch='alexnet'",
+            {"pretrained.path": "/", "pretrained.arch": "alexnet"},
+            "pretrained.arch='alexnet', but the model takes 'resnet18'",
         ),
     ],
 )
