@@ -124,7 +124,11 @@ class WSDDN(nn.Module):
             pooled = batched_roi_pool(conv5, proposals, self.pool_size, self.spatial_scale)
         else:
             pooled = batched_roi_align(
-                conv5, proposals, self.pool_size, self.spatial_scale, self.sampling_ratio
+                conv5,
+                proposals,
+                self.pool_size,
+                spatial_scale=self.spatial_scale,
+                sampling_ratio=self.sampling_ratio,
             )  # [N, R, p, p, K]
         if self.box_score_scale and proposal_scores is not None:
             boost = 1.0 + self.box_score_scale * proposal_scores.astype(pooled.dtype)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -382,20 +383,13 @@ def _check_adaptive_samples(
 
 
 def batched_roi_align(
-    features: jax.Array,
-    rois: jax.Array,
-    output_size: int | tuple[int, int],
-    spatial_scale: float = 1.0,
-    sampling_ratio: int = -1,
-    aligned: bool = False,
-    max_samples: int | None = None,
+    features: jax.Array, rois: jax.Array, output_size: int | tuple[int, int], **options: Any
 ) -> jax.Array:
-    """`roi_align` over a batch: features [N, H, W, C], rois [N, R, 4] -> [N, R, ph, pw, C]."""
-    return jax.vmap(
-        lambda f, r: roi_align(
-            f, r, output_size, spatial_scale, sampling_ratio, aligned, max_samples
-        )
-    )(features, rois)
+    """`roi_align` over a batch: features [N, H, W, C], rois [N, R, 4] -> [N, R, ph, pw, C].
+
+    options: `roi_align`'s keyword arguments (spatial_scale, sampling_ratio, aligned, ...).
+    """
+    return jax.vmap(lambda f, r: roi_align(f, r, output_size, **options))(features, rois)
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:

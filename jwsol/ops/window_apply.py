@@ -111,27 +111,15 @@ def sliding_window_apply(
     params: Any,
     images: jax.Array,
     layers: Sequence[Layer],
-    *,
-    windows_per_batch: int = 1024,
-    compiler_options: dict[str, Any] | None = None,
+    **batch_options: Any,
 ) -> jax.Array:
     """The sequential reference: `window_fn` on every window, as [N, H_out, W_out, C_out].
 
-    images: [N, H, W, C]. Same layout and window order as the conv pass of `layers`. Arguments
-    as in `sliding_window_batches`.
+    images: [N, H, W, C]. Same layout and window order as the conv pass of `layers`.
+    batch_options: `windows_per_batch`, `compiler_options` of `sliding_window_batches`.
     """
     n_images, height, width = images.shape[:3]
     h_out, w_out = output_size(layers, height), output_size(layers, width)
-    outputs = [
-        out
-        for _, _, out in sliding_window_batches(
-            window_fn,
-            params,
-            images,
-            layers,
-            windows_per_batch=windows_per_batch,
-            compiler_options=compiler_options,
-        )
-    ]
-    flat = jnp.concatenate(outputs, axis=0)
+    batches = sliding_window_batches(window_fn, params, images, layers, **batch_options)
+    flat = jnp.concatenate([out for _, _, out in batches], axis=0)
     return flat.reshape(n_images, h_out, w_out, flat.shape[-1])

@@ -95,12 +95,7 @@ class ClassificationTask(Task):
             raise ConfigError(
                 f"model.depth={config.model.depth!r}; expected one of {sorted(STAGE_SIZES)}."
             )
-        arch = f"resnet{config.model.depth}"
-        if config.pretrained.path and config.pretrained.arch != arch:
-            raise ConfigError(
-                f"pretrained.arch={config.pretrained.arch!r}; model.depth needs {arch!r}."
-            )
-        merge.require(config.pretrained)  # fails before the data is read
+        merge.require(config.pretrained, f"resnet{config.model.depth}")  # before the data
         d = config.data
         (self.train_images, self.train_labels), (self.test_images, self.test_labels), names = (
             classification_data.load_source(d)

@@ -29,7 +29,7 @@ from jwsol import losses
 from jwsol.data import augment, crops
 from jwsol.errors import ConfigError
 from jwsol.metrics import multilabel
-from jwsol.models.resnet import ResNet
+from jwsol.models.resnet import STAGE_SIZES, ResNet
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator
 from jwsol.viz.multilabel import ranked_images_figure, tail_curve_figure
@@ -122,12 +122,16 @@ class MultiLabelTask(ImageLabelTask):
             raise ConfigError(
                 f"crops.size={c.size} exceeds data.image_size={config.data.image_size}."
             )
+        if config.model.depth not in STAGE_SIZES:
+            raise ConfigError(
+                f"model.depth={config.model.depth!r}; expected one of {sorted(STAGE_SIZES)}."
+            )
         self.model = ResNet(
             depth=config.model.depth,
             num_classes=self.num_classes,
             small_input=config.model.small_input,
         )
-        merge.require(config.pretrained)  # fails before the data is read
+        merge.require(config.pretrained, f"resnet{config.model.depth}")  # before the data
 
     # Data -------------------------------------------------------------------------------------
     def _finish(self, batch: dict) -> dict:

@@ -115,12 +115,13 @@ def merge_pretrained(
     return traverse_util.unflatten_dict(merged, sep="/"), report
 
 
-def require(pretrained: Any) -> str | None:
+def require(pretrained: Any, arch: str | None = None) -> str | None:
     """The weights folder `config.pretrained` names (user home expanded), None for from scratch.
 
     The one "pretrained weights missing" error of every job: a ConfigError for an empty path
     without from_scratch, a DataError for a path that does not exist; both name the command
-    that makes the folder. Cheap, so tasks call it before reading any data.
+    that makes the folder. arch: the weights the model takes (e.g. 'resnet18'); another
+    pretrained.arch with a path is a ConfigError. Cheap, so tasks call it before reading data.
     """
     p = pretrained
     if not p.path:
@@ -137,6 +138,8 @@ def require(pretrained: Any) -> str | None:
         raise DataError(
             f"pretrained.path={path!r} does not exist. " + store.conversion_hint(p.arch, path)
         )
+    if arch is not None and p.arch != arch:
+        raise ConfigError(f"pretrained.arch={p.arch!r}, but the model takes {arch!r} weights.")
     return path
 
 

@@ -238,7 +238,11 @@ def test_roi_align_gradients():
     rng = np.random.default_rng(5)
     features = jnp.asarray(rng.normal(size=(6, 7, 2)).astype(np.float32))
     rois = jnp.asarray(random_rois(rng, 6, 24, 28))
-    batched = jax.jit(lambda f: rp.batched_roi_align(f, rois[None], 2, 0.25, 2, True))
+    batched = jax.jit(
+        lambda f: rp.batched_roi_align(
+            f, rois[None], 2, spatial_scale=0.25, sampling_ratio=2, aligned=True
+        )
+    )
     jax.test_util.check_grads(batched, (features[None],), order=1, modes=["rev"], eps=1e-2)
 
 

@@ -127,6 +127,24 @@ def test_source_errors(tmp_path, idx_folder):
         classification.ClassificationTask(missing)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.depth": 101}, "model.depth=101"),
+        (
+            {"pretrained.path": "/", "pretrained.arch": "alexnet"},
+            "pretrained.arch='alexnet', but the model takes 'resnet18'",
+        ),
+    ],
+)
+def test_bad_model_values_are_config_errors(idx_folder, overrides, message):
+    config = config_lib.load(
+        "configs/resnet_tinyimagenet.py:fashion_mnist", {"data.folder": idx_folder, **overrides}
+    )
+    with pytest.raises(ConfigError, match=message):
+        classification.ClassificationTask(config)
+
+
 def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path, idx_folder):
     import jax
     from flax import traverse_util

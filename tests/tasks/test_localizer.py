@@ -172,6 +172,21 @@ def test_box_max_side_scales_boxes_with_the_map():
     assert metrics["max_box_acc_v2"] == pytest.approx(8 / 9)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.init": "uniform"}, "model.init='uniform'"),
+        ({"model.pooling": "mean"}, "model.pooling='mean'"),
+        ({"model.pooling": "lse", "model.lse_r": 0.0}, "model.lse_r=0.0"),
+    ],
+)
+def test_bad_model_values_are_config_errors_naming_the_field(
+    idx_folder, tmp_path, overrides, message
+):
+    with pytest.raises(ConfigError, match=message):
+        loc.LocalizerTask(smoke(idx_folder, str(tmp_path), **overrides))
+
+
 def test_cam_threshold_off_the_grid_is_a_config_error():
     with pytest.raises(ConfigError, match="eval.cam_threshold=0.25"):
         loc.cam_threshold_grid(_hand_config(cam_threshold=0.25))

@@ -192,3 +192,11 @@ def test_batch_norm_with_pretrained_weights_is_a_config_error(idx_folder, tmp_pa
     )
     with pytest.raises(ConfigError, match="batch_norm"):
         WSDDNTask(config)
+
+
+@pytest.mark.parametrize("field, value", [("model.init", "uniform"), ("model.pooling", "avg")])
+def test_bad_model_choices_are_config_errors_naming_the_field(idx_folder, tmp_path, field, value):
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    with pytest.raises(ConfigError, match=f"{field}='{value}'"):
+        WSDDNTask(smoke_config(idx_folder, str(tmp_path), **{field: value}))
