@@ -19,6 +19,7 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from configs import common
 from jwsol.data import augment, detection
 
 NUM_VOC_IMAGES = 48
@@ -149,7 +150,7 @@ def results(write_results, report_table, format_table):
 def test_voc_sized_images_with_2000_proposals(tmp_path_factory, results, image_size):
     root = str(tmp_path_factory.mktemp("voc_bench"))
     voc_root, mat = _make_voc(root)
-    config = detection.voc_config()
+    config = common.voc_data()
     config.voc_root, config.proposals.mat_file, config.cache_dir = voc_root, mat, root
     config.image_size, config.max_proposals = image_size, NUM_PROPOSALS
     records = detection.load_records(config, "trainval")
@@ -170,7 +171,7 @@ def test_voc_sized_images_with_2000_proposals(tmp_path_factory, results, image_s
 
 
 def test_scenes(tmp_path_factory, results):
-    config = detection.default_config()
+    config = common.detection_data()
     config.cache_dir = str(tmp_path_factory.mktemp("scenes_bench"))
     config.scenes.num_train, config.scenes.num_test = 96, 8
     config.proposals.num_workers = 1

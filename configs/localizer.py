@@ -1,11 +1,11 @@
 """Job 2: the weakly supervised AlexNet localizers (the course's seeds 000 and 001).
 
-Variants are comma-separated words applied left to right, e.g. `configs/localizer.py:robust,epochs45`:
+Variants (grammar: configs/common.py), e.g. `configs/localizer.py:robust,epochs45`:
   (none)          VOC 2007 trainval -> test at 512x512, ImageNet AlexNet conv1-5, max pooling,
                   SGD (lr 0.01, momentum 0.9, weight decay 1e-4), batch 32, x0.1 every 30 epochs,
                   30 epochs, evaluation every 2 epochs
   robust          global average pooling (log-sum-exp: add --config.model.pooling=lse)
-  epochs2, epochs30, epochs45   the course's training lengths (same step decay)
+  epochs=N        N epochs (same step decay); epochs2, epochs30, epochs45: the course's
   scenes          offline Fashion-MNIST scenes, a CPU-sized AlexNet (width 0.25) from scratch
   scenes_robust   = scenes,robust
   smoke           tiny made-up scenes (tests set data.mnist_folder and data.cache_dir), 4 steps
@@ -16,53 +16,43 @@ Variants are comma-separated words applied left to right, e.g. `configs/localize
     python train.py --config configs/localizer.py:scenes --workdir runs/loc_scenes_max
 """
 
+import os
+import sys
+
 import ml_collections
 
-from jwsol.data import detection
-from jwsol.tasks.image_labels import pretrained_config
-from jwsol.training.config import base_config
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the configs package
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from configs import common
 
-VOC2007_TRAINVAL = 5011  # images: one epoch of the VOC configs
-BASES = ("scenes", "smoke")
-MODIFIERS = ("robust", "epochs2", "epochs30", "epochs45")
-ALIASES = {"scenes_robust": ("scenes", "robust")}
-
-
-def _whole_image_proposals(data: ml_collections.ConfigDict) -> None:
-    """The localizer reads no proposals: carry one whole-image box (cheap, no .mat file)."""
-    data.proposals.method = "grid"
-    data.proposals.grid_sizes = (100_000,)  # clipped to the image: the whole image
-    data.proposals.grid_ratios = (1.0,)
-    data.max_proposals = 1
+ALIASES = {
+    "scenes_robust": "scenes,robust",
+    **{f"epochs{n}": f"epochs={n}" for n in (2, 30, 45)},  # the course's training lengths
+}
 
 
-def _voc(config: ml_collections.ConfigDict) -> int:
-    config.data = detection.voc_config()
+def _voc(config: ml_collections.ConfigDict) -> None:
+    config.data = common.voc_data()
     config.data.voc_root = "data/VOCdevkit"  # the VOCdevkit folder (or its VOC2007/)
     config.data.resize_mode = "fixed"  # 512 x 512, as the course
     config.data.scales = (512,)
     config.data.difficult_policy = "ignore"  # classes seen only as 'difficult' get weight 0
-    _whole_image_proposals(config.data)
-    config.pretrained = pretrained_config("alexnet")
-    config.pretrained.path = "~/.cache/jwsol/weights/alexnet"  # see docs/weights.md
-    return VOC2007_TRAINVAL
+    common.no_proposals(config.data)
+    config.pretrained = common.pretrained("alexnet", "~/.cache/jwsol/weights/alexnet")
 
 
-def _scenes(config: ml_collections.ConfigDict) -> int:
-    """~10 minutes on 2 shared CPU cores: 192 px canvases (9x9 maps), AlexNet at width 0.25."""
-    d = config.data = detection.default_config()
-    d.scenes.canvas_size = 192
-    d.scenes.min_object_size = 48
-    d.scenes.max_object_size = 96
-    d.scenes.max_objects = 4
-    d.scenes.num_train = 3000
-    d.scenes.num_test = 500
-    d.image_size = 192
+def _scenes(config: ml_collections.ConfigDict) -> None:
+    """A CPU-sized run: 192 px canvases (9x9 maps), AlexNet at width 0.25."""
+    d = config.data = common.scenes_data(
+        canvas_size=192, min_object_size=48, max_object_size=96, max_objects=4,
+        num_train=3000, num_test=500,
+    )  # fmt: skip
+    d.image_size = d.eval_scale = 192
     d.scales = (192,)
-    d.eval_scale = 192
     d.max_gt_boxes = 8
-    _whole_image_proposals(d)
-    config.pretrained = pretrained_config("alexnet")
+    common.no_proposals(d)
+    config.pretrained = common.pretrained("alexnet")
     # NOTE: ImageNet weights cannot be fetched on the offline machine, and width 0.25 could
     # not take them anyway: the scenes runs train from scratch.
     config.pretrained.from_scratch = True
@@ -76,10 +66,9 @@ def _scenes(config: ml_collections.ConfigDict) -> int:
     config.optimizer.weight_decay = 0.0
     config.optimizer.schedule = "cosine"
     config.eval.batch_size = 100
-    return d.scenes.num_train
 
 
-def _smoke(config: ml_collections.ConfigDict) -> int:
+def _smoke(config: ml_collections.ConfigDict) -> None:
     _scenes(config)
     d = config.data
     d.scenes.canvas_size = 96  # the smallest canvas with a 3x3 map
@@ -91,20 +80,16 @@ def _smoke(config: ml_collections.ConfigDict) -> int:
     d.image_size = d.eval_scale = 96
     d.scales = (96,)
     config.model.width = 0.125
-    config.train.batch_size = 8
-    config.train.num_epochs = 0.0
-    config.train.num_steps = 4
-    config.train.log_every = 2
-    config.train.checkpoint_every = 2
-    config.eval.batch_size = 8
+    common.smoke(config, batch_size=8, eval_batch_size=8)
     config.eval.num_figure_images = 2
     config.eval.num_cam_thresholds = 20
-    config.train.eval_every = 2
-    return d.scenes.num_train
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config("localizer")
+    arg = common.parse_arg(
+        arg, bases=("scenes", "smoke"), aliases=ALIASES, robust=False, epochs=0.0
+    )
+    config = common.base_config("localizer")
     config.model = ml_collections.ConfigDict({
         "pooling": "max",  # 'max' | 'avg' (robust) | 'lse': score map -> image logit
         "lse_r": 10.0,  # log-sum-exp sharpness: average as r -> 0, max as r -> inf
@@ -123,6 +108,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optimizer.schedule = "step"
     config.optimizer.decay_epochs = 30
     config.optimizer.decay_factor = 0.1
+    config.train.eval_every_epochs = 2.0
+    config.train.checkpoint_every_epochs = 2.0
     config.eval.batch_size = 64
     config.eval.recall_threshold = 0.5  # metric2: recall of sigmoid(logit) >= this
     config.eval.fbeta = 0.0  # > 0: also report F-beta at recall_threshold with this beta
@@ -141,26 +128,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.num_figure_images = 6  # fixed train and eval images in the heatmap figures
     config.eval.max_maps_per_image = 3  # class heatmaps drawn per image
 
-    words = []
-    for word in (arg or "").split(","):
-        words.extend(ALIASES.get(word.strip(), (word.strip(),)))
-    words = [w for w in words if w]
-    unknown = [w for w in words if w not in BASES + MODIFIERS]
-    bases = [w for w in words if w in BASES]
-    if unknown or len(bases) > 1:
-        raise ValueError(
-            f"variant {arg!r} of localizer: use at most one of {BASES} (or scenes_robust) and any "
-            f"of {MODIFIERS}, comma-separated."
-        )
-    num_train = {"scenes": _scenes, "smoke": _smoke}.get(bases[0] if bases else "", _voc)(config)
-    for word in words:
-        if word == "robust":
-            config.model.pooling = "avg"
-        elif word.startswith("epochs"):
-            config.train.num_epochs = float(word.removeprefix("epochs"))
-    if config.train.num_epochs > 0:
-        # Evaluate (and checkpoint) every 2 epochs; the loop counts in steps.
-        every = 2 * max(1, num_train // config.train.batch_size)
-        config.train.eval_every = every
-        config.train.checkpoint_every = every
+    {"scenes": _scenes, "smoke": _smoke}.get(arg.base, _voc)(config)
+    if arg.robust:
+        config.model.pooling = "avg"
+    if arg.epochs:
+        config.train.num_epochs = arg.epochs
     return config

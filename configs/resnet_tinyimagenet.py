@@ -1,6 +1,6 @@
 """ResNet-18 on TinyImageNet from scratch (seed 004: 56.3% top-1 after 48 epochs).
 
-Variants:
+Variants (grammar: configs/common.py):
   (none)          standard split: train/ (100,000) for training, val/ (10,000) for testing
   shuffled        the seed's split: all 110,000 labelled images shuffled, 70:30
   fashion_mnist   the same recipe on Fashion-MNIST padded to 32x32, a short offline run
@@ -11,18 +11,20 @@ Variants:
     python -m jwsol.viz.curves runs/tin        # figures/curves.png: train/test loss, top-1
 """
 
+import os
+import sys
+
 import ml_collections
 
-from jwsol.tasks.image_labels import pretrained_config
-from jwsol.training.config import base_config
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-TINYIMAGENET_TRAIN = {"standard": 100_000, "shuffled": 77_000}  # images in the training split
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the configs package
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config("classification")
+    arg = common.parse_arg(arg, bases=("shuffled", "fashion_mnist", "smoke"))
+    config = common.base_config("classification")
     config.data = ml_collections.ConfigDict(
         {
             "source": "tinyimagenet",  # 'tinyimagenet' (folder) or 'mnist_idx' (IDX files)
@@ -31,8 +33,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "train_fraction": 0.7,  # for split='shuffled'
             "split_seed": 0,  # the 'shuffled' permutation (fixed apart from config.seed)
             "image_size": 64,  # S: images are S x S (resized if they are not)
-            "mean": IMAGENET_MEAN,  # per-channel normalisation of [0, 1] pixels
-            "std": IMAGENET_STD,
+            "mean": common.IMAGENET_MEAN,  # per-channel normalisation of [0, 1] pixels
+            "std": common.IMAGENET_STD,
             "num_train": 0,  # > 0: only the first that many training images (quick runs)
             "num_test": 0,  # > 0: only the first that many test images
         }
@@ -58,15 +60,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "small_input": True,  # 3x3 stride-1 stem, no max pool: layer4 is 8x8 for 64x64 input
         }
     )
-    config.pretrained = pretrained_config("resnet18")  # pretrained.path: converted weights
+    config.pretrained = common.pretrained("resnet18")  # pretrained.path: converted weights
     config.pretrained.from_scratch = True
     config.loss = ml_collections.ConfigDict({"label_smoothing": 0.0})
     config.train.batch_size = 256
     config.train.num_epochs = 48.0
     config.train.log_every = 50
-    # The loop counts evaluations in steps: one epoch of the standard split at batch 256.
-    config.train.eval_every = TINYIMAGENET_TRAIN["standard"] // 256
-    config.train.checkpoint_every = TINYIMAGENET_TRAIN["standard"] // 256
+    config.train.eval_every_epochs = 1.0
+    config.train.checkpoint_every_epochs = 1.0
     config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.1  # the one-cycle peak
     config.optimizer.schedule = "onecycle"
@@ -76,12 +77,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 500
     config.eval.num_figure_images = 24  # misclassified test images in figures/gradcam_mistakes
 
-    variant = arg or ""
-    if variant == "shuffled":
+    if arg.base == "shuffled":
         config.data.split = "shuffled"
-        config.train.eval_every = TINYIMAGENET_TRAIN["shuffled"] // 256
-        config.train.checkpoint_every = config.train.eval_every
-    elif variant == "fashion_mnist":
+    elif arg.base == "fashion_mnist":
         # The offline check: ~8 minutes of training on 2 shared CPU cores (4,800 images, under
         # a tenth of an epoch). Augmentation scaled to 32 px.
         config.data.source = "mnist_idx"
@@ -97,27 +95,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.batch_size = 32
         config.train.num_epochs = 0.0
         config.train.num_steps = 150
-        config.train.eval_every = 50
-        config.train.checkpoint_every = 50
+        config.train.eval_every = config.train.checkpoint_every = 50
+        config.train.eval_every_epochs = config.train.checkpoint_every_epochs = 0.0
         config.train.log_every = 10
         config.optimizer.learning_rate = 0.05
         config.eval.batch_size = 250
-    elif variant == "smoke":
+    elif arg.base == "smoke":
         config.data.image_size = 16
         config.augment.pad = 2
         config.augment.hole_min = 2
         config.augment.hole_max = 4
-        config.train.batch_size = 8
-        config.train.num_epochs = 0.0
-        config.train.num_steps = 4
-        config.train.log_every = 2
-        config.train.eval_every = 2
-        config.train.checkpoint_every = 2
-        config.eval.batch_size = 16
+        common.smoke(config, batch_size=8, eval_batch_size=16)
         config.eval.num_figure_images = 6
-    elif variant:
-        raise ValueError(
-            f"unknown variant {variant!r} of resnet_tinyimagenet; "
-            "use shuffled, fashion_mnist or smoke"
-        )
     return config

@@ -1,6 +1,6 @@
 """Multi-label VOC 2007 with ImageNet ResNet-50 (seed 003: mAP 0.7286, Adam 1e-4, batch 8).
 
-Variants:
+Variants (grammar: configs/common.py):
   (none)      shortest edge 400, five 224 crops per image, max over the crops (seed 003)
   resize448   a plain 448 x 448 resize, one view
   tfds        as (none), from tfds voc/2007 (tfds build voc/2007 first) instead of a folder
@@ -13,18 +13,21 @@ Variants:
         --config.data.voc_root=PATH/VOCdevkit --config.pretrained.path=weights/resnet50
 """
 
+import os
+import sys
+
 import ml_collections
 
-from jwsol.data import detection
-from jwsol.tasks.image_labels import pretrained_config
-from jwsol.training.config import base_config
-
-VOC2007_TRAINVAL = 5011  # images
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the configs package
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config("multilabel")
-    data = detection.voc_config()
+    arg = common.parse_arg(arg, bases=("resize448", "tfds", "scenes", "smoke"))
+    config = common.base_config("multilabel")
+    data = common.voc_data()
     data.voc_root = "data/VOCdevkit"
     data.train_split, data.eval_split = "trainval", "test"
     data.resize_mode = "shorter_side"  # shorter side -> 400, aspect kept ...
@@ -32,12 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.eval_scale = 400
     data.image_size = 800  # ... on an 800 x 800 canvas (the longer side is capped at 800)
     data.difficult_policy = "ignore"  # difficult-only classes: neither positive nor negative
-    # Proposals are not used: one whole-image box per image, so no proposal search runs.
-    data.proposals.method = "grid"
-    data.proposals.mat_file = ""
-    data.proposals.grid_sizes = (100_000,)
-    data.proposals.grid_ratios = (1.0,)
-    data.max_proposals = 1
+    common.no_proposals(data)
     config.data = data
     config.crops = ml_collections.ConfigDict({
         "mode": "five",  # 'five': FiveCrop, max of the logits over the crops; 'none': one view
@@ -45,14 +43,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "thumbnail": 96,  # side of the images in figures/ranked_images.png
     })  # fmt: skip
     config.model = ml_collections.ConfigDict({"depth": 50, "small_input": False})
-    config.pretrained = pretrained_config("resnet50")
-    config.pretrained.path = "weights/resnet50"
+    config.pretrained = common.pretrained("resnet50", "weights/resnet50")
     config.pretrained.exclude = ("params/fc",)  # 20 classes, not ImageNet's 1000
     config.train.batch_size = 8
     config.train.num_epochs = 10.0  # the seed converged in about 10 epochs
     config.train.log_every = 50
-    config.train.eval_every = VOC2007_TRAINVAL // 8  # once an epoch
-    config.train.checkpoint_every = VOC2007_TRAINVAL // 8
+    config.train.eval_every_epochs = 1.0
+    config.train.checkpoint_every_epochs = 1.0
     config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-4
     config.optimizer.schedule = "constant"
@@ -61,31 +58,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.tail_top = 50  # tail accuracy: the top-scored images per class ...
     config.eval.tail_thresholds = 20  # ... at this many thresholds from 0.5 up
 
-    variant = arg or ""
-    if variant == "resize448":
+    if arg.base == "resize448":
         config.data.resize_mode = "fixed"
         config.data.image_size = 448
         config.data.scales = (448,)
         config.data.eval_scale = 448
         config.crops.mode = "none"
-    elif variant == "tfds":
+    elif arg.base == "tfds":
         config.data.source = "tfds"
-    elif variant in ("scenes", "smoke"):
-        scenes_data(config, smoke=variant == "smoke")
-    elif variant:
-        raise ValueError(
-            f"unknown variant {variant!r} of resnet_voc; use resize448, tfds, scenes or smoke"
-        )
+    elif arg.base in ("scenes", "smoke"):
+        _scenes(config, smoke=arg.base == "smoke")
     return config
 
 
-def scenes_data(config: ml_collections.ConfigDict, smoke: bool) -> None:
+def _scenes(config: ml_collections.ConfigDict, smoke: bool) -> None:
     """The offline scenes (Fashion-MNIST objects on black canvases), ResNet-18 from scratch."""
-    data = detection.default_config()
-    data.proposals.method = "grid"
-    data.proposals.grid_sizes = (100_000,)
-    data.proposals.grid_ratios = (1.0,)
-    data.max_proposals = 1
+    data = common.detection_data()
+    common.no_proposals(data)
     data.max_gt_boxes = 8
     data.resize_mode = "fixed"
     data.image_size = 64  # 128 x 128 scenes shrunk for a CPU: objects are 16-32 px
@@ -101,8 +90,8 @@ def scenes_data(config: ml_collections.ConfigDict, smoke: bool) -> None:
     config.train.num_steps = 250  # 8,000 scenes seen: 4 epochs of the 2,000
     config.train.batch_size = 32
     config.train.log_every = 10
-    config.train.eval_every = 50
-    config.train.checkpoint_every = 50
+    config.train.eval_every = config.train.checkpoint_every = 50
+    config.train.eval_every_epochs = config.train.checkpoint_every_epochs = 0.0
     config.optimizer.learning_rate = 1e-3  # from scratch: 10x the fine-tuning rate, ...
     config.optimizer.schedule = "cosine"  # ... decayed over the short run
     config.eval.batch_size = 100
@@ -122,11 +111,6 @@ def scenes_data(config: ml_collections.ConfigDict, smoke: bool) -> None:
         config.crops.mode = "five"
         config.crops.size = 24
         config.crops.thumbnail = 24
-        config.train.num_steps = 4
-        config.train.batch_size = 4
-        config.train.log_every = 2
-        config.train.eval_every = 2
-        config.train.checkpoint_every = 2
-        config.eval.batch_size = 8
+        common.smoke(config, batch_size=4, eval_batch_size=8)
         config.eval.tail_top = 5
         config.eval.tail_thresholds = 4

@@ -1,19 +1,27 @@
 """Job 1: the convolutional sliding-window localizer on 64x64 canvases.
 
-Variants: `configs/sliding_window.py` (Fashion-MNIST IDX files from Debian's
-dataset-fashion-mnist), `:mnist` (tfds mnist), `:smoke` (made-up IDX data, a few steps).
+Variants (grammar: configs/common.py): `configs/sliding_window.py` (Fashion-MNIST IDX files
+from Debian's dataset-fashion-mnist), `:mnist` (tfds mnist), `:smoke` (made-up IDX data, a few
+steps); modifier `steps=N` sets train.num_steps.
 """
+
+import os
+import sys
 
 import ml_collections
 
-from jwsol.training.config import base_config
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the configs package
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config("sliding_window")
+    arg = common.parse_arg(arg, bases=("mnist", "smoke"), steps=0)
+    config = common.base_config("sliding_window")
     config.data = ml_collections.ConfigDict({
         "source": "idx",  # 'idx' (a folder of MNIST-format IDX files) or 'tfds'
-        "folder": "/usr/share/datasets/fashion-mnist",  # for source='idx'
+        "folder": common.FASHION_MNIST_FOLDER,  # for source='idx'
         "tfds_name": "fashion_mnist",  # for source='tfds': 'mnist' or 'fashion_mnist'
         "data_dir": "",  # tfds data_dir; '' for the tfds default
         "canvas_size": 64,
@@ -63,21 +71,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.batch_size = 500
     config.eval.num_figure_images = 30
 
-    variant = arg or ""
-    if variant == "mnist":
+    if arg.base == "mnist":
         config.data.source = "tfds"
         config.data.tfds_name = "mnist"
-    elif variant == "smoke":
+    elif arg.base == "smoke":
         # Tests point data.folder at made-up IDX files; a tiny net, a few steps.
         config.model.layers = "c5x4,p2,c3x4,c3x4,p2,c3x8,c3x8,c5x8"
-        config.train.batch_size = 16
-        config.train.num_steps = 6
-        config.train.log_every = 2
-        config.train.eval_every = 3
-        config.train.checkpoint_every = 3
+        common.smoke(config, batch_size=16, eval_batch_size=16, steps=6, every=3)
         config.optimizer.warmup_steps = 0
-        config.eval.batch_size = 16
         config.data.num_test = 40
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} of sliding_window; use mnist or smoke")
+    if arg.steps:
+        config.train.num_steps = arg.steps
     return config

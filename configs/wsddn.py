@@ -1,6 +1,6 @@
 """WSDDN (Bilen & Vedaldi, CVPR 2016): weakly supervised detection from image-level labels.
 
-Variants:
+Variants (grammar: configs/common.py):
   configs/wsddn.py          the course setting on VOC 2007 (16-824 seeds 000/001): AlexNet
                             from ported ImageNet weights, 512x512 images, the top 300 selective
                             search proposals by score, batch 1, SGD lr 1e-4, momentum 0.9,
@@ -12,24 +12,30 @@ Variants:
   configs/wsddn.py:scenes   the offline embedded default: Fashion-MNIST scenes, selective
                             search proposals, a CPU-sized AlexNet trained from scratch.
   configs/wsddn.py:smoke    tiny and fast, for tests (point data.mnist_folder at IDX files).
+Modifiers: `steps=N` sets train.num_steps, `res=S` data.image_size, e.g.
+`configs/wsddn.py:scenes,steps=2000,res=256`.
 Both VOC variants need data.voc_root (or data.source='tfds'), the Fast R-CNN proposal files
 (data.proposals.mat_file) and converted AlexNet weights (docs/weights.md).
 """
 
+import os
+import sys
+
 import ml_collections
 
-from jwsol.data import detection
-from jwsol.tasks.image_labels import pretrained_config
-from jwsol.training.config import base_config
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the configs package
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = base_config("wsddn")
-    config.data = detection.voc_config()
+    arg = common.parse_arg(arg, bases=("paper", "scenes", "smoke"), steps=0, res=0)
+    config = common.base_config("wsddn")
+    config.data = common.voc_data()
     config.data.max_proposals = 300  # the course keeps the 300 best-scoring proposals
     config.data.proposals.top_k = 300
-    config.pretrained = pretrained_config("alexnet")
-    config.pretrained.path = "~/.cache/jwsol/weights/alexnet"
+    config.pretrained = common.pretrained("alexnet", "~/.cache/jwsol/weights/alexnet")
     config.model = ml_collections.ConfigDict({
         "width": 1.0,  # AlexNet channel multiplier; 1.0 is the only width ported weights fit
         "batch_norm": False,  # BatchNorm in conv1-5: from scratch only (no ported weights)
@@ -68,8 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.voc07 = True  # 11-point AP (VOC 2007); False: all-point AP (VOC 2010+)
     config.eval.num_figure_images = 12  # images in the detections picture
 
-    variant = arg or ""
-    if variant == "paper":
+    if arg.base == "paper":
         d = config.data
         d.resize_mode = "shorter_side"
         d.scales = (480, 576, 688, 864, 1200)
@@ -86,12 +91,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.schedule = "step"
         config.optimizer.decay_epochs = 10
         config.optimizer.decay_factor = 0.1
-    elif variant in ("scenes", "smoke"):
+    elif arg.base in ("scenes", "smoke"):
         _scenes(config)
-        if variant == "smoke":
+        if arg.base == "smoke":
             _smoke(config)
-    elif variant:
-        raise ValueError(f"unknown variant {variant!r} of wsddn; use paper, scenes or smoke")
+    if arg.steps:
+        config.train.num_steps = arg.steps
+    if arg.res:
+        config.data.image_size = arg.res
     return config
 
 
@@ -104,7 +111,7 @@ def _scenes(config: ml_collections.ConfigDict) -> None:
     temperature 2 (as hbilen/WSDDN), RoI max pooling, Adam with warm-up and cosine decay:
     1,000 steps of 16 train in about 9 minutes here (measurements and ablations: docs/wsddn.md).
     """
-    d = config.data = detection.default_config()
+    d = config.data = common.detection_data()
     d.image_size = 320
     d.max_proposals = 128
     config.pretrained.path = ""
@@ -147,12 +154,6 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
     m = config.model
     m.width = 0.125
     m.fc_features = 16
-    config.train.batch_size = 4
-    config.train.num_steps = 4
-    config.train.log_every = 2
-    config.train.eval_every = 2
-    config.train.checkpoint_every = 2
-    config.train.progress_bar = False
+    common.smoke(config, batch_size=4, eval_batch_size=4)
     config.optimizer.warmup_steps = 0
-    config.eval.batch_size = 4
     config.eval.num_figure_images = 4

@@ -66,86 +66,6 @@ PROPOSAL_METHODS = ("selective_search", "grid", "mat")
 _MAX_LOGGED_SKIPS = 20
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """The data section of a detection job's config (`config.data`), defaults for scenes."""
-    c = ml_collections.ConfigDict()
-    c.source = "scenes"  # 'scenes' | 'voc_folder' | 'tfds'
-    c.train_split = "train"  # scenes: 'train'/'test'; VOC: 'train', 'val', 'trainval', 'test'
-    c.eval_split = "test"
-    c.voc_root = ""  # VOCdevkit folder (or its VOC2007/ inside) for source 'voc_folder'
-    c.tfds_name = "voc/2007"
-    c.tfds_data_dir = ""  # tfds data_dir for source 'tfds' ('' = tfds' default); never downloads
-    # Generated scenes go to <cache_dir>/scenes, computed proposals to <cache_dir>/proposals.
-    c.cache_dir = "~/.cache/jwsol"
-    c.strict = False  # True: bad files raise DataError; False: counted, logged skips
-    # Decode every JPEG once when a split is loaded (~3 ms an image), so that a damaged file is
-    # a skip here rather than an error inside the running pipeline.
-    c.verify_images = True
-
-    c.image_size = 224  # S: the static canvas side of `image`
-    # 'fixed': resize to SxS (aspect not kept); 'shorter_side'/'longer_side': that side is set to
-    # a value of `scales` (random per example in training, `eval_scale` in eval), aspect kept,
-    # the longer side capped at S, then zero-padded to SxS (see image_size in the batch).
-    c.resize_mode = "fixed"
-    c.scales = (160, 192, 224)  # training sides for the *_side modes (WSDDN: 480..1200 at S=1200)
-    c.eval_scale = 224
-    c.antialias = True  # shrink by area averaging (no aliasing), grow bilinearly; False: bilinear
-    c.flip = True  # random horizontal flips in training
-    c.shuffle = True  # new permutation of the images each epoch in training
-
-    c.max_proposals = 200  # R: proposals per image after cleaning, padded with proposal_mask
-    c.max_gt_boxes = 50  # G: VOC 2007 has at most 42 objects per image
-    c.difficult_policy = "include"  # 'include' | 'exclude' | 'ignore': see voc.image_labels
-
-    c.proposals = ml_collections.ConfigDict()
-    c.proposals.method = "selective_search"  # 'selective_search' | 'grid' | 'mat' (docs/data.md)
-    # `.mat` file for method 'mat'; '{split}' is replaced by the split name.
-    c.proposals.mat_file = ""
-    c.proposals.mat_order = "yxyx"  # 'yxyx' (Fast R-CNN files) | 'xyxy' | 'auto' (checked)
-    c.proposals.mode = "fast"  # selective search strategy: 'fast' | 'quality'
-    c.proposals.resize = 0  # run selective search with the longer side at this size (0 = native)
-    c.proposals.max_boxes = 0  # keep selective search's first N (0 = all)
-    # 'grid': box sides (original pixels), aspect ratios (w / h), step as a fraction of the side.
-    # NOTE: the grid is not ranked; set max_proposals >= its size (1,891 boxes at 128x128).
-    c.proposals.grid_sizes = (24, 32, 48, 64)
-    c.proposals.grid_ratios = (0.5, 1.0, 2.0)
-    c.proposals.grid_stride = 0.25
-    c.proposals.min_size = 4  # drop proposals narrower or lower than this (original pixels)
-    c.proposals.top_k = 0  # keep the K best by score when the source has scores (0 = all)
-    c.proposals.num_workers = 0  # processes for selective search (0 = one per core)
-
-    c.mnist_source = "idx"  # where scenes take objects from: 'idx' (a folder) | 'tfds'
-    c.mnist_folder = mnist.DEFAULT_IDX_FOLDER  # Fashion-MNIST IDX files (Debian's package)
-    c.mnist_tfds_name = "fashion_mnist"
-    c.scenes = ml_collections.ConfigDict()
-    c.scenes.canvas_size = 128
-    c.scenes.min_objects = 1
-    c.scenes.max_objects = 4
-    c.scenes.min_object_size = 32  # side of a scaled 28x28 object square, pixels
-    c.scenes.max_object_size = 64
-    c.scenes.max_overlap = 0.2  # largest IoU between two objects' true boxes
-    c.scenes.pixel_threshold = 32  # object pixels (>= this) define the true box
-    c.scenes.num_train = 2000
-    c.scenes.num_test = 500
-    c.scenes.seed = 0  # fixes both splits
-    return c
-
-
-def voc_config() -> ml_collections.ConfigDict:
-    """Defaults for VOC 2007 with the Fast R-CNN proposal files (paths still to be set)."""
-    c = default_config()
-    c.source = "voc_folder"
-    c.train_split, c.eval_split = "trainval", "test"
-    c.image_size = 512
-    c.scales = (480, 512)
-    c.eval_scale = 512
-    c.max_proposals = 2000
-    c.proposals.method = "mat"
-    c.proposals.mat_file = "selective_search_data/voc_2007_{split}.mat"
-    c.proposals.min_size = 2
-    return c
-
-
 def class_names(config_data: ml_collections.ConfigDict) -> tuple[str, ...]:
     """Names of the C classes of `labels`, in label order."""
     if config_data.source == "scenes":
@@ -643,7 +563,7 @@ def build(
     """The detection batches of `split` for this process (see the module docstring).
 
     Args:
-      config_data: `default_config()`-shaped ConfigDict.
+      config_data: a `configs/common.py:detection_data()`-shaped ConfigDict.
       split: 'train'/'test' (scenes) or 'train'/'val'/'trainval'/'test' (VOC).
       train: infinite, shuffled, multi-scale and flipped; else one ordered pass, padded.
       seed: fixes the epoch permutations and every random choice.

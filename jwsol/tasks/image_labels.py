@@ -16,22 +16,9 @@ from jwsol.training.task import Batch, Task, Variables
 from jwsol.weights import merge
 
 
-def pretrained_config(arch: str = "alexnet") -> ml_collections.ConfigDict:
-    """`config.pretrained`: where the ported torchvision weights come from."""
-    return ml_collections.ConfigDict({
-        "arch": arch,  # alexnet | resnet18 | resnet34 | resnet50
-        # Folder written by `python -m jwsol.weights.torchvision` (see docs/weights.md);
-        # '' trains from scratch, which must be asked for with from_scratch=True.
-        "path": "",
-        "from_scratch": False,
-        "exclude": (),  # target variable paths that keep their init, e.g. ('params/fc',)
-        "rename": "",  # 'src=dst,...' checkpoint prefix -> model prefix, e.g. 'params=params/features'
-    })  # fmt: skip
-
-
 class ImageLabelTask(Task):
-    """Data and pretrained weights for a task whose config has `data` (detection.default_config)
-    and `pretrained` (pretrained_config)."""
+    """Data and pretrained weights for a task whose config has `data` and `pretrained`
+    (configs/common.py: detection_data, pretrained)."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)

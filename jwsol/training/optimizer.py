@@ -69,26 +69,3 @@ def make_optimizer(
     else:
         raise ConfigError(f"optimizer.name={cfg.name!r} is unknown; use sgd, adam or adamw.")
     return optax.chain(*parts), schedule
-
-
-def default_optimizer_config() -> ml_collections.ConfigDict:
-    """Defaults for `config.optimizer`; job configs override what they need."""
-    return ml_collections.ConfigDict({
-        "name": "adam",
-        "learning_rate": 1e-3,
-        "schedule": "cosine",
-        "warmup_steps": 0,
-        "final_fraction": 0.0,  # cosine: final lr as a fraction of the peak
-        "decay_epochs": 30,  # step: decay every this many epochs (torch StepLR's step_size)
-        "decay_steps": (),  # step: explicit boundaries in steps (overrides decay_epochs)
-        "decay_factor": 0.1,
-        "onecycle_pct_start": 0.3,
-        "onecycle_div_factor": 25.0,
-        "onecycle_final_div_factor": 1e4,
-        "momentum": 0.9,
-        "nesterov": False,
-        "beta1": 0.9,
-        "beta2": 0.999,
-        "weight_decay": 0.0,
-        "grad_clip_norm": 0.0,  # 0 disables clipping
-    })  # fmt: skip

@@ -12,6 +12,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from configs import common
+
 BACKGROUND = (128, 128, 128)
 
 # The test VOC set. Boxes are VOC's 1-based inclusive (xmin, ymin, xmax, ymax); each object is
@@ -258,9 +260,7 @@ def voc_mat_template(tmp_path_factory) -> str:
 
 def voc_data_config(voc_root: str, mat_template: str, cache_dir: str, **overrides):
     """A data config for the test VOC folder with `.mat` proposals."""
-    from jwsol.data import detection
-
-    c = detection.voc_config()
+    c = common.voc_data()
     c.voc_root = voc_root
     c.cache_dir = cache_dir
     c.proposals.mat_file = mat_template
@@ -280,9 +280,7 @@ def voc_data_config(voc_root: str, mat_template: str, cache_dir: str, **override
 
 def scenes_data_config(idx_folder: str, cache_dir: str, **overrides):
     """A small scenes config on the synthetic IDX folder (rectangles), selective search in-process."""
-    from jwsol.data import detection
-
-    c = detection.default_config()
+    c = common.detection_data()
     c.cache_dir = cache_dir
     c.mnist_folder = idx_folder
     c.scenes.num_train = 12

@@ -201,7 +201,7 @@ def test_variants_compose():
     )
     assert voc.optimizer.name == "sgd" and voc.optimizer.schedule == "step"
     assert voc.optimizer.decay_epochs == 30 and voc.train.batch_size == 32
-    assert voc.train.eval_every == 2 * (5011 // 32)
+    assert voc.train.eval_every_epochs == voc.train.checkpoint_every_epochs == 2.0
     robust = config_lib.load("configs/localizer.py:robust,epochs45")
     assert robust.model.pooling == "avg" and robust.train.num_epochs == 45
     assert config_lib.load("configs/localizer.py:epochs2").train.num_epochs == 2

@@ -1,0 +1,1 @@
+"""Job configs: one file per job, shared defaults and the variant grammar in common.py."""
