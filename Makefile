@@ -14,7 +14,7 @@ data:
 	elif command -v apt-get >/dev/null; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
-	else echo "no apt-get: put Fashion-MNIST IDX files in a folder and pass --config.data.mnist_folder=DIR (wsddn, localizer) or --config.data.folder=DIR (sliding_window)"; fi
+	else echo "no apt-get: put Fashion-MNIST IDX files in a folder and pass --config.data.mnist.folder=DIR"; fi
 
 run:
 	$(PYTHON) train.py --config $(MAIN_CONFIG) --workdir $(WORKDIR)

@@ -210,9 +210,7 @@ def detection_data() -> ml_collections.ConfigDict:
     c.proposals.top_k = 0  # keep the K best by score when the source has scores (0 = all)
     c.proposals.num_workers = 0  # processes for selective search (0 = one per core)
 
-    c.mnist_source = "idx"  # where scenes take objects from: 'idx' (a folder) | 'tfds'
-    c.mnist_folder = FASHION_MNIST_FOLDER
-    c.mnist_tfds_name = "fashion_mnist"
+    c.mnist = mnist_data()  # where scenes take their objects from
     c.scenes = ml_collections.ConfigDict()
     c.scenes.canvas_size = 128
     c.scenes.min_objects = 1
@@ -225,6 +223,18 @@ def detection_data() -> ml_collections.ConfigDict:
     c.scenes.num_test = 500
     c.scenes.seed = 0  # fixes both splits
     return c
+
+
+def mnist_data(source: str = "idx") -> ml_collections.ConfigDict:
+    """`data.mnist`: an MNIST-format source of 28x28 objects (jwsol.data.mnist)."""
+    return ml_collections.ConfigDict({
+        # 'idx': MNIST-format IDX files in `folder`; 'tfds': tfds `tfds_name` from
+        # `tfds_data_dir` ('' = tfds' default); 'fake': made up in memory (jwsol.data.fake).
+        "source": source,
+        "folder": FASHION_MNIST_FOLDER,
+        "tfds_name": "fashion_mnist",  # 'fashion_mnist' | 'mnist'
+        "tfds_data_dir": "",
+    })  # fmt: skip
 
 
 def scenes_data(**scenes) -> ml_collections.ConfigDict:

@@ -8,7 +8,7 @@ Variants (grammar: configs/common.py), e.g. `configs/localizer.py:robust,epochs4
   epochs=N        N epochs (same step decay); epochs2, epochs30, epochs45: the course's
   scenes          offline Fashion-MNIST scenes, a CPU-sized AlexNet (width 0.25) from scratch
   scenes_robust   = scenes,robust
-  smoke           tiny made-up scenes (tests set data.mnist_folder and data.cache_dir), 4 steps
+  smoke           tiny scenes of made-up objects (data.mnist.source=fake), 4 steps
 
     python train.py --config configs/localizer.py --workdir runs/loc_max \
         --config.data.voc_root=PATH/VOCdevkit --config.pretrained.path=PATH/alexnet
@@ -79,6 +79,7 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
     d.scenes.num_test = 12
     d.image_size = d.eval_scale = 96
     d.scales = (96,)
+    d.mnist.source = "fake"
     config.model.width = 0.125
     common.smoke(config, batch_size=8, eval_batch_size=8)
     config.eval.num_figure_images = 2

@@ -4,7 +4,7 @@ Variants (grammar: configs/common.py):
   (none)          standard split: train/ (100,000) for training, val/ (10,000) for testing
   shuffled        the seed's split: all 110,000 labelled images shuffled, 70:30
   fashion_mnist   the same recipe on Fashion-MNIST padded to 32x32, a short offline run
-  smoke           a made-up tiny-imagenet-shaped folder (tests set data.folder), a few steps
+  smoke           a made-up tiny-imagenet-shaped folder (data.source=fake_tinyimagenet), a few steps
 
     python train.py --config configs/resnet_tinyimagenet.py --workdir runs/tin \
         --config.data.folder=PATH/tiny-imagenet-200
@@ -27,8 +27,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = common.base_config("classification")
     config.data = ml_collections.ConfigDict(
         {
-            "source": "tinyimagenet",  # 'tinyimagenet' (folder) or 'mnist_idx' (IDX files)
-            "folder": "data/tiny-imagenet-200",  # the extracted folder (or the IDX folder)
+            # 'tinyimagenet' (the folder), 'fake_tinyimagenet' (made up, under cache_dir) or
+            # 'mnist' (the `mnist` section)
+            "source": "tinyimagenet",
+            "folder": "data/tiny-imagenet-200",  # the extracted folder
+            "mnist": common.mnist_data(),
+            "cache_dir": "~/.cache/jwsol",
             "split": "standard",  # 'standard' (train / val) or 'shuffled' (all labelled, 70:30)
             "train_fraction": 0.7,  # for split='shuffled'
             "split_seed": 0,  # the 'shuffled' permutation (fixed apart from config.seed)
@@ -82,8 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     elif arg.base == "fashion_mnist":
         # The offline check: ~8 minutes of training on 2 shared CPU cores (4,800 images, under
         # a tenth of an epoch). Augmentation scaled to 32 px.
-        config.data.source = "mnist_idx"
-        config.data.folder = "/usr/share/datasets/fashion-mnist"
+        config.data.source = "mnist"
         config.data.image_size = 32
         config.data.mean = (0.2860,) * 3  # Fashion-MNIST's training-set pixel mean and std
         config.data.std = (0.3530,) * 3
@@ -101,6 +104,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.optimizer.learning_rate = 0.05
         config.eval.batch_size = 250
     elif arg.base == "smoke":
+        config.data.source = "fake_tinyimagenet"
         config.data.image_size = 16
         config.augment.pad = 2
         config.augment.hole_min = 2

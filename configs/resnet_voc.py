@@ -5,7 +5,7 @@ Variants (grammar: configs/common.py):
   resize448   a plain 448 x 448 resize, one view
   tfds        as (none), from tfds voc/2007 (tfds build voc/2007 first) instead of a folder
   scenes      the offline check: the Fashion-MNIST scenes, ResNet-18 from scratch, on a CPU
-  smoke       tiny made-up scenes (tests set data.mnist_folder and data.cache_dir), a few steps
+  smoke       tiny scenes of made-up objects (data.mnist.source=fake), a few steps
 
     python -m jwsol.weights.torchvision --arch resnet50 --pth resnet50-0676ba61.pth \
         --out weights/resnet50 --drop-classifier
@@ -103,6 +103,7 @@ def _scenes(config: ml_collections.ConfigDict, smoke: bool) -> None:
         data.scenes.max_objects = 3
         data.scenes.num_train = 12
         data.scenes.num_test = 10
+        data.mnist.source = "fake"
         data.proposals.num_workers = 1
         data.resize_mode = "shorter_side"  # exercise the five crops
         data.image_size = 48

@@ -1,7 +1,7 @@
 """Job 1: the convolutional sliding-window localizer on 64x64 canvases.
 
 Variants (grammar: configs/common.py): `configs/sliding_window.py` (Fashion-MNIST IDX files
-from Debian's dataset-fashion-mnist), `:mnist` (tfds mnist), `:smoke` (made-up IDX data, a few
+from Debian's dataset-fashion-mnist), `:mnist` (tfds mnist), `:smoke` (made-up objects, a few
 steps); modifier `steps=N` sets train.num_steps.
 """
 
@@ -20,10 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, bases=("mnist", "smoke"), steps=0)
     config = common.base_config("sliding_window")
     config.data = ml_collections.ConfigDict({
-        "source": "idx",  # 'idx' (a folder of MNIST-format IDX files) or 'tfds'
-        "folder": common.FASHION_MNIST_FOLDER,  # for source='idx'
-        "tfds_name": "fashion_mnist",  # for source='tfds': 'mnist' or 'fashion_mnist'
-        "data_dir": "",  # tfds data_dir; '' for the tfds default
+        "mnist": common.mnist_data(),  # the objects
         "canvas_size": 64,
         "scale_min": 0.75,
         "scale_max": 1.25,
@@ -72,10 +69,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.num_figure_images = 30
 
     if arg.base == "mnist":
-        config.data.source = "tfds"
-        config.data.tfds_name = "mnist"
+        config.data.mnist.source = "tfds"
+        config.data.mnist.tfds_name = "mnist"
     elif arg.base == "smoke":
-        # Tests point data.folder at made-up IDX files; a tiny net, a few steps.
+        config.data.mnist.source = "fake"  # a tiny net, a few steps
         config.model.layers = "c5x4,p2,c3x4,c3x4,p2,c3x8,c3x8,c5x8"
         common.smoke(config, batch_size=16, eval_batch_size=16, steps=6, every=3)
         config.optimizer.warmup_steps = 0

@@ -11,7 +11,7 @@ Variants (grammar: configs/common.py):
                             scores x10 (where proposals carry scores), spatial regulariser 1e-4.
   configs/wsddn.py:scenes   the offline embedded default: Fashion-MNIST scenes, selective
                             search proposals, a CPU-sized AlexNet trained from scratch.
-  configs/wsddn.py:smoke    tiny and fast, for tests (point data.mnist_folder at IDX files).
+  configs/wsddn.py:smoke    tiny and fast, on made-up objects (data.mnist.source=fake).
 Modifiers: `steps=N` sets train.num_steps, `res=S` data.image_size, e.g.
 `configs/wsddn.py:scenes,steps=2000,res=256`.
 Both VOC variants need data.voc_root (or data.source='tfds'), the Fast R-CNN proposal files
@@ -147,6 +147,7 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
     d.scenes.max_object_size = 28
     d.scenes.num_train = 24
     d.scenes.num_test = 8
+    d.mnist.source = "fake"
     d.proposals.method = "grid"
     d.proposals.grid_sizes = (20, 32)
     d.proposals.grid_ratios = (1.0,)

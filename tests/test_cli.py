@@ -56,7 +56,8 @@ def test_missing_data(tmp_path):
         "configs/sliding_window.py:smoke",
         "--workdir",
         str(tmp_path),
-        f"--config.data.folder={tmp_path}/none",
+        "--config.data.mnist.source=idx",
+        f"--config.data.mnist.folder={tmp_path}/none",
     )
     line = error_line(result)
     assert f"{tmp_path}/none" in line and "apt-get install dataset-fashion-mnist" in line
@@ -68,7 +69,6 @@ def test_batch_size_not_dividing_over_devices(tmp_path, idx_folder):
         "configs/sliding_window.py:smoke",
         "--workdir",
         str(tmp_path),
-        f"--config.data.folder={idx_folder}",
         "--config.train.batch_size=12",
         devices=8,
     )
@@ -87,7 +87,6 @@ def test_same_steps_on_1_and_8_devices(tmp_path, idx_folder):
             "configs/sliding_window.py:smoke",
             "--workdir",
             str(workdir),
-            f"--config.data.folder={idx_folder}",
             "--config.train.num_steps=2",
             "--config.train.log_every=1",
             "--config.train.eval_every=0",

@@ -69,9 +69,8 @@ _MAX_LOGGED_SKIPS = 20
 def class_names(config_data: ml_collections.ConfigDict) -> tuple[str, ...]:
     """Names of the C classes of `labels`, in label order."""
     if config_data.source == "scenes":
-        return mnist.class_names(
-            config_data.mnist_source, config_data.mnist_tfds_name, config_data.mnist_folder
-        )
+        m = config_data.mnist
+        return mnist.class_names(m.source, m.tfds_name, m.folder)
     return voc.VOC_CLASSES
 
 
@@ -184,9 +183,10 @@ def scene_settings(c: ml_collections.ConfigDict) -> scenes.SceneSettings:
         num_train=c.scenes.num_train,
         num_test=c.scenes.num_test,
         seed=c.scenes.seed,
-        mnist_source=c.mnist_source,
-        mnist_folder=c.mnist_folder,
-        mnist_tfds_name=c.mnist_tfds_name,
+        mnist_source=c.mnist.source,
+        mnist_folder=c.mnist.folder,
+        mnist_tfds_name=c.mnist.tfds_name,
+        mnist_data_dir=c.mnist.tfds_data_dir,
     )
 
 
@@ -378,9 +378,7 @@ def _records_key(c: ml_collections.ConfigDict) -> str:
         "max_gt_boxes",
         "difficult_policy",
         "proposals",
-        "mnist_source",
-        "mnist_folder",
-        "mnist_tfds_name",
+        "mnist",
         "scenes",
     )
     return json.dumps(

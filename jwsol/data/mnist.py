@@ -1,4 +1,7 @@
-"""MNIST-format sources: IDX files in a folder, or tfds `mnist` / `fashion_mnist`.
+"""MNIST-format sources: IDX files in a folder, tfds `mnist` / `fashion_mnist`, or `fake`.
+
+A job's `config.data.mnist` section (configs/common.py:mnist_data) names the source:
+`source` ('idx' | 'tfds' | 'fake'), `folder`, `tfds_name`, `tfds_data_dir`.
 
 Every loader returns `(images uint8 [N, 28, 28], labels int32 [N])` in NumPy. No JAX here.
 """
@@ -32,8 +35,8 @@ _IDX_NAMES = {
 INSTALL_HINT = (
     "Install Fashion-MNIST with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
     "or put MNIST-format IDX files (train-images-idx3-ubyte[.gz], ...) in a folder and pass "
-    "--config.data.folder=DIR, or use the tfds source (--config.data.source=tfds) on a machine "
-    "that can download it."
+    "--config.data.mnist.folder=DIR, or use the tfds source (--config.data.mnist.source=tfds) "
+    "on a machine that can download it."
 )
 
 
@@ -138,7 +141,8 @@ def load(
     tfds_name: str = "fashion_mnist",
     data_dir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Loads an MNIST-format split from `source` 'idx' (a folder) or 'tfds' (name, data_dir).
+    """Loads an MNIST-format split from `source` 'idx' (a folder), 'tfds' (name, data_dir) or
+    'fake' (jwsol.data.fake.mnist, made in memory).
 
     Returns images uint8 [N, 28, 28] and labels int32 [N]. Never falls back silently: a missing
     source is a `DataError` that names what was tried and how to install it.
@@ -147,11 +151,30 @@ def load(
         return load_idx_folder(folder, split)
     if source == "tfds":
         return load_tfds(tfds_name, split, data_dir)
-    raise DataError(f"unknown data.source {source!r}; expected 'idx' or 'tfds'.")
+    if source == "fake":
+        from jwsol.data import fake  # fake writes IDX files with this module
+
+        if split not in _IDX_NAMES:
+            raise DataError(f"unknown split {split!r}; expected one of {sorted(_IDX_NAMES)}.")
+        return fake.mnist(split)
+    raise DataError(f"unknown data.mnist.source {source!r}; expected 'idx', 'tfds' or 'fake'.")
+
+
+def load_config(section, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """`load` of the `config.data.mnist` section."""
+    return load(
+        section.source,
+        split,
+        folder=section.folder,
+        tfds_name=section.tfds_name,
+        data_dir=section.tfds_data_dir or None,
+    )
 
 
 def class_names(source: str, tfds_name: str, folder: str) -> tuple[str, ...]:
-    """Human-readable class names for the 10 labels of the source."""
+    """Human-readable class names for the 10 labels of the source (fake: digits)."""
     if source == "tfds":
         return MNIST_CLASSES if tfds_name == "mnist" else FASHION_MNIST_CLASSES
+    if source == "fake":
+        return MNIST_CLASSES
     return FASHION_MNIST_CLASSES if "fashion" in folder.lower() else MNIST_CLASSES

@@ -52,6 +52,7 @@ class SceneSettings:
     mnist_source: str = "idx"
     mnist_folder: str = mnist.DEFAULT_IDX_FOLDER
     mnist_tfds_name: str = "fashion_mnist"
+    mnist_data_dir: str = ""
 
     def key(self) -> str:
         return hashlib.sha1(
@@ -227,6 +228,7 @@ def load(settings: SceneSettings, split: str, *, cache_dir: str) -> Scenes:
             name,
             folder=settings.mnist_folder,
             tfds_name=settings.mnist_tfds_name,
+            data_dir=settings.mnist_data_dir or None,
         )
         generated[name] = generate(images, labels, count, settings, name)
     _save(path, generated)

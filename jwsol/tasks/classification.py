@@ -3,7 +3,9 @@
 Data sources (`config.data.source`):
   tinyimagenet  the extracted tiny-imagenet-200 folder (`data.folder`), split 'standard'
                 (train / val) or 'shuffled' (70:30 of all labelled images); 64x64 RGB.
-  mnist_idx     MNIST-format IDX files in `data.folder` (Fashion-MNIST from Debian's
+  fake_tinyimagenet  a small made-up tiny-imagenet-200 folder (jwsol.data.fake), written
+                once under `data.cache_dir`
+  mnist         the MNIST-format source of `data.mnist` (Fashion-MNIST IDX files from Debian's
                 dataset-fashion-mnist by default), zero-padded from 28x28 to `data.image_size`
                 and replicated to 3 channels (so the model, the augmentation and ImageNet
                 weights stay those of RGB data).
@@ -24,7 +26,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jwsol.data import augment, mnist, tinyimagenet
+from jwsol.data import augment, fake, mnist, tinyimagenet
 from jwsol.errors import ConfigError, DataError
 from jwsol.metrics import classification
 from jwsol.models.resnet import STAGE_SIZES, ResNet
@@ -33,25 +35,26 @@ from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz import gradcam
 from jwsol.weights import merge
 
-SOURCES = ("tinyimagenet", "mnist_idx")
+SOURCES = ("tinyimagenet", "fake_tinyimagenet", "mnist")
 
 
 def load_source(d: ml_collections.ConfigDict) -> tuple[tuple, tuple, tuple[str, ...]]:
     """((train images, labels), (test images, labels), class names) of `config.data`.
 
-    Images are str paths [N] (tinyimagenet) or uint8 [N, S, S] (mnist_idx); labels int32 [N].
+    Images are str paths [N] (tiny-imagenet folders) or uint8 [N, S, S] (mnist); labels int32
+    [N].
     `num_train` / `num_test` > 0 keep the first that many of a split.
     """
-    if d.source == "tinyimagenet":
-        data = tinyimagenet.load(d.folder)
+    if d.source in ("tinyimagenet", "fake_tinyimagenet"):
+        folder = d.folder if d.source == "tinyimagenet" else fake.tinyimagenet_folder(d.cache_dir)
+        data = tinyimagenet.load(folder)
         train, test = tinyimagenet.split(data, d.split, d.train_fraction, d.split_seed)
         names = data.names
-    elif d.source == "mnist_idx":
-        folder = d.folder or mnist.DEFAULT_IDX_FOLDER
+    elif d.source == "mnist":
         train, test = (
-            pad_to(*mnist.load("idx", s, folder=folder), d.image_size) for s in ("train", "test")
+            pad_to(*mnist.load_config(d.mnist, s), d.image_size) for s in ("train", "test")
         )
-        names = mnist.class_names("idx", "", folder)
+        names = mnist.class_names(d.mnist.source, d.mnist.tfds_name, d.mnist.folder)
     else:
         raise ConfigError(f"data.source={d.source!r} is unknown; use one of {SOURCES}.")
     train = tuple(x[: d.num_train] if d.num_train > 0 else x for x in train)

@@ -73,13 +73,12 @@ class SlidingWindowTask(Task):
         self.train_crop = self._check_train_crop(d.train_crop, extent)
         # Training windows: those of a crop (`data.train_crop`) or of the whole canvas.
         self.train_geom = self.model.window_geometry(self.train_crop or d.canvas_size)
-        kw = {"folder": d.folder, "tfds_name": d.tfds_name, "data_dir": d.data_dir or None}
-        self.train_images, self.train_labels = self._nonblank(*mnist.load(d.source, "train", **kw))
-        self.test_images, self.test_labels = self._nonblank(*mnist.load(d.source, "test", **kw))
+        self.train_images, self.train_labels = self._nonblank(*mnist.load_config(d.mnist, "train"))
+        self.test_images, self.test_labels = self._nonblank(*mnist.load_config(d.mnist, "test"))
         if d.num_test > 0:
             self.test_images = self.test_images[: d.num_test]
             self.test_labels = self.test_labels[: d.num_test]
-        self.class_names = mnist.class_names(d.source, d.tfds_name, d.folder)
+        self.class_names = mnist.class_names(d.mnist.source, d.mnist.tfds_name, d.mnist.folder)
 
     def _check_train_crop(self, crop: int, extent: float) -> int:
         """`data.train_crop` validated: 0 (train on whole canvases) or a usable crop size."""

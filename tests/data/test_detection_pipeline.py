@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jwsol.data import augment, detection, voc
+from jwsol.data import augment, detection, fake, voc
 from jwsol.errors import ConfigError, DataError
 
 DOG = np.array([10, 20, 60, 80], np.float32)  # image 000001 (120 x 90), edge convention
@@ -312,14 +312,14 @@ def test_corrupt_jpeg_and_missing_xml_are_counted_skips(
 def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, data_tools):
     boxes, scores = [], []
     for image_id in ("000002", "000003", "000004"):
-        b, s = data_tools.voc_proposals(image_id)
+        b, s = fake.voc_proposals(image_id)
         if image_id == "000003":  # only a 1-pixel box: nothing survives min_size
             tiny = (b[:, 2] - b[:, 0]) == 1
             b, s = b[tiny], s[tiny]
-        boxes.append(np.array([data_tools.yxyx_1based(r) for r in b]))
+        boxes.append(np.array([fake.yxyx_1based(r) for r in b]))
         scores.append(s)
     mat = str(tmp_path / "partial_test.mat")
-    data_tools.write_mat(mat, ["000002", "000003", "000004"], boxes, scores)
+    fake.write_mat(mat, ["000002", "000003", "000004"], boxes, scores)
     config = data_tools.voc_data_config(
         voc_root, str(tmp_path / "partial_{split}.mat"), str(tmp_path)
     )
@@ -336,14 +336,14 @@ def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, d
 
 
 def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_path, data_tools):
-    spec = data_tools.VOC_IMAGES["000002"]
+    spec = fake.VOC_IMAGES["000002"]
     objects = spec["objects"] + [
         {"name": "bus", "box": (50, 10, 30, 40)},  # x2 < x1
         {"name": "cow", "box": (150, 150, 200, 200)},  # outside the 100 x 140 image
         {"name": "sheep", "box": (90, 120, 130, 160)},  # crosses the border: clipped, kept
     ]
     xml = os.path.join(voc_copy, "VOC2007", "Annotations", "000002.xml")
-    data_tools.write_xml(xml, "000002", spec["size"], objects)
+    fake.write_xml(xml, "000002", spec["size"], objects)
     assert len(voc.parse_annotation(xml)["boxes"]) == 5
     config = data_tools.voc_data_config(voc_copy, voc_mat_template, str(tmp_path))
     records = detection.load_records(config, "train")

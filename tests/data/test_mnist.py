@@ -53,7 +53,7 @@ def test_missing_folder_says_how_to_install(tmp_path):
 
 
 def test_unknown_source():
-    with pytest.raises(DataError, match="data.source"):
+    with pytest.raises(DataError, match="data.mnist.source 'web'.*'idx', 'tfds' or 'fake'"):
         mnist.load("web", "train")
 
 

@@ -7,17 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from jwsol.data import proposals
+from jwsol.data import fake, proposals
 from jwsol.errors import DataError
 from jwsol.ops.boxes_np import iou_matrix
 
 
-def test_read_fast_rcnn_layout(tmp_path, data_tools):
+def test_read_fast_rcnn_layout(tmp_path):
     path = str(tmp_path / "ss.mat")
     # (y1, x1, y2, x2), 1-based: rows 5..20 (y) and columns 11..40 (x).
-    data_tools.write_mat(
-        path, ["000005", "000007"], [[[5, 11, 20, 40]], [[1, 1, 8, 9], [2, 3, 4, 5]]]
-    )
+    fake.write_mat(path, ["000005", "000007"], [[[5, 11, 20, 40]], [[1, 1, 8, 9], [2, 3, 4, 5]]])
     mat = proposals.read_mat(path)
     assert mat.ids == ["000005", "000007"] and mat.scores is None
     joined, order = proposals.join_mat(mat, {"000005": (50, 60), "000007": (10, 10)}, "yxyx")
@@ -28,9 +26,9 @@ def test_read_fast_rcnn_layout(tmp_path, data_tools):
     np.testing.assert_array_equal(joined["000007"][0], [[0, 0, 9, 8], [2, 1, 5, 4]])
 
 
-def test_read_course_layout_with_scores_and_row_ids(tmp_path, data_tools):
+def test_read_course_layout_with_scores_and_row_ids(tmp_path):
     path = str(tmp_path / "course.mat")
-    data_tools.write_mat(
+    fake.write_mat(
         path,
         ["a", "b"],
         [[[1, 1, 4, 4], [2, 2, 3, 3]], [[1, 1, 2, 2]]],
@@ -45,7 +43,7 @@ def test_read_course_layout_with_scores_and_row_ids(tmp_path, data_tools):
     np.testing.assert_allclose(joined["a"][1], [0.2, 0.9])
 
 
-def test_bad_mat_files_name_the_file(tmp_path, data_tools):
+def test_bad_mat_files_name_the_file(tmp_path):
     import scipy.io
 
     with pytest.raises(DataError, match="nothere.mat: proposal file not found"):
@@ -60,16 +58,16 @@ def test_bad_mat_files_name_the_file(tmp_path, data_tools):
     with pytest.raises(DataError, match=r"noboxes.mat: missing variable\(s\) \['boxes'\]"):
         proposals.read_mat(no_boxes)
     uneven = str(tmp_path / "uneven.mat")
-    data_tools.write_mat(uneven, ["a"], [[[1, 1, 2, 2], [1, 1, 3, 3]]], scores=[[0.5]])
+    fake.write_mat(uneven, ["a"], [[[1, 1, 2, 2], [1, 1, 3, 3]]], scores=[[0.5]])
     with pytest.raises(DataError, match="uneven.mat: image 'a' has 2 boxes but 1 boxScores"):
         proposals.read_mat(uneven)
     wide = str(tmp_path / "wide.mat")
-    data_tools.write_mat(wide, ["a"], [np.ones([2, 5])])
+    fake.write_mat(wide, ["a"], [np.ones([2, 5])])
     with pytest.raises(DataError, match=r"wide.mat: boxes of image 'a' have shape \(2, 5\)"):
         proposals.read_mat(wide)
 
 
-def test_coordinate_order_is_checked_against_image_sizes(tmp_path, data_tools):
+def test_coordinate_order_is_checked_against_image_sizes(tmp_path):
     # Wide images (200 x 50): boxes stored as (x1, y1, x2, y2) do not fit when read as yxyx.
     rng = np.random.default_rng(0)
     ids = [f"{i:06d}" for i in range(5)]
@@ -81,7 +79,7 @@ def test_coordinate_order_is_checked_against_image_sizes(tmp_path, data_tools):
             np.stack([x1, y1, x1 + rng.uniform(10, 49, 20), y1 + rng.uniform(5, 19, 20)], 1)
         )
     path = str(tmp_path / "xyxy.mat")
-    data_tools.write_mat(path, ids, boxes)
+    fake.write_mat(path, ids, boxes)
     sizes = dict.fromkeys(ids, (50, 200))
     mat = proposals.read_mat(path)
     with pytest.raises(

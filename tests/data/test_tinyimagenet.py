@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from jwsol.data import fake
 from jwsol.data import tinyimagenet as tin
 from jwsol.errors import ConfigError, DataError
 
@@ -19,7 +20,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return tin.write_fake_folder(
+    return fake.write_tinyimagenet_folder(
         str(tmp_path_factory.mktemp("tin")),
         num_classes=3,
         train_per_class=4,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jwsol.data import voc
+from jwsol.data import fake, voc
 from jwsol.errors import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -148,8 +148,8 @@ def test_load_folder_reports_bad_files(voc_copy):
         voc.load_folder(voc_copy, "test")
 
 
-def test_load_folder_rejects_size_mismatch(voc_copy, data_tools):
-    data_tools.write_xml(_xml_path(voc_copy, "000001"), "000001", (90, 120), [])
+def test_load_folder_rejects_size_mismatch(voc_copy):
+    fake.write_xml(_xml_path(voc_copy, "000001"), "000001", (90, 120), [])
     with pytest.raises(DataError, match="000001.jpg.*120x90 but its XML says 90x120"):
         voc.load_folder(voc_copy, "train")
 

@@ -1,4 +1,4 @@
-"""The classification task: a smoke run through the shared loop on a made-up tiny-imagenet folder,
+"""The classification task: a smoke run through the shared loop on the fake tiny-imagenet source,
 --mode=eval, the evaluator's metrics against torch, and the Fashion-MNIST (IDX) source."""
 
 import json
@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from jwsol import tasks
-from jwsol.data import tinyimagenet
 from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import classification
 from jwsol.training import config as config_lib
@@ -17,25 +16,23 @@ from jwsol.training import loop
 from jwsol.viz import curves
 
 
-def smoke(folder, **overrides):
+def smoke(cache_dir, **overrides):
     return config_lib.load(
         "configs/resnet_tinyimagenet.py:smoke",
-        {"data.folder": folder, "train.progress_bar": False, **overrides},
+        {"data.cache_dir": cache_dir, "train.progress_bar": False, **overrides},
     )
 
 
 @pytest.fixture(scope="module")
-def fake_folder(tmp_path_factory):
-    return tinyimagenet.write_fake_folder(
-        str(tmp_path_factory.mktemp("tin")), num_classes=6, train_per_class=4, val_per_class=3,
-        size=20,
-    )  # fmt: skip
+def cache_dir(tmp_path_factory):
+    """Where the smoke variant writes its fake tiny-imagenet folder."""
+    return str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
-def smoke_run(fake_folder, tmp_path_factory):
+def smoke_run(cache_dir, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
-    return workdir, loop.run(tasks.build(smoke(fake_folder)), workdir)
+    return workdir, loop.run(tasks.build(smoke(cache_dir)), workdir)
 
 
 def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
@@ -57,9 +54,9 @@ def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
     assert os.path.exists(os.path.join(workdir, "figures", "curves.png"))
 
 
-def test_eval_mode_reproduces_the_final_metrics(fake_folder, smoke_run):
+def test_eval_mode_reproduces_the_final_metrics(cache_dir, smoke_run):
     workdir, metrics = smoke_run
-    again = loop.run(tasks.build(smoke(fake_folder)), workdir, mode="eval")
+    again = loop.run(tasks.build(smoke(cache_dir)), workdir, mode="eval")
     assert again == pytest.approx(metrics, rel=1e-6)
 
 
@@ -92,7 +89,7 @@ def test_evaluator_metrics_against_torch():
 def test_fashion_mnist_source_is_padded_and_named(idx_folder):
     config = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
-        {"data.folder": idx_folder, "data.num_train": 50},
+        {"data.mnist.folder": idx_folder, "data.num_train": 50},
     )
     (train_x, train_y), (test_x, _), names = classification.load_source(config.data)
     assert train_x.shape == (50, 32, 32) and test_x.shape == (64, 32, 32)
@@ -105,7 +102,10 @@ def test_fashion_mnist_source_is_padded_and_named(idx_folder):
 
 
 def test_source_errors(tmp_path, idx_folder):
-    config = config_lib.load("configs/resnet_tinyimagenet.py:smoke", {"data.folder": str(tmp_path)})
+    config = config_lib.load(
+        "configs/resnet_tinyimagenet.py:smoke",
+        {"data.source": "tinyimagenet", "data.folder": str(tmp_path)},
+    )
     with pytest.raises(DataError, match="wnids.txt is missing"):
         classification.load_source(config.data)
     with config.unlocked():
@@ -114,13 +114,13 @@ def test_source_errors(tmp_path, idx_folder):
         classification.load_source(config.data)
     small = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
-        {"data.folder": idx_folder, "data.image_size": 24},
+        {"data.mnist.folder": idx_folder, "data.image_size": 24},
     )
     with pytest.raises(ConfigError, match="data.image_size=24 is smaller than the 28x28"):
         classification.load_source(small.data)
     missing = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
-        {"data.folder": idx_folder, "pretrained.path": str(tmp_path / "none")},
+        {"data.mnist.folder": idx_folder, "pretrained.path": str(tmp_path / "none")},
     )
     with pytest.raises(DataError, match="pretrained.path=.* does not exist.*--arch resnet18"):
         classification.ClassificationTask(missing)
@@ -145,7 +145,7 @@ def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path, idx_
 
     config = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
-        {"data.folder": idx_folder, "pretrained.path": folder, "pretrained.from_scratch": False},
+        {"data.mnist.folder": idx_folder, "pretrained.path": folder, "pretrained.from_scratch": False},
     )
     task = classification.ClassificationTask(config)  # small_input: a 3x3 stem
     fresh = jax.eval_shape(

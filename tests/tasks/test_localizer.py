@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jwsol import tasks
+from jwsol.data import fake
 from jwsol.errors import ConfigError
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.localizer import LocalizerAlexNet
@@ -28,7 +29,6 @@ def smoke(idx_folder, cache_dir, **overrides):
     return config_lib.load(
         "configs/localizer.py:smoke",
         {
-            "data.mnist_folder": idx_folder,
             "data.cache_dir": cache_dir,
             "train.progress_bar": False,
             **overrides,
@@ -226,21 +226,9 @@ def test_voc_config_weights_fit_the_model():
     )
 
 
-def _voc_helpers():
-    """tests/data/conftest.py's VOCdevkit maker (conftest files are not importable by name)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "data", "conftest.py")
-    spec = importlib.util.spec_from_file_location("_voc_test_data", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
     """The default (VOC) config on a 4-image VOCdevkit: no proposal file, no training needed."""
-    helpers = _voc_helpers()
-    root = helpers.make_vocdevkit(str(tmp_path))
+    root = fake.make_vocdevkit(str(tmp_path))
     config = config_lib.load(
         "configs/localizer.py",
         {

@@ -11,6 +11,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from jwsol import tasks
+from jwsol.data import fake
 from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import multilabel
 from jwsol.training import config as config_lib
@@ -21,7 +22,7 @@ from jwsol.viz import curves
 def smoke(idx_folder, cache_dir, **overrides):
     return config_lib.load(
         "configs/resnet_voc.py:smoke",
-        {"data.mnist_folder": idx_folder, "data.cache_dir": cache_dir,
+        {"data.cache_dir": cache_dir,
          "train.progress_bar": False, **overrides},
     )  # fmt: skip
 
@@ -108,22 +109,10 @@ def test_config_errors(idx_folder, tmp_path):
         multilabel.MultiLabelTask(smoke(idx_folder, str(tmp_path), **{"crops.size": 64}))
 
 
-def load_data_conftest():
-    """The VOCdevkit maker of the data tests (JPEG + XML with known objects)."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "data", "conftest.py")
-    spec = importlib.util.spec_from_file_location("_data_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("variant, shape", [("", (2, 5, 224, 224, 3)), ("resize448", (2, 448, 448, 3))])  # fmt: skip
 def test_voc_configs_feed_the_task(tmp_path, variant, shape):
     """The VOC configs as users run them, on a made-up VOCdevkit: batches, labels, weights."""
-    data = load_data_conftest()
-    root = data.make_vocdevkit(str(tmp_path))
+    root = fake.make_vocdevkit(str(tmp_path))
     config = config_lib.load(
         f"configs/resnet_voc.py{':' + variant if variant else ''}",
         {"data.voc_root": root, "data.cache_dir": str(tmp_path / "cache"),
@@ -134,10 +123,10 @@ def test_voc_configs_feed_the_task(tmp_path, variant, shape):
     batch = next(task.train_batches(0, 2, 0, 1))
     assert batch["image"].shape == shape and batch["thumbnail"].shape == (2, 96, 96, 3)
     (first, second) = list(task.eval_batches(2, 0, 1))
-    ids = data.VOC_SPLITS["test"]
+    ids = fake.VOC_SPLITS["test"]
     for b in (first, second):
         for row, index in enumerate(b["image_index"]):
-            objects = data.VOC_IMAGES[ids[index]]["objects"]
+            objects = fake.VOC_IMAGES[ids[index]]["objects"]
             easy = {o["name"] for o in objects if not o.get("difficult")}
             hard = {o["name"] for o in objects if o.get("difficult")} - easy
             names = task.class_names
@@ -148,7 +137,7 @@ def test_voc_configs_feed_the_task(tmp_path, variant, shape):
 def test_missing_voc_weights_name_the_command(idx_folder, tmp_path):
     config = config_lib.load(
         "configs/resnet_voc.py:smoke",
-        {"data.mnist_folder": idx_folder, "data.cache_dir": str(tmp_path),
+        {"data.cache_dir": str(tmp_path),
          "pretrained.from_scratch": False, "pretrained.path": str(tmp_path / "nothing")},
     )  # fmt: skip
     with pytest.raises(DataError, match="does not exist.*python -m jwsol.weights.torchvision"):

@@ -9,9 +9,7 @@ from jwsol.training import config as config_lib
 
 
 def smoke_config(idx_folder, **overrides):
-    return config_lib.load(
-        "configs/sliding_window.py:smoke", {"data.folder": idx_folder, **overrides}
-    )
+    return config_lib.load("configs/sliding_window.py:smoke", overrides)
 
 
 def test_training_crops_and_whole_test_canvases(idx_folder):

@@ -21,7 +21,7 @@ def read_json(path):
 def smoke_config(idx_folder, cache_dir, **overrides):
     return config_lib.load(
         "configs/wsddn.py:smoke",
-        {"data.mnist_folder": idx_folder, "data.cache_dir": cache_dir, **overrides},
+        {"data.cache_dir": cache_dir, **overrides},
     )
 
 

@@ -30,7 +30,7 @@ def _env(devices: int) -> dict:
 def _args(workdir, idx_folder):
     return [
         sys.executable, "train.py", "--config", "configs/sliding_window.py:smoke",
-        "--workdir", str(workdir), f"--config.data.folder={idx_folder}",
+        "--workdir", str(workdir),
         "--config.train.num_steps=4", "--config.train.log_every=1",
         "--config.train.eval_every=0", "--config.train.checkpoint_every=2",
     ]  # fmt: skip

@@ -22,7 +22,7 @@ def read_json(path):
 def smoke(idx_folder, **overrides):
     return config_lib.load(
         "configs/sliding_window.py:smoke",
-        {"data.folder": idx_folder, "train.progress_bar": False, **overrides},
+        {"train.progress_bar": False, **overrides},
     )
 
 
