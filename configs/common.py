@@ -258,12 +258,3 @@ def voc_data() -> ml_collections.ConfigDict:
     c.proposals.mat_file = "selective_search_data/voc_2007_{split}.mat"
     c.proposals.min_size = 2
     return c
-
-
-def no_proposals(data: ml_collections.ConfigDict) -> None:
-    """For jobs that read no proposals: one whole-image box per image (no search, no file)."""
-    data.proposals.method = "grid"
-    data.proposals.mat_file = ""
-    data.proposals.grid_sizes = (100_000,)  # clipped to the image: the whole image
-    data.proposals.grid_ratios = (1.0,)
-    data.max_proposals = 1

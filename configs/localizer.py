@@ -38,7 +38,7 @@ def _voc(config: ml_collections.ConfigDict) -> None:
     config.data.resize_mode = "fixed"  # 512 x 512, as the course
     config.data.scales = (512,)
     config.data.difficult_policy = "ignore"  # classes seen only as 'difficult' get weight 0
-    common.no_proposals(config.data)
+    config.data.proposals.method = "none"  # this job reads no proposals
     config.pretrained = common.pretrained("alexnet", "~/.cache/jwsol/weights/alexnet")
 
 
@@ -51,7 +51,7 @@ def _scenes(config: ml_collections.ConfigDict) -> None:
     d.image_size = d.eval_scale = 192
     d.scales = (192,)
     d.max_gt_boxes = 8
-    common.no_proposals(d)
+    d.proposals.method = "none"  # this job reads no proposals
     config.pretrained = common.pretrained("alexnet")
     # NOTE: ImageNet weights cannot be fetched on the offline machine, and width 0.25 could
     # not take them anyway: the scenes runs train from scratch.

@@ -35,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     data.eval_scale = 400
     data.image_size = 800  # ... on an 800 x 800 canvas (the longer side is capped at 800)
     data.difficult_policy = "ignore"  # difficult-only classes: neither positive nor negative
-    common.no_proposals(data)
+    data.proposals.method = "none"  # this job reads no proposals
     config.data = data
     config.crops = ml_collections.ConfigDict({
         "mode": "five",  # 'five': FiveCrop, max of the logits over the crops; 'none': one view
@@ -74,7 +74,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _scenes(config: ml_collections.ConfigDict, smoke: bool) -> None:
     """The offline scenes (Fashion-MNIST objects on black canvases), ResNet-18 from scratch."""
     data = common.detection_data()
-    common.no_proposals(data)
+    data.proposals.method = "none"  # this job reads no proposals
     data.max_gt_boxes = 8
     data.resize_mode = "fixed"
     data.image_size = 64  # 128 x 128 scenes shrunk for a CPU: objects are 16-32 px

@@ -11,7 +11,8 @@ R = max_proposals, G = max_gt_boxes, C = number of classes):
   proposals        float32 [B, R, 4]     (x1, y1, x2, y2) in the resized (and flipped) image's
                                          pixels; rows past proposal_mask are 0
   proposal_scores  float32 [B, R]        the source's scores, 0 where it has none
-  proposal_mask    bool    [B, R]
+  proposal_mask    bool    [B, R]        (the three proposal keys are absent with
+                                         proposals.method 'none')
   gt_boxes         float32 [B, G, 4]     true boxes, same coordinates as proposals
   gt_classes       int32   [B, G]        (-1 in padding)
   gt_difficult     bool    [B, G]
@@ -47,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 
@@ -61,16 +61,20 @@ from jwsol.errors import ConfigError, DataError
 from jwsol.ops.boxes_np import clip_boxes
 
 SOURCES = ("scenes", "voc_folder", "tfds")
-PROPOSAL_METHODS = ("selective_search", "grid", "mat")
+PROPOSAL_METHODS = ("selective_search", "grid", "mat", "none")
 # Skips logged one by one before only the count is kept (the total is always logged).
 _MAX_LOGGED_SKIPS = 20
 
 
 def class_names(config_data: ml_collections.ConfigDict) -> tuple[str, ...]:
     """Names of the C classes of `labels`, in label order."""
-    if config_data.source == "scenes":
-        m = config_data.mnist
-        return mnist.class_names(m.source, m.tfds_name, m.folder)
+    return _class_names(records_spec(config_data))
+
+
+def _class_names(c: RecordsSpec) -> tuple[str, ...]:
+    if c.source == "scenes":
+        s = c.scenes
+        return mnist.class_names(s.mnist_source, s.mnist_tfds_name, s.mnist_folder)
     return voc.VOC_CLASSES
 
 
@@ -171,44 +175,94 @@ class Records:
         return len(self.image_ids)
 
 
+def _settings(cls, section: ml_collections.ConfigDict, **extra):
+    """A frozen settings dataclass from the same-named fields of `section` (cast to the field
+    default's type, sequences to tuples) and `extra`."""
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name in extra or field.name not in section:
+            continue
+        default, value = field.default, section[field.name]
+        if isinstance(default, tuple):
+            kind = type(default[0]) if default else (lambda x: x)
+            values[field.name] = tuple(kind(v) for v in value)
+        else:
+            values[field.name] = type(default)(value)
+    return cls(**values, **extra)
+
+
 def scene_settings(c: ml_collections.ConfigDict) -> scenes.SceneSettings:
-    return scenes.SceneSettings(
-        canvas_size=c.scenes.canvas_size,
-        min_objects=c.scenes.min_objects,
-        max_objects=c.scenes.max_objects,
-        min_object_size=c.scenes.min_object_size,
-        max_object_size=c.scenes.max_object_size,
-        max_overlap=c.scenes.max_overlap,
-        pixel_threshold=c.scenes.pixel_threshold,
-        num_train=c.scenes.num_train,
-        num_test=c.scenes.num_test,
-        seed=c.scenes.seed,
-        mnist_source=c.mnist.source,
-        mnist_folder=c.mnist.folder,
-        mnist_tfds_name=c.mnist.tfds_name,
-        mnist_data_dir=c.mnist.tfds_data_dir,
-    )
+    """The scenes of `data.scenes`, objects from `data.mnist`."""
+    m = c.mnist
+    return _settings(
+        scenes.SceneSettings, c.scenes, mnist_source=m.source, mnist_folder=m.folder,
+        mnist_tfds_name=m.tfds_name, mnist_data_dir=m.tfds_data_dir,
+    )  # fmt: skip
 
 
-def search_settings(c: ml_collections.ConfigDict) -> proposals.SearchSettings:
-    p = c.proposals
-    return proposals.SearchSettings(
-        method=p.method,
-        mode=p.mode,
-        resize=int(p.resize),
-        max_boxes=int(p.max_boxes),
-        grid_sizes=tuple(int(s) for s in p.grid_sizes),
-        grid_ratios=tuple(float(r) for r in p.grid_ratios),
-        grid_stride=float(p.grid_stride),
-    )
+@dataclasses.dataclass(frozen=True)
+class ProposalSpec:
+    """What shapes the proposals of the records (`data.proposals`, the fields its method uses)."""
+
+    method: str
+    mat_file: str = ""  # 'mat'
+    mat_order: str = ""  # 'mat'
+    search: proposals.SearchSettings | None = None  # 'selective_search', 'grid'
+    min_size: float = 0.0  # cleaning, all methods but 'none'
+    top_k: int = 0
 
 
-def _annotations(
-    c: ml_collections.ConfigDict, split: str, skips: Skips
-) -> tuple[list[dict], str, str]:
+@dataclasses.dataclass(frozen=True)
+class RecordsSpec:
+    """Everything that shapes the records of a split: the in-process cache key of `load_records`.
+
+    Fields a source does not read keep their defaults, so changing them reuses the records.
+    """
+
+    source: str
+    cache_dir: str
+    strict: bool
+    verify_images: bool
+    max_gt_boxes: int
+    difficult_policy: str
+    proposals: ProposalSpec
+    voc_root: str = ""  # 'voc_folder'
+    tfds_name: str = ""  # 'tfds'
+    tfds_data_dir: str = ""
+    scenes: scenes.SceneSettings | None = None  # 'scenes'
+    # How fast, not what: left out of the key.
+    num_workers: int = dataclasses.field(default=0, compare=False)
+
+
+def proposal_spec(p: ml_collections.ConfigDict) -> ProposalSpec:
+    """The `ProposalSpec` of `data.proposals`."""
+    if p.method == "none":
+        return ProposalSpec("none")
+    clean = {"min_size": float(p.min_size), "top_k": int(p.top_k)}
+    if p.method == "mat":
+        return ProposalSpec("mat", mat_file=p.mat_file, mat_order=p.mat_order, **clean)
+    return ProposalSpec(p.method, search=_settings(proposals.SearchSettings, p), **clean)
+
+
+def records_spec(c: ml_collections.ConfigDict) -> RecordsSpec:
+    """The `RecordsSpec` of a detection data config (`configs/common.py:detection_data`)."""
+    source = {
+        "voc_folder": {"voc_root": c.voc_root},
+        "tfds": {"tfds_name": c.tfds_name, "tfds_data_dir": c.tfds_data_dir},
+        "scenes": {"scenes": scene_settings(c)},
+    }.get(c.source, {})
+    return RecordsSpec(
+        source=c.source, cache_dir=c.cache_dir, strict=bool(c.strict),
+        verify_images=bool(c.verify_images), max_gt_boxes=int(c.max_gt_boxes),
+        difficult_policy=c.difficult_policy, proposals=proposal_spec(c.proposals),
+        num_workers=int(c.proposals.num_workers), **source,
+    )  # fmt: skip
+
+
+def _annotations(c: RecordsSpec, split: str, skips: Skips) -> tuple[list[dict], str, str]:
     """(annotation dicts with 'image', image kind, data set tag for the proposal cache)."""
     if c.source == "scenes":
-        settings = scene_settings(c)
+        settings = c.scenes
         data = scenes.load(settings, split, cache_dir=os.path.join(c.cache_dir, "scenes"))
         anns = []
         for n in range(len(data)):
@@ -259,10 +313,13 @@ def _clean_gt(ann: dict, skips: Skips) -> dict:
 
 
 def _raw_proposals(
-    c, split, anns, kind, tag, skips
+    c: RecordsSpec, split: str, anns: list[dict], tag: str, skips: Skips
 ) -> list[tuple[np.ndarray, np.ndarray | None] | None]:
+    """Per image: (boxes [P, 4], scores [P] or None), or None where the image has none."""
     p = c.proposals
     ids = [a["image_id"] for a in anns]
+    if p.method == "none":
+        return [(np.zeros([0, 4], np.float32), None) for _ in anns]
     if p.method == "mat":
         path = p.mat_file.format(split=split)
         mat = proposals.read_mat(path)
@@ -277,23 +334,22 @@ def _raw_proposals(
     boxes = proposals.compute_cached(
         [a["image"] for a in anns],
         ids,
-        search_settings(c),
+        p.search,
         cache_dir=os.path.join(c.cache_dir, "proposals"),
         tag=tag,
         split=split,
-        num_workers=int(p.num_workers),
+        num_workers=c.num_workers,
     )
     return [(b, None) for b in boxes]
 
 
 @functools.lru_cache(maxsize=8)
-def _load_records_cached(config_json: str, split: str) -> Records:
-    c = ml_collections.ConfigDict(json.loads(config_json))
-    skips = Skips(bool(c.strict), f"{c.source}/{split}")
+def _load_records_cached(c: RecordsSpec, split: str) -> Records:
+    skips = Skips(c.strict, f"{c.source}/{split}")
     anns, kind, tag = _annotations(c, split, skips)
     anns = [_clean_gt(a, skips) for a in anns]
-    raw = _raw_proposals(c, split, anns, kind, tag, skips)
-    names = class_names(c)
+    raw = _raw_proposals(c, split, anns, tag, skips)
+    names = _class_names(c)
     kept = {
         k: []
         for k in (
@@ -314,15 +370,16 @@ def _load_records_cached(config_json: str, split: str) -> Records:
         if entry is None:
             continue
         boxes, scores = entry
-        boxes, scores = proposals.clean_proposals(
-            boxes,
-            scores,
-            ann["height"],
-            ann["width"],
-            min_size=float(c.proposals.min_size),
-            top_k=int(c.proposals.top_k),
-        )
-        if len(boxes) == 0:
+        if c.proposals.method != "none":
+            boxes, scores = proposals.clean_proposals(
+                boxes,
+                scores,
+                ann["height"],
+                ann["width"],
+                min_size=c.proposals.min_size,
+                top_k=c.proposals.top_k,
+            )
+        if len(boxes) == 0 and c.proposals.method != "none":
             skips(ann["image_id"], "no valid proposal left after cleaning; image skipped")
             continue
         if len(ann["boxes"]) > c.max_gt_boxes:
@@ -365,33 +422,10 @@ def _load_records_cached(config_json: str, split: str) -> Records:
     )
 
 
-def _records_key(c: ml_collections.ConfigDict) -> str:
-    """The fields that shape the records (not the augmentation) as canonical JSON."""
-    fields = (
-        "source",
-        "verify_images",
-        "voc_root",
-        "tfds_name",
-        "tfds_data_dir",
-        "cache_dir",
-        "strict",
-        "max_gt_boxes",
-        "difficult_policy",
-        "proposals",
-        "mnist",
-        "scenes",
-    )
-    return json.dumps(
-        {f: c[f].to_dict() if hasattr(c[f], "to_dict") else c[f] for f in fields},
-        sort_keys=True,
-        default=list,
-    )
-
-
 def load_records(config_data: ml_collections.ConfigDict, split: str) -> Records:
     """The cleaned records of `split` (built once per process for a given config and split)."""
     check_config(config_data)
-    return _load_records_cached(_records_key(config_data), split)
+    return _load_records_cached(records_spec(config_data), split)
 
 
 def num_examples(config_data: ml_collections.ConfigDict, split: str) -> int:
@@ -450,6 +484,9 @@ def example_plan(
         batch_start += batch_size
 
 
+_PROPOSAL_KEYS = ("proposals", "proposal_scores", "proposal_mask")
+
+
 def _generator(records: Records, plan_kwargs: dict, max_proposals: int):
     def generate():
         for g, i, valid in example_plan(len(records), **plan_kwargs):
@@ -500,6 +537,8 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
     max_props, max_gt = int(c.max_proposals), int(c.max_gt_boxes)
     scales = tf.constant([int(s) for s in c.scales] if train else [int(c.eval_scale)], tf.int32)
     flip_enabled = bool(c.flip) and train
+    # proposals.method 'none': records carry empty proposals and batches none.
+    with_proposals = c.proposals.method != "none"
 
     def transform(ex):
         if kind == "path":
@@ -523,7 +562,7 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
             image, (props, gt) = augment.flip_left_right(image, [props, gt], flipped)
         num_props = tf.shape(props)[0]
         num_gt = tf.shape(gt)[0]
-        return {
+        out = {
             "image": augment.pad_image(augment.normalize(image), size),
             "labels": ex["labels"],
             "label_weights": ex["label_weights"],
@@ -543,6 +582,9 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
             "scale_xy": scale_xy,
             "flipped": flipped,
         }
+        if not with_proposals:
+            out = {k: v for k, v in out.items() if k not in _PROPOSAL_KEYS}
+        return out
 
     return transform
 

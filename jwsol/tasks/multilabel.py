@@ -1,8 +1,8 @@
 """Multi-label image classification with a ResNet (seed 003: ResNet-50 on VOC, mAP 0.7286).
 
 Data: `jwsol.data.detection` batches (VOC folder, tfds voc/2007 or the offline scenes) with
-image-level `labels` / `label_weights`; proposals and boxes are not used (the configs ask the
-builder for one whole-image 'grid' proposal, so no proposal search runs). `config.crops.mode`:
+image-level `labels` / `label_weights`; proposals and boxes are not used (the configs set
+`data.proposals.method='none'`). `config.crops.mode`:
 
   five  each resized image gives torchvision's FiveCrop (`jwsol.data.crops.five_crop`) of
         `crops.size`; the model scores the 5 crops and the image's logit per class is the

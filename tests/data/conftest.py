@@ -114,12 +114,8 @@ def voc_data_config(voc_root: str, mat_template: str, cache_dir: str, **override
     c.eval_scale = 60
     c.max_proposals = 8
     c.max_gt_boxes = 4
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
+    c.lock()  # a misspelt field is an error, as in train.py
+    c.update_from_flattened_dict(overrides)
     return c
 
 
@@ -127,7 +123,7 @@ def scenes_data_config(idx_folder: str, cache_dir: str, **overrides):
     """A small scenes config on the synthetic IDX folder (rectangles), selective search in-process."""
     c = common.detection_data()
     c.cache_dir = cache_dir
-    c.mnist_folder = idx_folder
+    c.mnist.folder = idx_folder
     c.scenes.num_train = 12
     c.scenes.num_test = 6
     c.scenes.canvas_size = 64
@@ -140,12 +136,8 @@ def scenes_data_config(idx_folder: str, cache_dir: str, **overrides):
     c.proposals.num_workers = 1
     c.max_proposals = 64
     c.max_gt_boxes = 4
-    for key, value in overrides.items():
-        target = c
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
+    c.lock()  # a misspelt field is an error, as in train.py
+    c.update_from_flattened_dict(overrides)
     return c
 
 

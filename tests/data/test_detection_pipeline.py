@@ -393,3 +393,84 @@ def test_grid_proposals_on_scenes(idx_folder, tmp_path, data_tools):
     )
     assert batch["proposal_mask"].sum(axis=1).tolist() == [len(expected)] * 2
     assert not os.path.exists(os.path.join(str(tmp_path), "proposals"))  # the grid is not cached
+
+
+def test_no_proposals_method_keeps_every_image_and_emits_no_proposal_keys(idx_folder, tmp_path,
+                                                                          data_tools):  # fmt: skip
+    config = data_tools.scenes_data_config(
+        idx_folder, str(tmp_path), **{"proposals.method": "none"}
+    )
+    records = detection.load_records(config, "test")
+    assert len(records) == 6 and all(p.shape == (0, 4) for p in records.proposals)
+    batch = next(
+        detection.build(config, "test", train=True, seed=0, batch_size=2).as_numpy_iterator()
+    )
+    assert not {"proposals", "proposal_scores", "proposal_mask"} & set(batch)
+    assert batch["image"].shape == (2, 64, 64, 3) and batch["gt_mask"].any()
+    assert not os.path.exists(os.path.join(str(tmp_path), "proposals"))  # nothing searched
+
+
+# Every field of the detection data config, by whether it shapes the records of a split.
+SHAPES_RECORDS = {
+    "source": "voc_folder", "cache_dir": "/elsewhere", "strict": True, "verify_images": False,
+    "max_gt_boxes": 7, "difficult_policy": "exclude", "mnist.source": "fake",
+    "mnist.folder": "/idx", "mnist.tfds_name": "mnist", "mnist.tfds_data_dir": "/tfds",
+    "scenes.canvas_size": 96, "scenes.min_objects": 2, "scenes.max_objects": 3,
+    "scenes.min_object_size": 30, "scenes.max_object_size": 40, "scenes.max_overlap": 0.1,
+    "scenes.pixel_threshold": 10, "scenes.num_train": 9, "scenes.num_test": 9, "scenes.seed": 1,
+    "proposals.method": "grid", "proposals.mode": "quality", "proposals.resize": 64,
+    "proposals.max_boxes": 10, "proposals.grid_sizes": (8,), "proposals.grid_ratios": (1.0,),
+    "proposals.grid_stride": 0.5, "proposals.min_size": 2, "proposals.top_k": 5,
+}  # fmt: skip
+LEAVES_RECORDS_ALONE = {
+    "train_split": "x", "eval_split": "x", "image_size": 9, "resize_mode": "shorter_side",
+    "scales": (9,), "eval_scale": 9, "antialias": False, "flip": False, "shuffle": False,
+    "max_proposals": 3, "proposals.num_workers": 3,
+    # Read by other sources or methods only:
+    "voc_root": "/voc", "tfds_name": "x", "tfds_data_dir": "/x", "proposals.mat_file": "x",
+    "proposals.mat_order": "xyxy",
+}  # fmt: skip
+
+
+def _flat_keys(c, prefix=""):
+    for key, value in c.items():
+        if hasattr(value, "items"):
+            yield from _flat_keys(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
+
+
+def test_every_data_field_is_classified_for_the_records_key():
+    from configs import common
+
+    assert set(_flat_keys(common.detection_data())) == set(SHAPES_RECORDS) | set(
+        LEAVES_RECORDS_ALONE
+    )
+
+
+@pytest.mark.parametrize("key", sorted(SHAPES_RECORDS) + sorted(LEAVES_RECORDS_ALONE))
+def test_records_key_changes_exactly_with_what_shapes_the_records(key):
+    from configs import common
+
+    base = common.detection_data()
+    changed = common.detection_data()
+    changed.update_from_flattened_dict({key: (SHAPES_RECORDS | LEAVES_RECORDS_ALONE)[key]})
+    a, b = detection.records_spec(base), detection.records_spec(changed)
+    assert (a != b) == (key in SHAPES_RECORDS)
+    assert (hash(a) != hash(b)) == (key in SHAPES_RECORDS)
+
+
+def test_records_key_of_other_sources_and_methods():
+    from configs import common
+
+    voc, mat = common.voc_data(), common.voc_data()
+    mat.voc_root, mat.proposals.mat_order = "/voc", "xyxy"
+    assert detection.records_spec(voc) != detection.records_spec(mat)
+    voc2 = common.voc_data()
+    voc2.scenes.num_train, voc2.mnist.source, voc2.proposals.resize = 9, "fake", 64
+    assert detection.records_spec(voc) == detection.records_spec(voc2)  # scenes and search unread
+    tfds = common.voc_data()
+    tfds.source = "tfds"
+    other = common.voc_data()
+    other.source, other.tfds_data_dir = "tfds", "/x"
+    assert detection.records_spec(tfds) != detection.records_spec(other)
