@@ -20,7 +20,6 @@ R = max_proposals, G = max_gt_boxes, C = number of classes):
   image_id         string  [B]           e.g. b'000005' (VOC) or b'test_00042' (scenes)
   image_index      int32   [B]           position of the image in the split's records
   example_index    int64   [B]           global example index (see below)
-  example_mask     bool    [B]           False for the padding examples of the last eval batch
   orig_size        int32   [B, 2]        (height, width) of the original image
   image_size       int32   [B, 2]        (height, width) of the resized image before padding
   scale_xy         float32 [B, 2]        (sx, sy): resized = original * scale
@@ -28,14 +27,11 @@ R = max_proposals, G = max_gt_boxes, C = number of classes):
 
 `augment.boxes_to_original(boxes, scale_xy, image_size, flipped)` maps boxes back.
 
-Determinism and resuming. Global example index `g` (0, 1, 2, ...) is the unit: a global batch
-`k` holds indices `[k * batch_size, (k + 1) * batch_size)`, and process `p` of `P` takes the
-contiguous slice `[p * B, (p + 1) * B)` of it. For training, index `g` shows image
-`perm(seed, g // N)[g % N]` (a fresh permutation per epoch, N = number of images), and every
-random choice for it (scale, flip) is a stateless function of `(seed, g)`. So the batches
-from `start_index = k * batch_size` are exactly those an uninterrupted run sees from step k.
-Evaluation (train=False) walks the images in order once, without flips, at the eval scale,
-padding the last global batch with `example_mask = False` examples.
+Determinism and resuming: examples follow the global-index plan of `jwsol.data.plan` (epoch
+permutations, process slices), and every random choice for global index `g` (scale, flip) is a
+stateless function of `(seed, g)`, so the batches from `start_index = k * batch_size` are exactly
+those an uninterrupted run sees from step k. Evaluation (train=False) walks the images in order
+once, without flips, at the eval scale; its last batch is short (the training loop pads it).
 
 Records (the host-side NumPy view of a split, with proposals joined and cleaned) are built once
 per (config, split) and kept in memory: `load_records`. Bad input is reported as
@@ -56,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from jwsol.data import augment, mnist, proposals, scenes, voc
+from jwsol.data import augment, mnist, plan, proposals, scenes, voc
 from jwsol.errors import ConfigError, DataError
 from jwsol.ops.boxes_np import clip_boxes
 
@@ -438,13 +434,6 @@ def num_examples(config_data: ml_collections.ConfigDict, split: str) -> int:
 # ----------------------------------------------------------------------------------------------
 
 
-def epoch_permutation(seed: int, epoch: int, num_images: int, shuffle: bool = True) -> np.ndarray:
-    """The order of the images in training epoch `epoch` (a pure function of seed and epoch)."""
-    if not shuffle:
-        return np.arange(num_images)
-    return np.random.default_rng([seed & 0xFFFFFFFF, 0x5EED, epoch]).permutation(num_images)
-
-
 def example_plan(
     num_images: int,
     *,
@@ -455,33 +444,27 @@ def example_plan(
     process_index: int = 0,
     process_count: int = 1,
     shuffle: bool = True,
-) -> Iterator[tuple[int, int, bool]]:
-    """Yields (global example index, image index, valid) for this process, in batch order.
+) -> Iterator[tuple[int, int]]:
+    """Yields (global example index, image index) for this process, in batch order (`plan`).
 
-    Training is infinite; evaluation covers each image once and pads the last global batch
-    (valid False, image 0).
+    Training is infinite; evaluation covers each image once. Both start at global index
+    `start_index`.
     """
-    if batch_size % process_count:
-        raise ConfigError(f"batch size {batch_size} is not divisible by {process_count} processes.")
-    local = batch_size // process_count
-    num_global = -(-num_images // batch_size) * batch_size
-    batch_start = start_index - start_index % batch_size
     if start_index % batch_size:
         raise ConfigError(
             f"start_index {start_index} is not a multiple of batch size {batch_size}."
         )
-    cached_epoch, order = -1, None
-    while train or batch_start < num_global:
-        for j in range(local):
-            g = batch_start + process_index * local + j
-            if train:
-                epoch = g // num_images
-                if epoch != cached_epoch:
-                    cached_epoch, order = epoch, epoch_permutation(seed, epoch, num_images, shuffle)
-                yield g, int(order[g % num_images]), True
-            else:
-                yield g, (g if g < num_images else 0), g < num_images
-        batch_start += batch_size
+    where = {"batch_size": batch_size, "process_index": process_index}
+    where["process_count"] = process_count
+    if not train:
+        for g in plan.eval_plan(num_images, **where):
+            yield from ((int(i), int(i)) for i in g if i >= start_index)
+        return
+    steps = plan.train_plan(
+        num_images, seed=seed, start_step=start_index // batch_size, shuffle=shuffle, **where
+    )
+    for g, images in steps:
+        yield from zip(g.tolist(), images.tolist(), strict=True)
 
 
 _PROPOSAL_KEYS = ("proposals", "proposal_scores", "proposal_mask")
@@ -489,13 +472,12 @@ _PROPOSAL_KEYS = ("proposals", "proposal_scores", "proposal_mask")
 
 def _generator(records: Records, plan_kwargs: dict, max_proposals: int):
     def generate():
-        for g, i, valid in example_plan(len(records), **plan_kwargs):
+        for g, i in example_plan(len(records), **plan_kwargs):
             yield {
                 "image": records.images[i],
                 "image_id": records.image_ids[i],
                 "image_index": np.int32(i),
                 "example_index": np.int64(g),
-                "example_mask": valid,
                 "orig_size": records.sizes[i],
                 "labels": records.labels[i],
                 "label_weights": records.label_weights[i],
@@ -520,7 +502,6 @@ def _signature(records: Records) -> dict:
         "image_id": tf.TensorSpec([], tf.string),
         "image_index": tf.TensorSpec([], tf.int32),
         "example_index": tf.TensorSpec([], tf.int64),
-        "example_mask": tf.TensorSpec([], tf.bool),
         "orig_size": tf.TensorSpec([2], tf.int32),
         "labels": tf.TensorSpec([c], tf.float32),
         "label_weights": tf.TensorSpec([c], tf.float32),
@@ -576,7 +557,6 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
             "image_id": ex["image_id"],
             "image_index": ex["image_index"],
             "example_index": ex["example_index"],
-            "example_mask": ex["example_mask"],
             "orig_size": ex["orig_size"],
             "image_size": tf.stack([new_h, new_w]),
             "scale_xy": scale_xy,
@@ -605,7 +585,7 @@ def build(
     Args:
       config_data: a `configs/common.py:detection_data()`-shaped ConfigDict.
       split: 'train'/'test' (scenes) or 'train'/'val'/'trainval'/'test' (VOC).
-      train: infinite, shuffled, multi-scale and flipped; else one ordered pass, padded.
+      train: infinite, shuffled, multi-scale and flipped; else one ordered pass, last batch short.
       seed: fixes the epoch permutations and every random choice.
       batch_size: the GLOBAL batch size; this process gets batch_size // process_count.
       start_index: global example index to start at (a multiple of batch_size), for resuming.
@@ -626,7 +606,7 @@ def build(
             max_proposals,
             "best scores" if records.has_scores else "in the source's order",
         )
-    plan = {
+    plan_kwargs = {
         "train": train,
         "seed": seed,
         "batch_size": batch_size,
@@ -638,10 +618,10 @@ def build(
     if not 0 <= process_index < process_count:
         raise ConfigError(f"process_index {process_index} outside 0..{process_count - 1}.")
     ds = tf.data.Dataset.from_generator(
-        _generator(records, plan, int(config_data.max_proposals)),
+        _generator(records, plan_kwargs, int(config_data.max_proposals)),
         output_signature=_signature(records),
     )
     transform = _make_transform(config_data, records.image_kind, train=train, seed=seed)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size // process_count, drop_remainder=True)
+    ds = ds.batch(plan.local_batch_size(batch_size, process_count), drop_remainder=train)
     return ds.prefetch(tf.data.AUTOTUNE)

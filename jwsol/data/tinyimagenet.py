@@ -14,7 +14,7 @@ in one permutation of `split_seed`, cut `train_fraction` : rest, the 70:30 split
 
 The pipeline (`classification_dataset`) serves any classification source: images in memory
 (uint8 [N, H, W, C], e.g. Fashion-MNIST padded to 32x32) or image files (TinyImageNet). Example
-`g` of the training stream (a global example index, see `train_plan`) shows image
+`g` of the training stream (a global example index, `jwsol.data.plan`) shows image
 `perm(seed, epoch)[g % N]` with every random choice of its augmentation a stateless function of
 `(seed, g)`, so a resumed run sees exactly the batches of an uninterrupted one.
 
@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from jwsol.data import plan
 from jwsol.errors import ConfigError, DataError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -352,46 +353,6 @@ def augment(image: tf.Tensor, key: tf.Tensor, aug: Augment) -> tf.Tensor:
 # ------------------------------------------------------------------------------ pipeline
 
 
-def epoch_permutation(seed: int, epoch: int, num_examples: int) -> np.ndarray:
-    """The training order of one epoch: a permutation of range(num_examples)."""
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, _PERMUTATION_SALT, epoch])
-    return rng.permutation(num_examples)
-
-
-def train_plan(
-    num_examples: int,
-    seed: int,
-    start_step: int,
-    batch_size: int,
-    process_index: int = 0,
-    process_count: int = 1,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless (global index int64 [B], example int64 [B]) per step from `start_step`.
-
-    B = batch_size // process_count. Global step k holds global indices [k * batch_size,
-    (k + 1) * batch_size); process p takes the contiguous slice [p * B, (p + 1) * B). Global
-    index g shows example epoch_permutation(seed, g // N)[g % N].
-    """
-    if batch_size % process_count:
-        raise ConfigError(
-            f"batch size {batch_size} does not divide over {process_count} processes."
-        )
-    local = batch_size // process_count
-    cached: tuple[int, np.ndarray] = (-1, np.empty(0, np.int64))
-    step = start_step
-    while True:
-        g = step * batch_size + process_index * local + np.arange(local, dtype=np.int64)
-        epochs = g // num_examples
-        examples = np.empty(local, np.int64)
-        for epoch in np.unique(epochs):
-            if cached[0] != epoch:
-                cached = (int(epoch), epoch_permutation(seed, int(epoch), num_examples))
-            here = epochs == epoch
-            examples[here] = cached[1][g[here] % num_examples]
-        yield g, examples
-        step += 1
-
-
 def decode_image(data: tf.Tensor, channels: int) -> tf.Tensor:
     """Encoded JPEG/PNG bytes -> uint8 [H, W, channels] (grey images replicated to RGB).
 
@@ -477,12 +438,19 @@ def train_batches(
     **dataset_kwargs,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless host batches of B = batch_size // process_count augmented training examples."""
-    local = batch_size // process_count
-    plan = tf.data.Dataset.from_generator(
-        lambda: train_plan(len(labels), seed, start_step, batch_size, process_index, process_count),
+    local = plan.local_batch_size(batch_size, process_count)
+    steps = tf.data.Dataset.from_generator(
+        lambda: plan.train_plan(
+            len(labels),
+            seed=seed,
+            batch_size=batch_size,
+            start_step=start_step,
+            process_index=process_index,
+            process_count=process_count,
+        ),
         output_signature=(tf.TensorSpec([local], tf.int64), tf.TensorSpec([local], tf.int64)),
     ).unbatch()
-    ds = classification_dataset(images, labels, plan, seed=seed, **dataset_kwargs)
+    ds = classification_dataset(images, labels, steps, seed=seed, **dataset_kwargs)
     yield from ds.batch(local, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
 
@@ -497,8 +465,17 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Every example once, in order, without augmentation; this process's share, last batch
     short."""
-    local = batch_size // process_count
-    index = tf.data.Dataset.range(len(labels)).shard(process_count, process_index)
-    plan = index.map(lambda i: (i, i))
-    ds = classification_dataset(images, labels, plan, seed=0, aug=None, **dataset_kwargs)
+    local = plan.local_batch_size(batch_size, process_count)
+    index = tf.data.Dataset.from_generator(
+        lambda: plan.eval_plan(
+            len(labels),
+            batch_size=batch_size,
+            process_index=process_index,
+            process_count=process_count,
+        ),
+        output_signature=tf.TensorSpec([None], tf.int64),
+    ).unbatch()
+    ds = classification_dataset(
+        images, labels, index.map(lambda i: (i, i)), seed=0, aug=None, **dataset_kwargs
+    )
     yield from ds.batch(local).prefetch(2).as_numpy_iterator()

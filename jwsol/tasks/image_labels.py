@@ -42,10 +42,7 @@ class ImageLabelTask(Task):
             self.config.data, self.config.data.eval_split, train=False, seed=self.config.seed,
             batch_size=batch_size, process_index=process_index, process_count=process_count,
         )  # fmt: skip
-        for batch in ds.as_numpy_iterator():
-            keep = batch["example_mask"]
-            if keep.any():  # the builder pads the last batch; the loop pads on its own
-                yield {k: v[keep] for k, v in batch.items()}
+        yield from ds.as_numpy_iterator()
 
     def init_variables(self, rng, batch: Batch) -> Variables:
         return self.model.init(rng, jnp.asarray(batch["image"]))

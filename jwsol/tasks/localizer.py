@@ -316,7 +316,7 @@ class LocalizerTask(ImageLabelTask):
             process_index=process_index, process_count=process_count,
         )  # fmt: skip
         batch = next(ds.as_numpy_iterator())
-        keep = batch["example_mask"] & (batch["example_index"] < k)
+        keep = batch["example_index"] < k
         yield {key: value[keep] for key, value in batch.items()}
 
     # Model ------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from jwsol import losses
-from jwsol.data import canvas, mnist
+from jwsol.data import canvas, mnist, plan
 from jwsol.errors import ConfigError
 from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
 from jwsol.ops.boxes_np import iou
@@ -123,22 +125,27 @@ class SlidingWindowTask(Task):
         return batch
 
     def train_batches(self, start_step, batch_size, process_index, process_count):
-        local = batch_size // process_count
-        steps = tf.data.Dataset.range(start_step, 2**62)
-        indices = steps.flat_map(
-            lambda s: tf.data.Dataset.range(local).map(
-                lambda b: s * batch_size + process_index * local + b
-            )
-        )  # fmt: skip
+        local = plan.local_batch_size(batch_size, process_count)
+        indices = tf.data.Dataset.from_generator(
+            lambda: (
+                plan.global_indices(s, batch_size, process_index, process_count)
+                for s in itertools.count(start_step)
+            ),
+            output_signature=tf.TensorSpec([local], tf.int64),
+        ).unbatch()
         ds = self._dataset(self.train_images, self.train_labels, indices, self.config.seed, True)
         ds = ds.batch(local, drop_remainder=True).prefetch(2)
         for batch in ds.as_numpy_iterator():
             yield self._with_targets(batch, self.train_geom)
 
     def eval_batches(self, batch_size, process_index, process_count):
-        local = batch_size // process_count
+        local = plan.local_batch_size(batch_size, process_count)
         n = len(self.test_images)
-        indices = tf.data.Dataset.range(n).shard(process_count, process_index)
+        indices = tf.data.Dataset.from_generator(
+            lambda: plan.eval_plan(n, batch_size=batch_size, process_index=process_index,
+                                   process_count=process_count),
+            output_signature=tf.TensorSpec([None], tf.int64),
+        ).unbatch()  # fmt: skip
         ds = self._dataset(
             self.test_images, self.test_labels, indices, self.config.seed + TEST_SEED_SALT, False
         )

@@ -246,24 +246,6 @@ def test_augment_config_errors():
 # ------------------------------------------------------------------------------ pipeline
 
 
-def test_train_plan_epochs_resume_and_processes():
-    n, batch = 10, 4
-    stream = tin.train_plan(n, seed=3, start_step=0, batch_size=batch)
-    steps = [next(stream) for _ in range(10)]  # 40 examples: 4 epochs
-    g = np.concatenate([s[0] for s in steps])
-    examples = np.concatenate([s[1] for s in steps])
-    np.testing.assert_array_equal(g, np.arange(40))
-    for epoch in range(4):
-        assert sorted(examples[epoch * n : (epoch + 1) * n]) == list(range(n))
-    assert examples[:n].tolist() != examples[n : 2 * n].tolist()  # a new order each epoch
-    resumed = tin.train_plan(n, seed=3, start_step=6, batch_size=batch)
-    for k in range(6, 10):
-        got = next(resumed)
-        np.testing.assert_array_equal(got[1], steps[k][1])
-    halves = [next(tin.train_plan(n, 3, 7, batch, p, 2)) for p in range(2)]
-    np.testing.assert_array_equal(np.concatenate([h[1] for h in halves]), steps[7][1])
-
-
 def test_eval_batches_decode_every_image_in_order(folder):
     data = tin.load(folder)
     batches = list(
