@@ -22,9 +22,17 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("fixed", "shorter_side", "longer_side")
 
 
-def decode_jpeg(data: tf.Tensor) -> tf.Tensor:
-    """uint8 [H, W, 3] from encoded JPEG bytes (a scalar string)."""
-    return tf.io.decode_jpeg(data, channels=3)
+def decode_image(data: tf.Tensor, channels: int = 3) -> tf.Tensor:
+    """Encoded JPEG/PNG bytes (a scalar string) -> uint8 [H, W, channels] (grey replicated).
+
+    NOTE: JPEGs use libjpeg's accurate integer DCT, the one PIL (and so torchvision) uses;
+    TensorFlow's default fast DCT differs by a few levels in many pixels.
+    """
+    return tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=channels, expand_animations=False),
+    )
 
 
 def to_rgb(image: tf.Tensor) -> tf.Tensor:

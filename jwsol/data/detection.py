@@ -523,9 +523,9 @@ def _make_transform(c: ml_collections.ConfigDict, kind: str, *, train: bool, see
 
     def transform(ex):
         if kind == "path":
-            image = augment.decode_jpeg(tf.io.read_file(ex["image"]))
+            image = augment.decode_image(tf.io.read_file(ex["image"]))
         elif kind == "bytes":
-            image = augment.decode_jpeg(ex["image"])
+            image = augment.decode_image(ex["image"])
         else:
             image = augment.to_rgb(ex["image"])
         key = tf.stack([tf.constant(seed, tf.int64), ex["example_index"]])

@@ -39,6 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from jwsol.data import plan
+from jwsol.data.augment import decode_image
 from jwsol.errors import ConfigError, DataError
 
 URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -351,19 +352,6 @@ def augment(image: tf.Tensor, key: tf.Tensor, aug: Augment) -> tf.Tensor:
 
 
 # ------------------------------------------------------------------------------ pipeline
-
-
-def decode_image(data: tf.Tensor, channels: int) -> tf.Tensor:
-    """Encoded JPEG/PNG bytes -> uint8 [H, W, channels] (grey images replicated to RGB).
-
-    NOTE: JPEGs use libjpeg's accurate integer DCT, the one PIL (and so torchvision) uses;
-    TensorFlow's default fast DCT differs by a few levels in many pixels.
-    """
-    return tf.cond(
-        tf.io.is_jpeg(data),
-        lambda: tf.io.decode_jpeg(data, channels=channels, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_image(data, channels=channels, expand_animations=False),
-    )
 
 
 def classification_dataset(
