@@ -26,57 +26,15 @@ import numpy as np
 import optax
 from absl import logging
 
-from jwsol.data import augment, fake, mnist, tinyimagenet
-from jwsol.errors import ConfigError, DataError
+from jwsol.data import augment
+from jwsol.data import classification as classification_data
+from jwsol.errors import DataError
 from jwsol.metrics import classification
 from jwsol.models.resnet import STAGE_SIZES, ResNet
 from jwsol.ops.gradcam import gradcam_maps
 from jwsol.training.task import Batch, EvalContext, Evaluator, Task
 from jwsol.viz import gradcam
 from jwsol.weights import merge
-
-SOURCES = ("tinyimagenet", "fake_tinyimagenet", "mnist")
-
-
-def load_source(d: ml_collections.ConfigDict) -> tuple[tuple, tuple, tuple[str, ...]]:
-    """((train images, labels), (test images, labels), class names) of `config.data`.
-
-    Images are str paths [N] (tiny-imagenet folders) or uint8 [N, S, S] (mnist); labels int32
-    [N].
-    `num_train` / `num_test` > 0 keep the first that many of a split.
-    """
-    if d.source in ("tinyimagenet", "fake_tinyimagenet"):
-        folder = d.folder if d.source == "tinyimagenet" else fake.tinyimagenet_folder(d.cache_dir)
-        data = tinyimagenet.load(folder)
-        train, test = tinyimagenet.split(data, d.split, d.train_fraction, d.split_seed)
-        names = data.names
-    elif d.source == "mnist":
-        train, test = (
-            pad_to(*mnist.load_config(d.mnist, s), d.image_size) for s in ("train", "test")
-        )
-        names = mnist.class_names(d.mnist.source, d.mnist.tfds_name, d.mnist.folder)
-    else:
-        raise ConfigError(f"data.source={d.source!r} is unknown; use one of {SOURCES}.")
-    train = tuple(x[: d.num_train] if d.num_train > 0 else x for x in train)
-    test = tuple(x[: d.num_test] if d.num_test > 0 else x for x in test)
-    for what, (_, labels) in (("training", train), ("test", test)):
-        if len(labels) == 0:
-            raise DataError(f"the {what} split of data.source={d.source!r} is empty.")
-        if labels.min() < 0 or labels.max() >= len(names):
-            raise DataError(
-                f"{what} labels lie outside [0, {len(names)}) for data.source={d.source!r}."
-            )
-    return train, test, tuple(names)
-
-
-def pad_to(images: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 [N, h, w] zero-padded to [N, size, size], centred (an odd pixel goes bottom/right)."""
-    _, h, w = images.shape
-    if size < h or size < w:
-        raise ConfigError(f"data.image_size={size} is smaller than the {h}x{w} source images.")
-    top, left = (size - h) // 2, (size - w) // 2
-    widths = ((0, 0), (top, size - h - top), (left, size - w - left))
-    return np.pad(images, widths), labels
 
 
 class ClassificationEvaluator(Evaluator):
@@ -145,13 +103,13 @@ class ClassificationTask(Task):
         merge.require(config.pretrained)  # fails before the data is read
         d = config.data
         (self.train_images, self.train_labels), (self.test_images, self.test_labels), names = (
-            load_source(d)
+            classification_data.load_source(d)
         )
         self.class_names = names
         self.model = ResNet(
             depth=config.model.depth, num_classes=len(names), small_input=config.model.small_input
         )
-        self.aug = tinyimagenet.Augment.from_config(config.augment)
+        self.aug = classification_data.Augment.from_config(config.augment)
         self.data_kwargs = {"image_size": d.image_size, "mean": tuple(d.mean), "std": tuple(d.std)}
         logging.info(
             "classification: %s, %d classes, %d train / %d test images",
@@ -167,7 +125,7 @@ class ClassificationTask(Task):
         return len(self.train_labels)
 
     def train_batches(self, start_step, batch_size, process_index, process_count):
-        return tinyimagenet.train_batches(
+        return classification_data.train_batches(
             self.train_images,
             self.train_labels,
             seed=self.config.seed,
@@ -180,7 +138,7 @@ class ClassificationTask(Task):
         )
 
     def eval_batches(self, batch_size, process_index, process_count):
-        return tinyimagenet.eval_batches(
+        return classification_data.eval_batches(
             self.test_images,
             self.test_labels,
             batch_size=batch_size,

@@ -99,6 +99,15 @@ def voc_copy(voc_root, tmp_path) -> str:
 
 
 @pytest.fixture(scope="session")
+def tin_folder(tmp_path_factory) -> str:
+    """A small made-up tiny-imagenet-200 folder (3 classes, 24 px)."""
+    return fake.write_tinyimagenet_folder(
+        str(tmp_path_factory.mktemp("tin")), num_classes=3, train_per_class=4, val_per_class=2,
+        size=24,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def voc_mat_template(tmp_path_factory) -> str:
     return fake.make_voc_mats(str(tmp_path_factory.mktemp("mat")), with_scores=True)
 

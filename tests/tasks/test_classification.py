@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from jwsol import tasks
+from jwsol.data import classification as classification_data
 from jwsol.errors import ConfigError, DataError
 from jwsol.tasks import classification
 from jwsol.training import config as config_lib
@@ -91,7 +92,7 @@ def test_fashion_mnist_source_is_padded_and_named(idx_folder):
         "configs/resnet_tinyimagenet.py:fashion_mnist",
         {"data.mnist.folder": idx_folder, "data.num_train": 50},
     )
-    (train_x, train_y), (test_x, _), names = classification.load_source(config.data)
+    (train_x, train_y), (test_x, _), names = classification_data.load_source(config.data)
     assert train_x.shape == (50, 32, 32) and test_x.shape == (64, 32, 32)
     assert train_x.dtype == np.uint8 and len(names) == 10
     assert not train_x[:, :2].any() and not train_x[:, -2:].any()  # 2 px zero border
@@ -107,17 +108,17 @@ def test_source_errors(tmp_path, idx_folder):
         {"data.source": "tinyimagenet", "data.folder": str(tmp_path)},
     )
     with pytest.raises(DataError, match="wnids.txt is missing"):
-        classification.load_source(config.data)
+        classification_data.load_source(config.data)
     with config.unlocked():
         config.data.source = "bogus"
     with pytest.raises(ConfigError, match="data.source='bogus'"):
-        classification.load_source(config.data)
+        classification_data.load_source(config.data)
     small = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
         {"data.mnist.folder": idx_folder, "data.image_size": 24},
     )
     with pytest.raises(ConfigError, match="data.image_size=24 is smaller than the 28x28"):
-        classification.load_source(small.data)
+        classification_data.load_source(small.data)
     missing = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
         {"data.mnist.folder": idx_folder, "pretrained.path": str(tmp_path / "none")},
