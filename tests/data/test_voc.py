@@ -11,8 +11,6 @@ import tensorflow_datasets as tfds
 from jwsol.data import fake, voc
 from jwsol.errors import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def _xml_path(root, image_id):
     return os.path.join(root, "VOC2007", "Annotations", f"{image_id}.xml")

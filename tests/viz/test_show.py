@@ -11,11 +11,10 @@ def run_show(*args):
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=180, env=env)
 
 
-def test_show_draws_the_data_of_a_job_config(idx_folder, tmp_path):
+def test_show_draws_the_data_of_a_job_config(tmp_path):
     out = str(tmp_path / "scene.png")
     result = run_show(
         "--config=configs/wsddn.py:smoke",
-        f"--config.data.mnist_folder={idx_folder}",
         f"--config.data.cache_dir={tmp_path}",
         "--split=test",
         "--index=2",
