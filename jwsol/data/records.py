@@ -20,6 +20,8 @@ import numpy as np
 from absl import logging
 
 from jwsol.data import augment, mnist, proposals, scenes, voc
+from jwsol.data.proposals import mat as proposal_mat
+from jwsol.data.proposals import search as proposal_search
 from jwsol.errors import ConfigError, DataError
 from jwsol.ops.boxes_np import clip_boxes
 
@@ -52,7 +54,7 @@ def check_config(c: ml_collections.ConfigDict) -> None:
         "resize_mode": (c.resize_mode, augment.RESIZE_MODES),
         "difficult_policy": (c.difficult_policy, voc.DIFFICULT_POLICIES),
         "proposals.method": (c.proposals.method, PROPOSAL_METHODS),
-        "proposals.mat_order": (c.proposals.mat_order, proposals.MAT_ORDERS),
+        "proposals.mat_order": (c.proposals.mat_order, proposal_mat.MAT_ORDERS),
         "proposals.mode": (c.proposals.mode, ("fast", "quality")),
     }
     for field, (value, allowed) in choices.items():
@@ -165,7 +167,7 @@ class ProposalSpec:
     method: str
     mat_file: str = ""  # 'mat'
     mat_order: str = ""  # 'mat'
-    search: proposals.SearchSettings | None = None  # 'selective_search', 'grid'
+    search: proposal_search.SearchSettings | None = None  # 'selective_search', 'grid'
     min_size: float = 0.0  # cleaning, all methods but 'none'
     top_k: int = 0
 
@@ -199,7 +201,7 @@ def proposal_spec(p: ml_collections.ConfigDict) -> ProposalSpec:
     clean = {"min_size": float(p.min_size), "top_k": int(p.top_k)}
     if p.method == "mat":
         return ProposalSpec("mat", mat_file=p.mat_file, mat_order=p.mat_order, **clean)
-    return ProposalSpec(p.method, search=_settings(proposals.SearchSettings, p), **clean)
+    return ProposalSpec(p.method, search=_settings(proposal_search.SearchSettings, p), **clean)
 
 
 def records_spec(c: ml_collections.ConfigDict) -> RecordsSpec:
@@ -280,16 +282,16 @@ def _raw_proposals(
         return [(np.zeros([0, 4], np.float32), None) for _ in anns]
     if p.method == "mat":
         path = p.mat_file.format(split=split)
-        mat = proposals.read_mat(path)
+        mat = proposal_mat.read_mat(path)
         sizes = {a["image_id"]: (a["height"], a["width"]) for a in anns}
-        joined, _ = proposals.join_mat(mat, sizes, p.mat_order)
+        joined, _ = proposal_mat.join_mat(mat, sizes, p.mat_order)
         out = []
         for image_id in ids:
             if image_id not in joined:
                 skips(path, f"image id {image_id!r} has no proposals in this file; image skipped")
             out.append(joined.get(image_id))
         return out
-    boxes = proposals.compute_cached(
+    boxes = proposal_search.compute_cached(
         [a["image"] for a in anns],
         ids,
         p.search,

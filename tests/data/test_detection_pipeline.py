@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from jwsol.data import augment, detection, fake, voc
 from jwsol.data import records as records_lib
+from jwsol.data.proposals import search as proposal_search
 from jwsol.errors import ConfigError, DataError
 
 DOG = np.array([10, 20, 60, 80], np.float32)  # image 000001 (120 x 90), edge convention
@@ -373,7 +374,6 @@ def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools)
 
 
 def test_grid_proposals_on_scenes(idx_folder, tmp_path, data_tools):
-    from jwsol.data import proposals
 
     config = data_tools.scenes_data_config(
         idx_folder,
@@ -381,7 +381,7 @@ def test_grid_proposals_on_scenes(idx_folder, tmp_path, data_tools):
         **{"proposals.method": "grid", "proposals.grid_sizes": (24, 32), "max_proposals": 300},
     )
     records = records_lib.load_records(config, "train")
-    expected = proposals.grid_boxes(64, 64, (24, 32), (0.5, 1.0, 2.0), 0.25)
+    expected = proposal_search.grid_boxes(64, 64, (24, 32), (0.5, 1.0, 2.0), 0.25)
     assert len(expected) <= 300
     for boxes in records.proposals:
         np.testing.assert_array_equal(boxes, expected)
