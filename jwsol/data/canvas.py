@@ -10,7 +10,6 @@ Per-window targets (NumPy, vectorised over the batch and the windows) live here 
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
 
@@ -231,13 +230,10 @@ def train_batches(
     targets of `geom`; global example g of the plan (`jwsol.data.plan`) draws its source image
     and placement from (seed, g). `canvas_kwargs`: those of `canvas_dataset`."""
     local = plan.local_batch_size(batch_size, process_count)
-    indices = tf.data.Dataset.from_generator(
-        lambda: (
-            plan.global_indices(step, batch_size, process_index, process_count)
-            for step in itertools.count(start_step)
-        ),
-        output_signature=tf.TensorSpec([local], tf.int64),
-    ).unbatch()
+    indices = plan.plan_dataset(
+        len(labels), train=True, batch_size=batch_size, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+    ).map(lambda g, _: g)  # fmt: skip
     ds = canvas_dataset(
         images, labels, indices, seed=seed, sample_with_replacement=True, **canvas_kwargs
     )
@@ -259,11 +255,10 @@ def eval_batches(
     """One canvas per source image, in order (fixed placements from `seed`), with the window
     targets of `geom`; this process's share, the last batch short."""
     local = plan.local_batch_size(batch_size, process_count)
-    where = {"process_index": process_index, "process_count": process_count}
-    indices = tf.data.Dataset.from_generator(
-        lambda: plan.eval_plan(len(labels), batch_size=batch_size, **where),
-        output_signature=tf.TensorSpec([None], tf.int64),
-    ).unbatch()
+    indices = plan.plan_dataset(
+        len(labels), train=False, batch_size=batch_size, process_index=process_index,
+        process_count=process_count,
+    ).map(lambda g, _: g)  # fmt: skip
     ds = canvas_dataset(
         images, labels, indices, seed=seed, sample_with_replacement=False, **canvas_kwargs
     )
