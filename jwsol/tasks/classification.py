@@ -28,7 +28,7 @@ from absl import logging
 
 from jwsol.data import augment
 from jwsol.data import classification as classification_data
-from jwsol.errors import DataError
+from jwsol.errors import ConfigError
 from jwsol.metrics import classification
 from jwsol.models.resnet import STAGE_SIZES, ResNet
 from jwsol.ops.gradcam import gradcam_maps
