@@ -21,6 +21,7 @@ from PIL import Image
 
 from configs import common
 from jwsol.data import augment, detection
+from jwsol.data import records as records_lib
 
 NUM_VOC_IMAGES = 48
 NUM_PROPOSALS = 2000
@@ -80,7 +81,7 @@ def _generator_rate(config, split: str, count: int) -> float:
     """The host side alone: index plan and record lookups through `from_generator`."""
     import tensorflow as tf
 
-    records = detection.load_records(config, split)
+    records = records_lib.load_records(config, split)
     plan = {"train": True, "seed": 0, "batch_size": BATCH}
     ds = tf.data.Dataset.from_generator(
         detection._generator(records, plan, int(config.max_proposals)),
@@ -96,7 +97,7 @@ def _generator_rate(config, split: str, count: int) -> float:
 
 def _reference_rate(config, split: str, count: int) -> float:
     """The same per-example work, sequential, with OpenCV and NumPy."""
-    records = detection.load_records(config, split)
+    records = records_lib.load_records(config, split)
     size, r = int(config.image_size), int(config.max_proposals)
     mean = np.array(augment.IMAGENET_MEAN, np.float32)
     std = np.array(augment.IMAGENET_STD, np.float32)
@@ -153,7 +154,7 @@ def test_voc_sized_images_with_2000_proposals(tmp_path_factory, results, image_s
     config = common.voc_data()
     config.voc_root, config.proposals.mat_file, config.cache_dir = voc_root, mat, root
     config.image_size, config.max_proposals = image_size, NUM_PROPOSALS
-    records = detection.load_records(config, "trainval")
+    records = records_lib.load_records(config, "trainval")
     assert len(records) == NUM_VOC_IMAGES and min(len(p) for p in records.proposals) > 1500
     pipeline = _pipeline_rate(config, "trainval", batches=12)
     reference = _reference_rate(config, "trainval", count=48)
@@ -175,7 +176,7 @@ def test_scenes(tmp_path_factory, results):
     config.cache_dir = str(tmp_path_factory.mktemp("scenes_bench"))
     config.scenes.num_train, config.scenes.num_test = 96, 8
     config.proposals.num_workers = 1
-    records = detection.load_records(config, "train")
+    records = records_lib.load_records(config, "train")
     pipeline = _pipeline_rate(config, "train", batches=24)
     reference = _reference_rate(config, "train", count=192)
     results.append(

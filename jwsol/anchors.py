@@ -467,19 +467,13 @@ def annotation_sizes(
     return np.concatenate(chunks) if chunks else np.zeros((0, 2))
 
 
-# The main job's scenes: the default scenes of every scenes config.
-DEFAULT_SCENES_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "wsddn.py:scenes"
-)
-
-
 def scenes_data_config(spec: str | None = None, cache_dir: str | None = None):
     """The `data` section that describes the scenes: of the job config `spec` (e.g.
-    'configs/localizer.py:scenes', default DEFAULT_SCENES_CONFIG); `cache_dir` replaces its
+    'configs/localizer.py:scenes'; default configs/wsddn.py:scenes); `cache_dir` replaces its
     data.cache_dir."""
     from jwsol.training import config as config_lib
 
-    data = config_lib.load(spec or DEFAULT_SCENES_CONFIG).data
+    data = config_lib.load(spec or "configs/wsddn.py:scenes").data
     if cache_dir:
         with data.unlocked():
             data.cache_dir = cache_dir
@@ -492,9 +486,9 @@ def load_scenes(data_config, split: str = "train", *, absolute: bool = False) ->
 
     Relative sizes divide by the canvas side. Returns float64 [N, 2], one row per object.
     """
-    from jwsol.data import detection, scenes
+    from jwsol.data import records, scenes
 
-    settings = detection.scene_settings(data_config)
+    settings = records.scene_settings(data_config)
     data = scenes.load(settings, split, cache_dir=os.path.join(data_config.cache_dir, "scenes"))
     used = np.arange(data.boxes.shape[1])[None, :] < data.counts[:, None]  # [N, K]
     boxes = data.boxes[used].astype(np.float64)  # [M, 4] (x1, y1, x2, y2)
@@ -577,7 +571,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         help="scenes: the job config whose data section describes the scenes, e.g. "
-        "configs/localizer.py:scenes (default: configs/wsddn.py:scenes, the main job's).",
+        "configs/localizer.py:scenes (default: configs/wsddn.py:scenes).",
     )
     p.add_argument("--k-min", type=int, default=1)
     p.add_argument("--k-max", type=int, default=10)
@@ -655,10 +649,10 @@ def run(args: argparse.Namespace) -> dict:
         "max_iter": args.max_iter,
     }
     if args.source == "scenes":
-        from jwsol.data import detection
+        from jwsol.data import records
 
         data = scenes_data_config(args.config, args.path)
-        meta["scenes_settings"] = dataclasses.asdict(detection.scene_settings(data))
+        meta["scenes_settings"] = dataclasses.asdict(records.scene_settings(data))
     summary = results_to_json(results, chosen, meta=meta)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "anchors.json"), "w") as f:

@@ -431,7 +431,7 @@ def test_tfds_absent_is_a_data_error(tmp_path):
 
 
 def test_scenes_boxes_are_the_jobs_scene_boxes(tmp_path):
-    from jwsol.data import detection, scenes
+    from jwsol.data import records, scenes
 
     data = anchors.scenes_data_config(cache_dir=str(tmp_path))
     with data.unlocked():
@@ -440,7 +440,7 @@ def test_scenes_boxes_are_the_jobs_scene_boxes(tmp_path):
     absolute = anchors.load_scenes(data, "train", absolute=True)
     # The training job's own cache file, read back.
     scene_data = scenes.load(
-        detection.scene_settings(data), "train", cache_dir=os.path.join(str(tmp_path), "scenes")
+        records.scene_settings(data), "train", cache_dir=os.path.join(str(tmp_path), "scenes")
     )
     expected = [
         [x2 - x1, y2 - y1]
@@ -454,10 +454,10 @@ def test_scenes_boxes_are_the_jobs_scene_boxes(tmp_path):
 
 
 def test_scenes_data_config_of_a_job_config(tmp_path):
-    from jwsol.data import detection, scenes
+    from jwsol.data import records, scenes
 
     default = anchors.scenes_data_config()
-    assert detection.scene_settings(default) == scenes.SceneSettings()
+    assert records.scene_settings(default) == scenes.SceneSettings()
     job = anchors.scenes_data_config("configs/localizer.py:scenes", str(tmp_path))
     assert job.scenes.canvas_size == 192 and job.cache_dir == str(tmp_path)
 

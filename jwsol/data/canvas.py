@@ -11,10 +11,12 @@ Per-window targets (NumPy, vectorised over the batch and the windows) live here 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
+from jwsol.data import plan
 from jwsol.ops.windows import WindowGeometry
 
 
@@ -204,3 +206,61 @@ def window_box_to_canvas(
     x0 = geom.offset + geom.stride * np.asarray(j, np.float32)
     origin = np.stack([x0, y0, x0, y0], axis=-1)
     return origin + np.asarray(box, np.float32) * geom.size
+
+
+def _with_targets(batch: dict[str, np.ndarray], geom: WindowGeometry) -> dict[str, np.ndarray]:
+    """`batch` plus its window targets as `target_<name>` (see `window_targets`)."""
+    targets = window_targets(batch["box"], batch["label"], geom)
+    return {**batch, **{f"target_{k}": v for k, v in targets.items()}}
+
+
+def train_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    geom: WindowGeometry,
+    seed: int,
+    start_step: int,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    **canvas_kwargs,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Endless host batches of B = batch_size // process_count random canvases with the window
+    targets of `geom`; global example g of the plan (`jwsol.data.plan`) draws its source image
+    and placement from (seed, g). `canvas_kwargs`: those of `canvas_dataset`."""
+    local = plan.local_batch_size(batch_size, process_count)
+    indices = plan.plan_dataset(
+        len(labels), train=True, batch_size=batch_size, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+    ).map(lambda g, _: g)  # fmt: skip
+    ds = canvas_dataset(
+        images, labels, indices, seed=seed, sample_with_replacement=True, **canvas_kwargs
+    )
+    for batch in ds.batch(local, drop_remainder=True).prefetch(2).as_numpy_iterator():
+        yield _with_targets(batch, geom)
+
+
+def eval_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    geom: WindowGeometry,
+    seed: int,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    **canvas_kwargs,
+) -> Iterator[dict[str, np.ndarray]]:
+    """One canvas per source image, in order (fixed placements from `seed`), with the window
+    targets of `geom`; this process's share, the last batch short."""
+    local = plan.local_batch_size(batch_size, process_count)
+    indices = plan.plan_dataset(
+        len(labels), train=False, batch_size=batch_size, process_index=process_index,
+        process_count=process_count,
+    ).map(lambda g, _: g)  # fmt: skip
+    ds = canvas_dataset(
+        images, labels, indices, seed=seed, sample_with_replacement=False, **canvas_kwargs
+    )
+    for batch in ds.batch(local).prefetch(2).as_numpy_iterator():
+        yield _with_targets(batch, geom)

@@ -277,17 +277,10 @@ def train_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """Endless host batches of B = batch_size // process_count augmented training examples."""
     local = plan.local_batch_size(batch_size, process_count)
-    steps = tf.data.Dataset.from_generator(
-        lambda: plan.train_plan(
-            len(labels),
-            seed=seed,
-            batch_size=batch_size,
-            start_step=start_step,
-            process_index=process_index,
-            process_count=process_count,
-        ),
-        output_signature=(tf.TensorSpec([local], tf.int64), tf.TensorSpec([local], tf.int64)),
-    ).unbatch()
+    steps = plan.plan_dataset(
+        len(labels), train=True, batch_size=batch_size, seed=seed, start_step=start_step,
+        process_index=process_index, process_count=process_count,
+    )  # fmt: skip
     ds = classification_dataset(images, labels, steps, seed=seed, **dataset_kwargs)
     yield from ds.batch(local, drop_remainder=True).prefetch(2).as_numpy_iterator()
 
@@ -304,16 +297,9 @@ def eval_batches(
     """Every example once, in order, without augmentation; this process's share, last batch
     short."""
     local = plan.local_batch_size(batch_size, process_count)
-    index = tf.data.Dataset.from_generator(
-        lambda: plan.eval_plan(
-            len(labels),
-            batch_size=batch_size,
-            process_index=process_index,
-            process_count=process_count,
-        ),
-        output_signature=tf.TensorSpec([None], tf.int64),
-    ).unbatch()
-    ds = classification_dataset(
-        images, labels, index.map(lambda i: (i, i)), seed=0, aug=None, **dataset_kwargs
-    )
+    index = plan.plan_dataset(
+        len(labels), train=False, batch_size=batch_size, process_index=process_index,
+        process_count=process_count,
+    )  # fmt: skip
+    ds = classification_dataset(images, labels, index, seed=0, aug=None, **dataset_kwargs)
     yield from ds.batch(local).prefetch(2).as_numpy_iterator()

@@ -82,3 +82,31 @@ def eval_plan(
     for step in range(-(-num_examples // batch_size)):
         g = global_indices(step, batch_size, process_index, process_count)
         yield g[g < num_examples]
+
+
+def plan_dataset(
+    num_examples: int,
+    *,
+    train: bool,
+    batch_size: int,
+    seed: int = 0,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """The plan as a `tf.data.Dataset` of (global index, example index) int64 scalars, one per
+    example of this process, in batch order: `train_plan` (endless) or `eval_plan` (g = example).
+    """
+    import tensorflow as tf  # only here: the plan itself is NumPy
+
+    where = {"batch_size": batch_size, "process_index": process_index}
+    where["process_count"] = process_count
+
+    def pairs():
+        if train:
+            yield from train_plan(num_examples, seed=seed, start_step=start_step, **where)
+        else:
+            yield from ((g, g) for g in eval_plan(num_examples, **where))
+
+    spec = tf.TensorSpec([None], tf.int64)
+    return tf.data.Dataset.from_generator(pairs, output_signature=(spec, spec)).unbatch()

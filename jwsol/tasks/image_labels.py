@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import ml_collections
 
-from jwsol.data import detection
+from jwsol.data import detection, records
 from jwsol.training.task import Batch, Task, Variables
 from jwsol.weights import merge
 
@@ -22,12 +22,12 @@ class ImageLabelTask(Task):
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
-        self.class_names = detection.class_names(config.data)
+        self.class_names = records.class_names(config.data)
         self.num_classes = len(self.class_names)
 
     @property
     def num_train_examples(self) -> int:
-        return detection.num_examples(self.config.data, self.config.data.train_split)
+        return records.num_examples(self.config.data, self.config.data.train_split)
 
     def train_batches(self, start_step, batch_size, process_index, process_count):
         ds = detection.build(

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 from absl import logging
 
 from jwsol import losses
-from jwsol.data import canvas, mnist, plan
+from jwsol.data import canvas, mnist
 from jwsol.errors import ConfigError
 from jwsol.models.sliding_window import SlidingWindowNet, parse_layers
 from jwsol.ops.boxes_np import iou
@@ -109,48 +106,30 @@ class SlidingWindowTask(Task):
     def num_train_examples(self) -> int:
         return len(self.train_images)
 
-    def _dataset(self, images, labels, indices, seed, train):
+    def _canvas_kwargs(self, train: bool) -> dict:
         d = self.config.data
-        crop = (self.train_crop, self.geom.stride) if train and self.train_crop else None
-        return canvas.canvas_dataset(
-            images, labels, indices, seed=seed, canvas_size=d.canvas_size,
-            scale_range=(d.scale_min, d.scale_max), max_rotation_deg=d.max_rotation_deg,
-            threshold=d.box_threshold, sample_with_replacement=train, crop=crop,
-        )  # fmt: skip
-
-    def _with_targets(self, batch: dict, geom) -> Batch:
-        batch = dict(batch)
-        targets = canvas.window_targets(batch["box"], batch["label"], geom)
-        batch.update({f"target_{k}": v for k, v in targets.items()})
-        return batch
+        return {
+            "canvas_size": d.canvas_size,
+            "scale_range": (d.scale_min, d.scale_max),
+            "max_rotation_deg": d.max_rotation_deg,
+            "threshold": d.box_threshold,
+            "crop": (self.train_crop, self.geom.stride) if train and self.train_crop else None,
+        }
 
     def train_batches(self, start_step, batch_size, process_index, process_count):
-        local = plan.local_batch_size(batch_size, process_count)
-        indices = tf.data.Dataset.from_generator(
-            lambda: (
-                plan.global_indices(s, batch_size, process_index, process_count)
-                for s in itertools.count(start_step)
-            ),
-            output_signature=tf.TensorSpec([local], tf.int64),
-        ).unbatch()
-        ds = self._dataset(self.train_images, self.train_labels, indices, self.config.seed, True)
-        ds = ds.batch(local, drop_remainder=True).prefetch(2)
-        for batch in ds.as_numpy_iterator():
-            yield self._with_targets(batch, self.train_geom)
+        return canvas.train_batches(
+            self.train_images, self.train_labels, geom=self.train_geom, seed=self.config.seed,
+            start_step=start_step, batch_size=batch_size, process_index=process_index,
+            process_count=process_count, **self._canvas_kwargs(train=True),
+        )  # fmt: skip
 
     def eval_batches(self, batch_size, process_index, process_count):
-        local = plan.local_batch_size(batch_size, process_count)
-        n = len(self.test_images)
-        indices = tf.data.Dataset.from_generator(
-            lambda: plan.eval_plan(n, batch_size=batch_size, process_index=process_index,
-                                   process_count=process_count),
-            output_signature=tf.TensorSpec([None], tf.int64),
-        ).unbatch()  # fmt: skip
-        ds = self._dataset(
-            self.test_images, self.test_labels, indices, self.config.seed + TEST_SEED_SALT, False
-        )
-        for batch in ds.batch(local).prefetch(2).as_numpy_iterator():
-            yield self._with_targets(batch, self.geom)
+        return canvas.eval_batches(
+            self.test_images, self.test_labels, geom=self.geom,
+            seed=self.config.seed + TEST_SEED_SALT, batch_size=batch_size,
+            process_index=process_index, process_count=process_count,
+            **self._canvas_kwargs(train=False),
+        )  # fmt: skip
 
     # Model ------------------------------------------------------------------------------------
     def init_variables(self, rng, batch):

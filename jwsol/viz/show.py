@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
-from jwsol.data import augment, detection
+from jwsol.data import augment, detection, records
 from jwsol.viz import data as viz_data
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "job config file whose .data is drawn")
@@ -34,7 +34,7 @@ def render(config_data: ConfigDict, split: str, index: int, out: str, top_n: int
     batch = next(ds.as_numpy_iterator())
     height, width = batch["image_size"][0]
     image = augment.denormalize(batch["image"][0])[:height, :width]
-    names = detection.class_names(config_data)
+    names = records.class_names(config_data)
     gt_mask = batch["gt_mask"][0]
     gt_names = [
         names[c] + (" (difficult)" if d else "")

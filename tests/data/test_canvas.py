@@ -142,3 +142,33 @@ def test_crop_is_a_grid_aligned_part_of_the_canvas_that_holds_the_object(crop_si
 def test_crop_off_the_window_grid_is_an_error():
     with pytest.raises(ValueError, match="multiple of 4"):
         _examples(seed=0, n=1, crop=(50, 4))
+
+
+def test_batches_follow_the_plan_resume_and_carry_window_targets():
+    from jwsol.data import fake
+
+    images, labels = fake.mnist("test")
+    geom = WindowGeometry(size=48, stride=4, offset=0, count=5, input_size=64)
+    kwargs = {"canvas_size": 64, "scale_range": (0.75, 1.25), "max_rotation_deg": 15.0,
+              "threshold": 0.0}  # fmt: skip
+    train = canvas.train_batches(images, labels, geom=geom, seed=1, start_step=0, batch_size=4,
+                                 **kwargs)  # fmt: skip
+    first = [next(train) for _ in range(3)]
+    resumed = next(canvas.train_batches(images, labels, geom=geom, seed=1, start_step=2,
+                                        batch_size=4, **kwargs))  # fmt: skip
+    for key in first[2]:
+        np.testing.assert_array_equal(resumed[key], first[2][key], err_msg=key)
+    halves = [
+        next(canvas.train_batches(images, labels, geom=geom, seed=1, start_step=1, batch_size=4,
+                                  process_index=p, process_count=2, **kwargs))
+        for p in range(2)
+    ]  # fmt: skip
+    np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]), first[1]["image"])
+    y0, y1, box = loop_targets(first[0]["box"], first[0]["label"], geom)
+    np.testing.assert_array_equal(first[0]["target_y0"], y0)
+    np.testing.assert_array_equal(first[0]["target_y1"], y1)
+    np.testing.assert_allclose(first[0]["target_box"], box, atol=1e-6)
+    evals = list(canvas.eval_batches(images[:10], labels[:10], geom=geom, seed=2, batch_size=4,
+                                     **kwargs))  # fmt: skip
+    assert [len(b["label"]) for b in evals] == [4, 4, 2]  # one canvas per image, last batch short
+    np.testing.assert_array_equal(np.concatenate([b["label"] for b in evals]), labels[:10])

@@ -10,6 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jwsol.data import augment, detection, fake, voc
+from jwsol.data import records as records_lib
+from jwsol.data.proposals import search as proposal_search
 from jwsol.errors import ConfigError, DataError
 
 DOG = np.array([10, 20, 60, 80], np.float32)  # image 000001 (120 x 90), edge convention
@@ -251,18 +253,18 @@ def test_plan_and_config_errors(voc_config):
     with pytest.raises(ConfigError, match="multiple of batch size"):
         next(detection.example_plan(10, train=True, seed=0, batch_size=4, start_index=6))
     with pytest.raises(ConfigError, match="data.source"):
-        detection.check_config(voc_config(source="coco"))
+        records_lib.check_config(voc_config(source="coco"))
     with pytest.raises(ConfigError, match="exceed data.image_size"):
-        detection.check_config(voc_config(resize_mode="longer_side", scales=(80,)))
+        records_lib.check_config(voc_config(resize_mode="longer_side", scales=(80,)))
     with pytest.raises(ConfigError, match="mat_file is empty"):
-        detection.check_config(voc_config(**{"proposals.mat_file": ""}))
+        records_lib.check_config(voc_config(**{"proposals.mat_file": ""}))
 
 
 def test_normalisation_is_exact_on_scenes(idx_folder, tmp_path, data_tools):
     config = data_tools.scenes_data_config(idx_folder, str(tmp_path))
-    records = detection.load_records(config, "test")
+    records = records_lib.load_records(config, "test")
     assert records.image_kind == "raw" and len(records) == 6
-    assert len(detection.class_names(config)) == 10 == records.labels.shape[1]
+    assert len(records_lib.class_names(config)) == 10 == records.labels.shape[1]
     batches = list(
         detection.build(config, "test", train=False, seed=0, batch_size=2).as_numpy_iterator()
     )
@@ -292,7 +294,7 @@ def test_corrupt_jpeg_and_missing_xml_are_counted_skips(
     with open(damaged, "wb") as f:
         f.write(bytes(data))
     config = data_tools.voc_data_config(voc_copy, voc_mat_template, str(tmp_path))
-    records = detection.load_records(config, "test")
+    records = records_lib.load_records(config, "test")
     assert records.image_ids == ["000002"]
     assert [path for path, _ in records.skipped] == [jpeg, xml, damaged]
     assert "cannot be decoded" in records.skipped[2][1]
@@ -302,7 +304,7 @@ def test_corrupt_jpeg_and_missing_xml_are_counted_skips(
     assert len(batches) == 1 and batches[0]["image_id"].tolist() == [b"000002"]
     config.strict = True
     with pytest.raises(DataError, match="000003.jpg"):
-        detection.load_records(config, "test")
+        records_lib.load_records(config, "test")
 
 
 def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, data_tools):
@@ -319,7 +321,7 @@ def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, d
     config = data_tools.voc_data_config(
         voc_root, str(tmp_path / "partial_{split}.mat"), str(tmp_path)
     )
-    records = detection.load_records(config, "test")
+    records = records_lib.load_records(config, "test")
     assert records.image_ids == ["000002", "000004"]
     assert records.skipped[0] == (
         mat,
@@ -328,7 +330,7 @@ def test_missing_ids_and_empty_proposals_are_counted_skips(voc_root, tmp_path, d
     assert records.skipped[1] == ("000003", "no valid proposal left after cleaning; image skipped")
     config.strict = True
     with pytest.raises(DataError, match="partial_test.mat: image id '000001'"):
-        detection.load_records(config, "test")
+        records_lib.load_records(config, "test")
 
 
 def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_path, data_tools):
@@ -342,7 +344,7 @@ def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_
     fake.write_xml(xml, "000002", spec["size"], objects)
     assert len(voc.parse_annotation(xml)["boxes"]) == 5
     config = data_tools.voc_data_config(voc_copy, voc_mat_template, str(tmp_path))
-    records = detection.load_records(config, "train")
+    records = records_lib.load_records(config, "train")
     k = records.image_ids.index("000002")
     np.testing.assert_array_equal(
         records.gt_boxes[k], [[0, 0, 100, 70], [20, 80, 70, 130], [89, 119, 100, 140]]
@@ -353,14 +355,14 @@ def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_
     assert not records.labels[k][voc.VOC_CLASSES.index("bus")]
     config.strict = True
     with pytest.raises(DataError, match="000002: true box"):
-        detection.load_records(config, "train")
+        records_lib.load_records(config, "train")
 
 
 def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools):
     folder = voc_config()
     with tfds.testing.mock_data(as_dataset_fn=data_tools.mock_as_dataset(voc_root)):
         config = voc_config(source="tfds")
-        records = detection.load_records(config, "train")
+        records = records_lib.load_records(config, "train")
     assert records.image_kind == "bytes" and records.image_ids == ["000001", "000002"]
     a = next(detection.build(folder, "train", train=True, seed=3, batch_size=2).as_numpy_iterator())
     b = next(detection.build(config, "train", train=True, seed=3, batch_size=2).as_numpy_iterator())
@@ -372,15 +374,14 @@ def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools)
 
 
 def test_grid_proposals_on_scenes(idx_folder, tmp_path, data_tools):
-    from jwsol.data import proposals
 
     config = data_tools.scenes_data_config(
         idx_folder,
         str(tmp_path),
         **{"proposals.method": "grid", "proposals.grid_sizes": (24, 32), "max_proposals": 300},
     )
-    records = detection.load_records(config, "train")
-    expected = proposals.grid_boxes(64, 64, (24, 32), (0.5, 1.0, 2.0), 0.25)
+    records = records_lib.load_records(config, "train")
+    expected = proposal_search.grid_boxes(64, 64, (24, 32), (0.5, 1.0, 2.0), 0.25)
     assert len(expected) <= 300
     for boxes in records.proposals:
         np.testing.assert_array_equal(boxes, expected)
@@ -396,7 +397,7 @@ def test_no_proposals_method_keeps_every_image_and_emits_no_proposal_keys(idx_fo
     config = data_tools.scenes_data_config(
         idx_folder, str(tmp_path), **{"proposals.method": "none"}
     )
-    records = detection.load_records(config, "test")
+    records = records_lib.load_records(config, "test")
     assert len(records) == 6 and all(p.shape == (0, 4) for p in records.proposals)
     batch = next(
         detection.build(config, "test", train=True, seed=0, batch_size=2).as_numpy_iterator()
@@ -451,7 +452,7 @@ def test_records_key_changes_exactly_with_what_shapes_the_records(key):
     base = common.detection_data()
     changed = common.detection_data()
     changed.update_from_flattened_dict({key: (SHAPES_RECORDS | LEAVES_RECORDS_ALONE)[key]})
-    a, b = detection.records_spec(base), detection.records_spec(changed)
+    a, b = records_lib.records_spec(base), records_lib.records_spec(changed)
     assert (a != b) == (key in SHAPES_RECORDS)
     assert (hash(a) != hash(b)) == (key in SHAPES_RECORDS)
 
@@ -461,12 +462,14 @@ def test_records_key_of_other_sources_and_methods():
 
     voc, mat = common.voc_data(), common.voc_data()
     mat.voc_root, mat.proposals.mat_order = "/voc", "xyxy"
-    assert detection.records_spec(voc) != detection.records_spec(mat)
+    assert records_lib.records_spec(voc) != records_lib.records_spec(mat)
     voc2 = common.voc_data()
     voc2.scenes.num_train, voc2.mnist.source, voc2.proposals.resize = 9, "fake", 64
-    assert detection.records_spec(voc) == detection.records_spec(voc2)  # scenes and search unread
+    assert records_lib.records_spec(voc) == records_lib.records_spec(
+        voc2
+    )  # scenes and search unread
     tfds = common.voc_data()
     tfds.source = "tfds"
     other = common.voc_data()
     other.source, other.tfds_data_dir = "tfds", "/x"
-    assert detection.records_spec(tfds) != detection.records_spec(other)
+    assert records_lib.records_spec(tfds) != records_lib.records_spec(other)

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from jwsol.data import fake, proposals
+from jwsol.data.proposals import mat as proposal_mat
+from jwsol.data.proposals import search as proposal_search
 from jwsol.errors import DataError
 from jwsol.ops.boxes_np import iou_matrix
 
@@ -16,9 +18,9 @@ def test_read_fast_rcnn_layout(tmp_path):
     path = str(tmp_path / "ss.mat")
     # (y1, x1, y2, x2), 1-based: rows 5..20 (y) and columns 11..40 (x).
     fake.write_mat(path, ["000005", "000007"], [[[5, 11, 20, 40]], [[1, 1, 8, 9], [2, 3, 4, 5]]])
-    mat = proposals.read_mat(path)
+    mat = proposal_mat.read_mat(path)
     assert mat.ids == ["000005", "000007"] and mat.scores is None
-    joined, order = proposals.join_mat(mat, {"000005": (50, 60), "000007": (10, 10)}, "yxyx")
+    joined, order = proposal_mat.join_mat(mat, {"000005": (50, 60), "000007": (10, 10)}, "yxyx")
     assert order == "yxyx"
     boxes, scores = joined["000005"]
     np.testing.assert_array_equal(boxes, [[10, 4, 40, 20]])  # x1-1, y1-1, x2, y2
@@ -35,10 +37,10 @@ def test_read_course_layout_with_scores_and_row_ids(tmp_path):
         scores=[[0.2, 0.9], [0.5]],
         ids_as_column=False,
     )
-    mat = proposals.read_mat(path)
+    mat = proposal_mat.read_mat(path)
     assert mat.ids == ["a", "b"]
     np.testing.assert_allclose(mat.scores[0], [0.2, 0.9])
-    joined, _ = proposals.join_mat(mat, {"a": (10, 10)}, "yxyx")
+    joined, _ = proposal_mat.join_mat(mat, {"a": (10, 10)}, "yxyx")
     assert set(joined) == {"a"}  # only the ids asked for
     np.testing.assert_allclose(joined["a"][1], [0.2, 0.9])
 
@@ -47,24 +49,24 @@ def test_bad_mat_files_name_the_file(tmp_path):
     import scipy.io
 
     with pytest.raises(DataError, match="nothere.mat: proposal file not found"):
-        proposals.read_mat(str(tmp_path / "nothere.mat"))
+        proposal_mat.read_mat(str(tmp_path / "nothere.mat"))
     garbage = str(tmp_path / "garbage.mat")
     with open(garbage, "wb") as f:
         f.write(b"\x00" * 300)
     with pytest.raises(DataError, match="garbage.mat"):
-        proposals.read_mat(garbage)
+        proposal_mat.read_mat(garbage)
     no_boxes = str(tmp_path / "noboxes.mat")
     scipy.io.savemat(no_boxes, {"images": np.array(["a"], dtype=object), "rois": np.zeros([1, 4])})
     with pytest.raises(DataError, match=r"noboxes.mat: missing variable\(s\) \['boxes'\]"):
-        proposals.read_mat(no_boxes)
+        proposal_mat.read_mat(no_boxes)
     uneven = str(tmp_path / "uneven.mat")
     fake.write_mat(uneven, ["a"], [[[1, 1, 2, 2], [1, 1, 3, 3]]], scores=[[0.5]])
     with pytest.raises(DataError, match="uneven.mat: image 'a' has 2 boxes but 1 boxScores"):
-        proposals.read_mat(uneven)
+        proposal_mat.read_mat(uneven)
     wide = str(tmp_path / "wide.mat")
     fake.write_mat(wide, ["a"], [np.ones([2, 5])])
     with pytest.raises(DataError, match=r"wide.mat: boxes of image 'a' have shape \(2, 5\)"):
-        proposals.read_mat(wide)
+        proposal_mat.read_mat(wide)
 
 
 def test_coordinate_order_is_checked_against_image_sizes(tmp_path):
@@ -81,18 +83,18 @@ def test_coordinate_order_is_checked_against_image_sizes(tmp_path):
     path = str(tmp_path / "xyxy.mat")
     fake.write_mat(path, ids, boxes)
     sizes = dict.fromkeys(ids, (50, 200))
-    mat = proposals.read_mat(path)
+    mat = proposal_mat.read_mat(path)
     with pytest.raises(
         DataError,
         match="xyxy.mat: with coordinate order 'yxyx'.*set data.proposals.mat_order='xyxy'",
     ):
-        proposals.join_mat(mat, sizes, "yxyx")
-    joined, order = proposals.join_mat(mat, sizes, "auto")
+        proposal_mat.join_mat(mat, sizes, "yxyx")
+    joined, order = proposal_mat.join_mat(mat, sizes, "auto")
     assert order == "xyxy"
     np.testing.assert_allclose(joined[ids[0]][0], boxes[0] - [1, 1, 0, 0], rtol=1e-6)
     # A file for other images fits neither order.
     with pytest.raises(DataError, match="does not belong to these images"):
-        proposals.join_mat(mat, dict.fromkeys(ids, (20, 20)), "yxyx")
+        proposal_mat.join_mat(mat, dict.fromkeys(ids, (20, 20)), "yxyx")
 
 
 def test_clean_proposals_by_hand():
@@ -132,24 +134,24 @@ def _two_rectangles() -> tuple[np.ndarray, np.ndarray]:
 
 def test_selective_search_finds_rectangles():
     image, truth = _two_rectangles()
-    boxes = proposals.selective_search(image, mode="fast")
+    boxes = proposal_search.selective_search(image, mode="fast")
     assert boxes.dtype == np.float32 and boxes.shape[1] == 4
     assert np.all(boxes >= 0) and np.all(boxes[:, [0, 2]] <= 120) and np.all(boxes[:, [1, 3]] <= 80)
     np.testing.assert_allclose(iou_matrix(truth, boxes).max(axis=1), [1.0, 1.0])
     # Run at twice the size, the boxes come back in the original pixels.
-    upscaled = proposals.selective_search(image, mode="fast", resize=240)
+    upscaled = proposal_search.selective_search(image, mode="fast", resize=240)
     assert iou_matrix(truth, upscaled).max(axis=1).min() > 0.9
     # Same image -> same boxes in the same order (C rand() is seeded per image).
-    np.testing.assert_array_equal(proposals.selective_search(image), boxes)
+    np.testing.assert_array_equal(proposal_search.selective_search(image), boxes)
 
 
 def test_grid_boxes_by_hand():
-    boxes = proposals.grid_boxes(20, 30, sizes=[10], ratios=[1.0], stride=0.5)
+    boxes = proposal_search.grid_boxes(20, 30, sizes=[10], ratios=[1.0], stride=0.5)
     # x starts 0, 5, 10, 15, 20 (last flush with 30); y starts 0, 5, 10.
     assert len(boxes) == 15
     np.testing.assert_array_equal(boxes[0], [0, 0, 10, 10])
     np.testing.assert_array_equal(boxes[-1], [20, 10, 30, 20])
-    tall = proposals.grid_boxes(20, 30, sizes=[8], ratios=[0.25], stride=1.0)  # 4 x 16 boxes
+    tall = proposal_search.grid_boxes(20, 30, sizes=[8], ratios=[0.25], stride=1.0)  # 4 x 16 boxes
     np.testing.assert_allclose(tall[:, 2] - tall[:, 0], 4.0)
     np.testing.assert_allclose(tall[:, 3] - tall[:, 1], 16.0)
     assert np.all(tall[:, 3] <= 20) and np.all(tall[:, 2] <= 30)
@@ -158,9 +160,9 @@ def test_grid_boxes_by_hand():
 def test_compute_in_workers_equals_in_process():
     image, _ = _two_rectangles()
     items = [image, image[:, ::-1].copy(), image[::-1].copy(), image[:40], image[:, :60]]
-    settings = proposals.SearchSettings(method="selective_search")
-    serial = proposals.compute(items, settings, num_workers=1)
-    parallel = proposals.compute(items, settings, num_workers=2)
+    settings = proposal_search.SearchSettings(method="selective_search")
+    serial = proposal_search.compute(items, settings, num_workers=1)
+    parallel = proposal_search.compute(items, settings, num_workers=2)
     assert len(parallel) == len(items)
     for a, b in zip(serial, parallel, strict=True):
         np.testing.assert_array_equal(a, b)
@@ -168,8 +170,8 @@ def test_compute_in_workers_equals_in_process():
 
 def test_compute_cached_reads_the_cache(tmp_path, monkeypatch):
     image, _ = _two_rectangles()
-    settings = proposals.SearchSettings(method="selective_search")
-    first = proposals.compute_cached(
+    settings = proposal_search.SearchSettings(method="selective_search")
+    first = proposal_search.compute_cached(
         [image], ["img"], settings, cache_dir=str(tmp_path), tag="t", split="train", num_workers=1
     )
     files = os.listdir(tmp_path)
@@ -178,19 +180,19 @@ def test_compute_cached_reads_the_cache(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("recomputed despite the cache")
 
-    monkeypatch.setattr(proposals, "compute", fail)
-    again = proposals.compute_cached(
+    monkeypatch.setattr(proposal_search, "compute", fail)
+    again = proposal_search.compute_cached(
         [image], ["img"], settings, cache_dir=str(tmp_path), tag="t", split="train", num_workers=1
     )
     np.testing.assert_array_equal(first[0], again[0])
-    other = proposals.SearchSettings(method="selective_search", resize=160)
-    assert proposals.cache_path(str(tmp_path), "t", "train", other, ["img"]) != os.path.join(
+    other = proposal_search.SearchSettings(method="selective_search", resize=160)
+    assert proposal_search.cache_path(str(tmp_path), "t", "train", other, ["img"]) != os.path.join(
         str(tmp_path), files[0]
     )
     with open(os.path.join(tmp_path, files[0]), "wb") as f:
         f.write(b"junk")
     with pytest.raises(DataError, match="unreadable proposal cache"):
-        proposals.compute_cached(
+        proposal_search.compute_cached(
             [image],
             ["img"],
             settings,

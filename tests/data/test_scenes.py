@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jwsol.data import mnist, proposals, scenes
+from jwsol.data.proposals import search as proposal_search
 from jwsol.errors import ConfigError, DataError
 from jwsol.metrics.detection import proposal_recall
 from jwsol.ops.boxes_np import iou_matrix
@@ -114,8 +115,8 @@ def test_selective_search_recall_on_scenes(fashion_test):
     images, labels = fashion_test
     data = scenes.generate(images, labels, 24, scenes.SceneSettings(), "test")
     gts = [data.boxes[n, : data.counts[n]] for n in range(len(data))]
-    settings = proposals.SearchSettings(method="selective_search")
-    boxes = proposals.compute(list(data.images), settings, num_workers=1)
+    settings = proposal_search.SearchSettings(method="selective_search")
+    boxes = proposal_search.compute(list(data.images), settings, num_workers=1)
     cleaned = [proposals.clean_proposals(b, None, 128, 128, min_size=4, top_k=0)[0] for b in boxes]
     assert proposal_recall(cleaned, gts, 0.5, plus_one=False) >= 0.9
     assert max(len(b) for b in cleaned) <= 200  # fits the default max_proposals

@@ -164,7 +164,11 @@ def test_pretrained_weights_fill_all_but_stem_conv_and_classifier(tmp_path, idx_
 
     config = config_lib.load(
         "configs/resnet_tinyimagenet.py:fashion_mnist",
-        {"data.folder": idx_folder, "pretrained.path": folder, "pretrained.from_scratch": False},
+        {
+            "data.mnist.folder": idx_folder,
+            "pretrained.path": folder,
+            "pretrained.from_scratch": False,
+        },
     )
     task = classification.ClassificationTask(config)  # small_input: a 3x3 stem
     fresh = jax.eval_shape(
