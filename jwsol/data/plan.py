@@ -6,7 +6,8 @@ Global example index `g` (0, 1, 2, ...) is the unit. Global batch `k` holds the 
 `epoch_permutation(seed, g // N)[g % N]` (a fresh permutation per epoch, N examples), and every
 random choice for it is a function of `(seed, g)`; so the batches from step `k` on are those an
 uninterrupted run sees from step k. Evaluation walks the examples `0 .. N - 1` once in order,
-with a short last batch (the training loop pads it). NumPy only.
+with a short last batch split evenly over the processes (the training loop pads it). NumPy
+only (`plan_dataset` wraps it for tf.data).
 """
 
 from __future__ import annotations
@@ -75,13 +76,19 @@ def train_plan(
 def eval_plan(
     num_examples: int, *, batch_size: int, process_index: int = 0, process_count: int = 1
 ) -> Iterator[np.ndarray]:
-    """This process's example indices (= global indices) int64 [<= B] of each global batch, in
-    order; the last global batch is short, so a process may get fewer (or none) there."""
+    """This process's example indices (= global indices) int64 of each global batch, in order.
+
+    Full batches give each process its contiguous B; the short last one is split as evenly
+    (so every process has as many batches, unless it holds fewer examples than processes).
+    """
     if not 0 <= process_index < process_count:
         raise ConfigError(f"process_index {process_index} outside 0..{process_count - 1}.")
-    for step in range(-(-num_examples // batch_size)):
-        g = global_indices(step, batch_size, process_index, process_count)
-        yield g[g < num_examples]
+    local_batch_size(batch_size, process_count)
+    for start in range(0, num_examples, batch_size):
+        size = min(batch_size, num_examples - start)
+        lo = start + process_index * size // process_count
+        hi = start + (process_index + 1) * size // process_count
+        yield np.arange(lo, hi, dtype=np.int64)
 
 
 def plan_dataset(

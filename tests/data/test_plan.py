@@ -44,7 +44,7 @@ def test_the_permutation_is_a_pure_function_of_seed_and_epoch():
     assert a.tolist() != plan.epoch_permutation(7, 3, 50).tolist()
 
 
-def test_eval_plan_covers_each_example_once_with_a_short_last_batch():
+def test_eval_plan_covers_each_example_once_with_a_short_last_batch_split_evenly():
     assert [b.tolist() for b in plan.eval_plan(10, batch_size=4)] == [
         [0, 1, 2, 3], [4, 5, 6, 7], [8, 9]
     ]  # fmt: skip
@@ -52,7 +52,7 @@ def test_eval_plan_covers_each_example_once_with_a_short_last_batch():
         [b.tolist() for b in plan.eval_plan(10, batch_size=4, process_index=p, process_count=2)]
         for p in range(2)
     ]
-    assert parts == [[[0, 1], [4, 5], [8, 9]], [[2, 3], [6, 7], []]]
+    assert parts == [[[0, 1], [4, 5], [8]], [[2, 3], [6, 7], [9]]]  # as many batches each
     assert list(plan.eval_plan(0, batch_size=4)) == []
 
 
