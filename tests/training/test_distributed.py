@@ -27,12 +27,15 @@ def _env(devices: int) -> dict:
     )
 
 
-def _args(workdir, idx_folder):
+def _args(workdir):
+    # 33 test canvases in eval batches of 16: the last global batch holds one canvas, so one
+    # process evaluates an empty last batch while the other evaluates that canvas.
     return [
         sys.executable, "train.py", "--config", "configs/sliding_window.py:smoke",
         "--workdir", str(workdir),
         "--config.train.num_steps=4", "--config.train.log_every=1",
         "--config.train.eval_every=0", "--config.train.checkpoint_every=2",
+        "--config.data.num_test=33",
     ]  # fmt: skip
 
 
@@ -42,10 +45,10 @@ def _results(workdir):
     return [r["loss"] for r in rows if "loss" in r], final
 
 
-def test_two_processes_match_one_process_with_two_devices(tmp_path, idx_folder):
+def test_two_processes_match_one_process_with_two_devices(tmp_path):
     one = tmp_path / "one"
     result = subprocess.run(
-        _args(one, idx_folder), cwd=ROOT, env=_env(NUM_PROCESSES), capture_output=True,
+        _args(one), cwd=ROOT, env=_env(NUM_PROCESSES), capture_output=True,
         text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -55,7 +58,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path, idx_folder):
     procs = [
         subprocess.Popen(
             [
-                *_args(many, idx_folder),
+                *_args(many),
                 f"--coordinator_address={address}",
                 f"--num_processes={NUM_PROCESSES}",
                 f"--process_id={i}",
@@ -74,7 +77,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path, idx_folder):
 
     losses_one, final_one = _results(one)
     losses_many, final_many = _results(many)
-    assert len(losses_one) == 4
+    assert len(losses_one) == 4 and final_one["num_examples"] == 33
     assert losses_many == pytest.approx(losses_one, rel=1e-5, abs=1e-5)
     assert final_many.keys() == final_one.keys()
     for key, value in final_one.items():
@@ -82,9 +85,9 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path, idx_folder):
     assert sorted(os.listdir(many / "checkpoints")) == sorted(os.listdir(one / "checkpoints"))
 
 
-def test_coordinator_without_process_count_is_a_one_line_error(tmp_path, idx_folder):
+def test_coordinator_without_process_count_is_a_one_line_error(tmp_path):
     result = subprocess.run(
-        [*_args(tmp_path, idx_folder), "--coordinator_address=localhost:1"],
+        [*_args(tmp_path), "--coordinator_address=localhost:1"],
         cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 2
