@@ -44,6 +44,7 @@ def test_bad_layer_spec_names_the_item(bad):
         "c4s2x8,c3x8,p2,c3x8,c3x8",
     ],
 )
+@pytest.mark.slow
 def test_each_output_cell_is_the_net_on_its_window(spec):
     model = SlidingWindowNet(parse_layers(spec), batch_norm=True)
     geom = model.window_geometry(64)

@@ -36,6 +36,7 @@ def smoke_run(cache_dir, tmp_path_factory):
     return workdir, loop.run(tasks.build(smoke(cache_dir)), workdir)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
     workdir, metrics = smoke_run
     with open(os.path.join(workdir, "eval_metrics.json")) as f:
@@ -55,6 +56,7 @@ def test_smoke_run_writes_metrics_figures_and_curves(smoke_run):
     assert os.path.exists(os.path.join(workdir, "figures", "curves.png"))
 
 
+@pytest.mark.slow
 def test_eval_mode_reproduces_the_final_metrics(cache_dir, smoke_run):
     workdir, metrics = smoke_run
     again = loop.run(tasks.build(smoke(cache_dir)), workdir, mode="eval")

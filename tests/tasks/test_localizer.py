@@ -241,6 +241,7 @@ def test_voc_config_weights_fit_the_model():
     )
 
 
+@pytest.mark.slow
 def test_voc_config_reads_a_vocdevkit_and_evaluates(tmp_path):
     """The default (VOC) config on a 4-image VOCdevkit: no proposal file, no training needed."""
     root = fake.make_vocdevkit(str(tmp_path))
@@ -297,6 +298,7 @@ def smoke_run(idx_folder, tmp_path_factory):
     return workdir, cache, metrics
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_metrics_and_figures(smoke_run):
     workdir, _, metrics = smoke_run
     final = read_json(workdir, "eval_metrics.json")
@@ -321,6 +323,7 @@ def test_smoke_run_writes_metrics_and_figures(smoke_run):
     assert "eval/loss" in evals[0] and np.isfinite(evals[0]["eval/loss"])
 
 
+@pytest.mark.slow
 def test_eval_mode_reproduces_the_final_metrics(smoke_run, idx_folder):
     workdir, cache, _ = smoke_run
     before = read_json(workdir, "eval_metrics.json")

@@ -34,6 +34,7 @@ def smoke_run(idx_folder, tmp_path_factory):
     return workdir, loop.run(tasks.build(smoke(idx_folder, cache)), workdir)
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_metrics_and_figures(smoke_run):
     workdir, metrics = smoke_run
     with open(os.path.join(workdir, "eval_metrics.json")) as f:

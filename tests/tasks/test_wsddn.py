@@ -133,6 +133,7 @@ def smoke_run(idx_folder, tmp_path_factory):
     return workdir, cache, metrics
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_detection_metrics_and_figures(smoke_run):
     workdir, _, metrics = smoke_run
     final = read_json(os.path.join(workdir, "eval_metrics.json"))
@@ -149,6 +150,7 @@ def test_smoke_run_writes_detection_metrics_and_figures(smoke_run):
     assert [r["step"] for r in rows if "eval/map" in r] == [2, 4]
 
 
+@pytest.mark.slow
 def test_eval_mode_reproduces_eval_metrics(idx_folder, smoke_run):
     workdir, cache, _ = smoke_run
     before = read_json(os.path.join(workdir, "eval_metrics.json"))

@@ -33,6 +33,7 @@ def _page_faults(mode: str) -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt is Linux-only")
+@pytest.mark.slow
 def test_tune_malloc_reuses_freed_buffers():
     # Default glibc: each 32 MB buffer is a fresh mmap whose pages fault in again (here ~500
     # faults per buffer, fewer with transparent huge pages); tuned: the freed heap is reused.

@@ -13,6 +13,8 @@ from jwsol.training import config as config_lib
 from jwsol.training import loop
 from jwsol.training.task import EvalContext
 
+pytestmark = pytest.mark.slow  # smoke training runs through the loop
+
 
 def read_json(path):
     with open(path) as f:

@@ -208,6 +208,7 @@ def test_alexnet_parity(height, width):
 # resnet34 has resnet18's blocks; its table is covered by test_ported_tree_has_the_shapes_of_init.
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 @jax.default_matmul_precision("float32")
+@pytest.mark.slow
 def test_resnet_parity_eval_mode(arch):
     x = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
     with torch.no_grad():
@@ -333,6 +334,7 @@ def test_drop_classifier():
 # ---------------------------------------------------------------- files and the command
 
 
+@pytest.mark.slow
 def test_command_round_trip_without_torch(resnet18_pth, tmp_path):
     pth, out = resnet18_pth, str(tmp_path / "resnet18")
     cmd = [sys.executable, "-m", "jwsol.weights.torchvision", "--arch", "resnet18", "--pth", pth]
