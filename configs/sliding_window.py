@@ -28,38 +28,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "box_threshold": 0.0,  # the true box covers transformed pixels above this (in [0, 1])
         "num_test": 10000,  # test canvases (one per test image, fixed placement); 0: all
         # Train on a random train_crop x train_crop part of each canvas that holds the whole
-        # object, its corner on the window grid: the net is fully convolutional, so this
-        # computes just the windows near the object (3x3 of the 5x5), a step 1.46x faster
-        # (45 against 65 ms). 0: whole canvases. Test canvases are always whole.
+        # object, its corner on the window grid: the net is fully convolutional, so a step
+        # computes just the windows near the object. 0: whole canvases. Test canvases are
+        # always whole.
         "train_crop": 56,
     })  # fmt: skip
     config.model = ml_collections.ConfigDict({
         # cKxF: VALID conv KxK with F features + ReLU (cKsSxF: stride S); pK: max pool K. A 1x1
         # head follows. This stack sees 48x48 windows every 4 px: 5x5 windows on a 64x64
         # canvas. The 2x2 stride-2 first conv (a learned space-to-depth) leaves the rest at
-        # half resolution: 1.15x faster per step here than "c5x16,p2,c3x32,c3x32,p2,c3x64,
-        # c3x64,c5x128,c1x128" with more depth and width (docs/sliding_window.md).
+        # half resolution, which buys depth and width per second (docs/sliding_window.md).
         "layers": "c2s2x32,c3x32,p2,c3x64,c3x64,c3x128,c3x128,c3x128",
         "batch_norm": True,  # BatchNorm after every conv (an affine map at eval time)
     })  # fmt: skip
     config.loss = ml_collections.ConfigDict({
-        # Weights of the class NLL and box error against the detection BCE. On whole canvases
-        # class weight 4 gave accuracy 0.870 against 0.856 with 1 (7,000 steps), mean IoU 0.799
-        # against 0.837; a 56 px crop has about half the positive windows, and 8 ranked best.
+        # Weights of the class NLL and box error against the detection BCE: a heavier class
+        # term trades box accuracy for class accuracy (measured: docs/sliding_window.md).
         "cls_weight": 8.0,
         "box_weight": 1.0,
         "label_smoothing": 0.1,  # eps of the class cross-entropy (0: the plain NLL)
     })  # fmt: skip
-    # Batch 32 (16 measured the same per example); 10,500 steps of 32 on 56 px crops train in
-    # about 9.1 minutes on 2 CPU cores with train.py's CPU settings (jwsol.training.cpu). No evaluation
-    # before the final one (each costs ~20 s of the 10-minute budget; set eval_every to see
-    # the curve).
+    # Sized for about 10 minutes of training on 2 CPU cores (docs/sliding_window.md). Only the
+    # final evaluation: each one costs a share of that budget (set eval_every for the curve).
     config.train.batch_size = 32
     config.train.num_steps = 10500
     config.train.log_every = 100
     config.train.eval_every = 0
     config.train.checkpoint_every = 1500
-    config.train.cpu_eigen = True  # Eigen kernels on CPU: 78 instead of 91 ms a step here
+    config.train.cpu_eigen = True  # Eigen kernels on CPU: faster for this net's step
     config.optimizer.name = "adamw"  # decoupled weight decay 0.1 (x the learning rate)
     config.optimizer.weight_decay = 0.1
     config.optimizer.learning_rate = 2e-3

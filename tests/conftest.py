@@ -7,7 +7,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # noqa: E402
+import jax
 
 # Compiled programs persist between runs (most of a test's time is XLA compiling it), so a
 # repeated `pytest -m "not slow"` spends its time on the tests. JWSOL_TEST_JAX_CACHE='' disables.

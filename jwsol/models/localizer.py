@@ -17,8 +17,29 @@ import jax
 import jax.numpy as jnp
 
 from jwsol.models.alexnet import AlexNetFeatures
+from jwsol.ops.windows import Layer, receptive_field
 
 POOLINGS = ("max", "avg", "lse")
+# conv1 .. conv5 of AlexNet (torch paddings, max pools 3x3/2), then conv6 3x3 unpadded, conv7 and
+# score 1x1: the geometry of one score-map cell. It does not depend on the width multiplier.
+LAYERS = (
+    Layer("conv", 11, 4, 2),
+    Layer("pool", 3, 2),
+    Layer("conv", 5, 1, 2),
+    Layer("pool", 3, 2),
+    Layer("conv", 3, 1, 1),
+    Layer("conv", 3, 1, 1),
+    Layer("conv", 3, 1, 1),
+    Layer("conv", 3, 1, 0),
+    Layer("conv", 1),
+    Layer("conv", 1),
+)
+
+
+def score_map_geometry() -> tuple[float, float]:
+    """(centre of cell 0, distance between cells) of the score map, in input pixel edges."""
+    size, stride, offset = receptive_field(LAYERS)
+    return offset + size / 2.0, float(stride)
 
 
 def global_pool(score_map: jax.Array, pooling: str, lse_r: float = 10.0) -> jax.Array:

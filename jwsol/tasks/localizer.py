@@ -20,15 +20,10 @@ A localization sample is one (image, class) pair for every class with a true box
 the non-difficult boxes of that class. Heatmaps of true classes are scored whatever the
 classifier predicts (the "ground-truth known" protocol of Choe et al.).
 
-Coordinate frame: the eval-scale image of the pipeline (`gt_boxes` of the batch: resized, never
-flipped in eval), pixel-edge coordinates, IoU without `+1`; IoU does not change under the axis
-scaling back to the original image. The map of an S x S canvas is placed on it as
-eval.heatmap_alignment says: 'receptive_field' puts each cell at the centre of its receptive
-field (cell m at 31.5 + 16 m px for AlexNet, `score_map_geometry`), 'stretch' spreads the map
-over the canvas as `cv2.resize` would (cell m at (m + 0.5) S / h), the common CAM practice,
-which shifts the outer cells of an AlexNet map by up to 1.5 cells. Box metrics are computed at
-the image's resolution, or with its longer side shrunk to eval.box_max_side when that is > 0
-(boxes scaled alike: an approximation, quantised to image/box_max_side px).
+Boxes and maps live in the eval-scale image of the pipeline (pixel edges, IoU without `+1`);
+eval.heatmap_alignment places the map on it ('receptive_field': each cell at the centre of its
+receptive field, `models.localizer.score_map_geometry`; 'stretch': as cv2.resize would), and
+eval.box_max_side > 0 scores on a shrunk copy (docs/localizer.md).
 
 Box metrics come with the final evaluation (every one with eval.box_metrics_every_eval) and in
 --mode=eval: the threshold sweep labels T masks per sample, too slow for every evaluation.
@@ -53,34 +48,13 @@ from jwsol.data import augment, detection
 from jwsol.errors import ConfigError
 from jwsol.metrics import localization, multilabel
 from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
-from jwsol.models.localizer import POOLINGS, LocalizerAlexNet
+from jwsol.models.localizer import POOLINGS, LocalizerAlexNet, score_map_geometry
 from jwsol.ops.boxes_np import iou_matrix
-from jwsol.ops.windows import Layer, receptive_field
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator, Variables
 from jwsol.viz.heatmaps import ClassMap, ImageMaps, box_curves, heatmap_grid
 
-# conv1 .. conv5 of AlexNet (torch paddings, max pools 3x3/2), then conv6 3x3 unpadded, conv7 and
-# score 1x1: the geometry of one score-map cell. It does not depend on the width multiplier.
-LOCALIZER_LAYERS = (
-    Layer("conv", 11, 4, 2),
-    Layer("pool", 3, 2),
-    Layer("conv", 5, 1, 2),
-    Layer("pool", 3, 2),
-    Layer("conv", 3, 1, 1),
-    Layer("conv", 3, 1, 1),
-    Layer("conv", 3, 1, 1),
-    Layer("conv", 3, 1, 0),
-    Layer("conv", 1),
-    Layer("conv", 1),
-)
 ALIGNMENTS = ("receptive_field", "stretch")
-
-
-def score_map_geometry() -> tuple[float, float]:
-    """(centre of cell 0, distance between cells) of the score map, in input pixel edges."""
-    size, stride, offset = receptive_field(LOCALIZER_LAYERS)
-    return offset + size / 2.0, float(stride)
 
 
 def cam_threshold_grid(config: ml_collections.ConfigDict) -> tuple[np.ndarray, int]:

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from jwsol.models import localizer
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.localizer import LocalizerAlexNet, global_pool
+from jwsol.ops import windows
 
 
 def _numpy_pool(s, pooling, r):
@@ -88,3 +90,20 @@ def test_backbone_subtree_matches_alexnet_features():
     shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(tree).items()}
     assert shapes(loc["params"]["features"]) == shapes(alex["params"]["features"])
     assert sorted(loc["params"]) == ["conv6", "conv7", "features", "score"]
+
+
+@pytest.mark.parametrize("size", [96, 192, 512])
+def test_layer_table_predicts_the_model_map(size):
+    model = LocalizerAlexNet(num_classes=3, width=0.125)
+    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    out = jax.eval_shape(model.apply, variables, x)
+    cells = windows.output_size(localizer.LAYERS, size)
+    assert out["score_map"].shape == (1, cells, cells, 3)
+    assert size != 512 or cells == 29
+
+
+def test_receptive_field_centres_by_hand():
+    # conv1 cell i spans input [4i - 2, 4i + 9); pool1 cell j: conv1 2j..2j+2 -> centre 8j + 7.5;
+    # pool2 cell k: centre 16k + 15.5; conv6 (3x3, unpadded) cell m: pool2 m + 1 -> 16m + 31.5.
+    assert localizer.score_map_geometry() == (31.5, 16.0)

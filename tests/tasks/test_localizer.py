@@ -13,7 +13,6 @@ from jwsol.data import fake
 from jwsol.errors import ConfigError
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.localizer import LocalizerAlexNet
-from jwsol.ops import windows
 from jwsol.tasks import localizer as loc
 from jwsol.training import config as config_lib
 from jwsol.training import loop
@@ -37,23 +36,6 @@ def smoke(idx_folder, cache_dir, **overrides):
 
 
 # Heatmap placement -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("size", [96, 192, 512])
-def test_layer_table_predicts_the_model_map(size):
-    model = LocalizerAlexNet(num_classes=3, width=0.125)
-    x = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), x)
-    out = jax.eval_shape(model.apply, variables, x)
-    cells = windows.output_size(loc.LOCALIZER_LAYERS, size)
-    assert out["score_map"].shape == (1, cells, cells, 3)
-    assert size != 512 or cells == 29
-
-
-def test_receptive_field_centres_by_hand():
-    # conv1 cell i spans input [4i - 2, 4i + 9); pool1 cell j: conv1 2j..2j+2 -> centre 8j + 7.5;
-    # pool2 cell k: centre 16k + 15.5; conv6 (3x3, unpadded) cell m: pool2 m + 1 -> 16m + 31.5.
-    assert loc.score_map_geometry() == (31.5, 16.0)
 
 
 # Evaluator by hand -----------------------------------------------------------------------------
