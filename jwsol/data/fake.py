@@ -19,8 +19,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from jwsol.data import mnist as mnist_source
 from jwsol.data import tinyimagenet
+from jwsol.data.idx import write_idx
 
 # ----------------------------------------------------------------------------------------------
 # MNIST-shaped objects.
@@ -57,10 +57,8 @@ def write_mnist_folder(folder: str, n_train: int = MNIST_TRAIN, n_test: int = MN
     os.makedirs(folder, exist_ok=True)
     for split, (images, labels) in mnist_splits(n_train, n_test, seed).items():
         prefix = "train" if split == "train" else "t10k"
-        mnist_source.write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"), images)
-        mnist_source.write_idx(
-            os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), labels.astype(np.uint8)
-        )
+        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte.gz"), images)
+        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte.gz"), labels.astype(np.uint8))
     return folder
 
 

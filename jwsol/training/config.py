@@ -8,7 +8,7 @@ import ml_collections
 def load(spec: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """Loads 'configs/NAME.py[:VARIANT]' as train.py does (locked), with dotted overrides.
 
-    For notebooks and tests: `load('configs/sliding_window.py:smoke', {'data.folder': d})`.
+    For notebooks and tests: `load('configs/sliding_window.py:smoke', {'train.num_steps': 20})`.
     """
     import importlib.util
     import os

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from jwsol.data import mnist
+from jwsol.data import idx, mnist
 from jwsol.errors import DataError
 
 
@@ -12,33 +12,33 @@ from jwsol.errors import DataError
 def test_idx_round_trip(tmp_path, name):
     array = np.random.default_rng(0).integers(0, 256, (5, 28, 28)).astype(np.uint8)
     path = str(tmp_path / name)
-    mnist.write_idx(path, array)
-    np.testing.assert_array_equal(mnist.read_idx(path), array)
+    idx.write_idx(path, array)
+    np.testing.assert_array_equal(idx.read_idx(path), array)
 
 
 def test_idx_header_by_hand(tmp_path):
     # magic 0x00000801 (ubyte, 1 dim), size 3, then the bytes: the MNIST label file layout.
     path = tmp_path / "labels"
     path.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 1]))
-    np.testing.assert_array_equal(mnist.read_idx(str(path)), [7, 2, 1])
+    np.testing.assert_array_equal(idx.read_idx(str(path)), [7, 2, 1])
 
 
 def test_truncated_file_names_the_file(tmp_path):
     path = tmp_path / "x-idx3-ubyte"
     path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 2, 1, 2, 3]))
     with pytest.raises(DataError, match="x-idx3-ubyte.*truncated"):
-        mnist.read_idx(str(path))
+        idx.read_idx(str(path))
 
 
 def test_bad_magic_and_corrupt_gzip(tmp_path):
     bad = tmp_path / "bad-idx1-ubyte"
     bad.write_bytes(b"\x01\x02\x08\x01")
     with pytest.raises(DataError, match="bad magic"):
-        mnist.read_idx(str(bad))
+        idx.read_idx(str(bad))
     corrupt = tmp_path / "c-idx1-ubyte.gz"
     corrupt.write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x05")[:-6])
     with pytest.raises(DataError, match="c-idx1-ubyte.gz"):
-        mnist.read_idx(str(corrupt))
+        idx.read_idx(str(corrupt))
 
 
 def test_load_folder(idx_folder):
@@ -58,8 +58,8 @@ def test_unknown_source():
 
 
 def test_mismatched_counts(tmp_path):
-    mnist.write_idx(str(tmp_path / "train-images-idx3-ubyte"), np.zeros((3, 28, 28), np.uint8))
-    mnist.write_idx(str(tmp_path / "train-labels-idx1-ubyte"), np.zeros((4,), np.uint8))
+    idx.write_idx(str(tmp_path / "train-images-idx3-ubyte"), np.zeros((3, 28, 28), np.uint8))
+    idx.write_idx(str(tmp_path / "train-labels-idx1-ubyte"), np.zeros((4,), np.uint8))
     with pytest.raises(DataError, match="expected images"):
         mnist.load_idx_folder(str(tmp_path), "train")
 

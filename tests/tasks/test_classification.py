@@ -141,7 +141,8 @@ def test_source_errors(tmp_path, idx_folder):
 )
 def test_bad_model_values_are_config_errors(idx_folder, overrides, message):
     config = config_lib.load(
-        "configs/resnet_tinyimagenet.py:fashion_mnist", {"data.folder": idx_folder, **overrides}
+        "configs/resnet_tinyimagenet.py:fashion_mnist",
+        {"data.mnist.folder": idx_folder, **overrides},
     )
     with pytest.raises(ConfigError, match=message):
         classification.ClassificationTask(config)
