@@ -273,8 +273,8 @@ class Runner:
             compiler_options=self.compiler_options,
         )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
-        log_every, eval_every = self.durations.log_every, self.durations.eval_every
-        checkpoint_every = self.durations.checkpoint_every
+        log_every, checkpoint_every = self.durations.log_every, self.durations.checkpoint_every
+        eval_steps = set(self.durations.eval_schedule)  # the last one runs after the loop
         pending: list[dict] = []
         bar = tqdm(
             total=self.total_steps,
@@ -305,7 +305,7 @@ class Runner:
                 pending, clock, seen = [], time.time(), 0
             if done % checkpoint_every == 0 or last:
                 self.checkpointer.save(done, state)
-            if eval_every and done % eval_every == 0 and not last:
+            if done in eval_steps and not last:
                 self._write_eval(done, final=False, state=state)
         bar.close()
         self.checkpointer.wait()
