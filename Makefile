@@ -3,7 +3,7 @@ PYTHON ?= python3
 WORKDIR ?= runs/main
 MAIN_CONFIG ?= configs/wsddn.py:scenes
 
-.PHONY: setup data run test lint bench
+.PHONY: setup data run test test-fast lint bench
 
 setup: data
 	$(PYTHON) -m pip install -q -e '.[dev]'
@@ -21,6 +21,10 @@ run:
 
 test:
 	$(PYTHON) -m pytest tests -q
+
+# The inner loop: everything but the tests marked slow, over both cores.
+test-fast:
+	$(PYTHON) -m pytest tests -q -m "not slow" -n 2
 
 lint:
 	ruff format --check . && ruff check .

@@ -4,34 +4,15 @@ for the "robust" variant), trained from image labels and scored on true boxes.
 Training: `LocalizerAlexNet` gives a score map [N, h, w, C]; its global pool (config.model.pooling)
 is the image logit; the loss is `losses.image_label_bce` with the batch's label_weights.
 
-Evaluation (`LocalizerEvaluator`), the keys of eval_metrics.json:
-  map, ap/<class>   mAP of sigmoid(logits) over the classes with a positive (metrics.multilabel;
-                    entries with label_weight 0 are left out).
-  recall            recall at probability >= eval.recall_threshold, mean over classes
-                    (recall_micro: positives pooled); fbeta too when eval.fbeta > 0.
-  loss, label_accuracy   the training loss and its metric on the eval split (so the run's
-                    curves.png pairs train and test loss).
-  corloc, max_box_acc, max_box_acc_v2, box_coverage, mask_in_box (and their variants)
-                    the box metrics of `metrics.localization` over the localization samples
-                    below, at eval.cam_threshold on a grid of eval.num_cam_thresholds; the
-                    figure box_curves plots them over the thresholds.
-A localization sample is one (image, class) pair for every class with a true box that is not
-`difficult`; its heatmap is the class's score map (raw logits, min-max normalised), its truth
-the non-difficult boxes of that class. Heatmaps of true classes are scored whatever the
-classifier predicts (the "ground-truth known" protocol of Choe et al.).
-
-Boxes and maps live in the eval-scale image of the pipeline (pixel edges, IoU without `+1`);
-eval.heatmap_alignment places the map on it ('receptive_field': each cell at the centre of its
-receptive field, `models.localizer.score_map_geometry`; 'stretch': as cv2.resize would), and
-eval.box_max_side > 0 scores on a shrunk copy (docs/localizer.md).
-
-Box metrics come with the final evaluation (every one with eval.box_metrics_every_eval) and in
---mode=eval: the threshold sweep labels T masks per sample, too slow for every evaluation.
-Heatmap figures come with the first, middle and last evaluations of the schedule the loop passes
-(`EvalContext`; every one with eval.figures_every_eval) and in --mode=eval, named
-heatmaps_{train,eval}_stepNNNNNN. They show eval.num_figure_images fixed images of each split:
-the first images of the eval split and of the training split (in record order, eval transform;
-`LocalizerTask.figure_batches`).
+Evaluation (`LocalizerEvaluator`; every key of eval_metrics.json in docs/localizer.md): mAP and
+recall of sigmoid(logits) (`metrics.multilabel`), the loss on the eval split, and the box metrics
+of `metrics.localization` (CorLoc, MaxBoxAcc, MaxBoxAccV2, coverage) over one sample per (image,
+class with a non-difficult true box), whatever the classifier predicts (Choe et al.'s
+"ground-truth known" protocol). Boxes come with the final evaluation (every one with
+eval.box_metrics_every_eval): the threshold sweep is too slow for every evaluation. Heatmap
+figures (`viz.heatmaps`) come with the first, middle and last evaluations of the loop's schedule
+(`EvalContext`), of the first eval images and, through `LocalizerTask.figure_batches`, of the
+first training images.
 """
 
 from __future__ import annotations
@@ -49,10 +30,9 @@ from jwsol.errors import ConfigError
 from jwsol.metrics import localization, multilabel
 from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
 from jwsol.models.localizer import POOLINGS, LocalizerAlexNet, score_map_geometry
-from jwsol.ops.boxes_np import iou_matrix
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator, Variables
-from jwsol.viz.heatmaps import ClassMap, ImageMaps, box_curves, heatmap_grid
+from jwsol.viz.heatmaps import ImageMaps, heatmap_grid, image_maps, localization_curves
 
 ALIGNMENTS = ("receptive_field", "stretch")
 
@@ -65,6 +45,14 @@ def cam_threshold_grid(config: ml_collections.ConfigDict) -> tuple[np.ndarray, i
         )
     except ValueError as error:
         raise ConfigError(f"eval.{error}") from None
+
+
+def heatmap_geometry(config: ml_collections.ConfigDict) -> tuple[float, float] | None:
+    """The score-map geometry that eval.heatmap_alignment asks for (None: stretch)."""
+    alignment = config.eval.heatmap_alignment
+    if alignment not in ALIGNMENTS:
+        raise ConfigError(f"eval.heatmap_alignment={alignment!r}; expected {ALIGNMENTS}.")
+    return score_map_geometry() if alignment == "receptive_field" else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -88,11 +76,7 @@ class LocalizerEvaluator(Evaluator):
         self.names, self.boxes, self.figures = class_names, boxes, figures
         self.canvas = int(config.data.image_size)
         self.max_side = int(e.box_max_side)
-        if e.heatmap_alignment not in ALIGNMENTS:
-            raise ConfigError(
-                f"eval.heatmap_alignment={e.heatmap_alignment!r}; expected {ALIGNMENTS}."
-            )
-        self.geometry = score_map_geometry() if e.heatmap_alignment == "receptive_field" else None
+        self.geometry = heatmap_geometry(config)
         self.thresholds, cam_index = cam_threshold_grid(config)
         self.box_metrics = localization.BoxAccumulator(len(class_names), self.thresholds, cam_index)
         self.cam_threshold = float(e.cam_threshold)
@@ -153,21 +137,13 @@ class LocalizerEvaluator(Evaluator):
         mask = np.asarray(batch["gt_mask"])[n]
         classes = np.asarray(batch["gt_classes"])[n][mask]
         difficult = np.asarray(batch["gt_difficult"])[n][mask]
-        probs = 1.0 / (1.0 + np.exp(-np.asarray(outputs["logits"], np.float64)[n]))
-        maps = []
-        for cls, score_map, truth in samples[: self.max_maps]:
-            heat = localization.heatmap_to_image(
-                score_map, self.canvas, (height, width), None, self.geometry
-            )
-            prepared = localization.normalize_heatmap(heat)
-            boxes = localization.largest_box(prepared, self.cam_threshold)
-            iou = iou_matrix(boxes, truth).max() if len(boxes) else 0.0
-            caption = f"p={probs[cls]:.2f}  IoU={iou:.2f}"
-            maps.append(ClassMap(self.names[cls], prepared, truth, boxes, caption))
-        image_id = batch.get("image_id")
-        title = image_id[n].decode() if image_id is not None else ""
         names = [self.names[c] + (" (difficult)" if d else "") for c, d in zip(classes, difficult)]
-        return ImageMaps(image, np.asarray(batch["gt_boxes"])[n][mask], names, maps, title)
+        probs = 1.0 / (1.0 + np.exp(-np.asarray(outputs["logits"], np.float64)[n]))
+        title = batch["image_id"][n].decode() if "image_id" in batch else ""
+        return image_maps(
+            image, np.asarray(batch["gt_boxes"])[n][mask], names, samples[: self.max_maps],
+            self.names, probs, self.canvas, self.geometry, self.cam_threshold, title,
+        )  # fmt: skip
 
     def _figures(self) -> dict[str, np.ndarray]:
         figures = {}
@@ -206,29 +182,14 @@ class LocalizerEvaluator(Evaluator):
         metrics.update({f"ap/{name}": float(v) for name, v in zip(self.names, ap)})
         figures = self._figures()
         if self.boxes:
-            box_metrics, curves = self._box_metrics()
+            box_metrics, curves = self.box_metrics.result()
             metrics.update(box_metrics)
             if curves is not None:
-                figures[f"box_curves{self.figure_suffix}"] = curves
+                samples = f"{int(box_metrics['num_loc_samples'])} (image, class) samples"
+                figures[f"box_curves{self.figure_suffix}"] = localization_curves(
+                    self.thresholds, curves, self.cam_threshold, samples + self.figure_title
+                )
         return metrics, figures
-
-    def _box_metrics(self) -> tuple[dict[str, float], np.ndarray | None]:
-        """(box metrics, the figure of their curves over the cam thresholds)."""
-        metrics, curves = self.box_metrics.result()
-        if curves is None:
-            return metrics, None
-        accuracy = {"MaxBoxAcc (largest, IoU 0.5)": curves["largest"]}
-        for d, iou in enumerate(localization.V2_IOUS):
-            accuracy[f"any component, IoU {iou:g}"] = curves["any"][d]
-        figure = box_curves(
-            self.thresholds,
-            accuracy,
-            curves["coverage"],
-            curves["in_box"],
-            self.cam_threshold,
-            f"{int(metrics['num_loc_samples'])} (image, class) samples{self.figure_title}",
-        )
-        return metrics, figure
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,10 +211,7 @@ class LocalizerTask(ImageLabelTask):
             raise ConfigError(f"model.lse_r={m.lse_r!r}: the log-sum-exp sharpness must be > 0.")
         # Checked here so a bad value fails before any training.
         cam_threshold_grid(config)
-        if config.eval.heatmap_alignment not in ALIGNMENTS:
-            raise ConfigError(
-                f"eval.heatmap_alignment={config.eval.heatmap_alignment!r}; expected {ALIGNMENTS}."
-            )
+        heatmap_geometry(config)
         if config.eval.num_figure_images > config.eval.batch_size:
             raise ConfigError(
                 f"eval.num_figure_images={config.eval.num_figure_images} exceeds "

@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from jwsol.metrics import localization
+from jwsol.ops.boxes_np import iou_matrix
 from jwsol.viz.boxes import draw_boxes, figure_to_array
 
 
@@ -67,6 +69,34 @@ class ImageMaps:
     box_names: Sequence[str]  # [G] class name of each true box
     maps: Sequence[ClassMap]
     title: str = ""
+
+
+def image_maps(
+    image: np.ndarray,
+    true_boxes: np.ndarray,
+    box_names: Sequence[str],
+    samples: Sequence[tuple[int, np.ndarray, np.ndarray]],
+    class_names: Sequence[str],
+    probs: np.ndarray,
+    canvas_size: int,
+    geometry: tuple[float, float] | None,
+    threshold: float,
+    title: str = "",
+) -> ImageMaps:
+    """One figure row: each sample (class, score map [h, w] on the S x S canvas, its true boxes)
+    placed on `image` [H, W, 3] (`localization.heatmap_to_image`), min-max normalised, with the
+    box of its largest component >= threshold and a caption of probs[class] and that box's IoU.
+    """
+    size = image.shape[:2]
+    maps = []
+    for cls, score_map, truth in samples:
+        heat = localization.heatmap_to_image(score_map, canvas_size, size, None, geometry)
+        prepared = localization.normalize_heatmap(heat)
+        boxes = localization.largest_box(prepared, threshold)
+        iou = iou_matrix(boxes, truth).max() if len(boxes) else 0.0
+        caption = f"p={probs[cls]:.2f}  IoU={iou:.2f}"
+        maps.append(ClassMap(class_names[cls], prepared, truth, boxes, caption))
+    return ImageMaps(image, true_boxes, box_names, maps, title)
 
 
 def heatmap_grid(
@@ -151,3 +181,13 @@ def box_curves(
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return figure_to_array(fig)
+
+
+def localization_curves(
+    thresholds: np.ndarray, curves: dict[str, np.ndarray], mark: float, title: str = ""
+) -> np.ndarray:
+    """`box_curves` of the curves that `localization.BoxAccumulator.result` returns."""
+    accuracy = {"MaxBoxAcc (largest, IoU 0.5)": curves["largest"]}
+    for d, iou in enumerate(localization.V2_IOUS):
+        accuracy[f"any component, IoU {iou:g}"] = curves["any"][d]
+    return box_curves(thresholds, accuracy, curves["coverage"], curves["in_box"], mark, title)

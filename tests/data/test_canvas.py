@@ -144,6 +144,7 @@ def test_crop_off_the_window_grid_is_an_error():
         _examples(seed=0, n=1, crop=(50, 4))
 
 
+@pytest.mark.slow
 def test_batches_follow_the_plan_resume_and_carry_window_targets():
     from jwsol.data import fake
 

@@ -157,6 +157,7 @@ def test_grey_jpeg_and_other_sizes(folder):
     np.testing.assert_allclose(image[..., 1], expected, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_in_memory_grey_images_and_resumed_training_batches():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 16, 16), dtype=np.uint8)

@@ -177,6 +177,7 @@ def test_multi_scale_training_picks_from_the_list(voc_config):
     assert sizes == {(40, 53), (48, 64)}
 
 
+@pytest.mark.slow
 def test_resume_gives_the_uninterrupted_batches(voc_config):
     config = voc_config()
     full = _batches(detection.build(config, "trainval", train=True, seed=5, batch_size=2), 7)
@@ -197,6 +198,7 @@ def test_resume_gives_the_uninterrupted_batches(voc_config):
     )
 
 
+@pytest.mark.slow
 def test_processes_read_their_slice(voc_config):
     config = voc_config()
     whole = _batches(detection.build(config, "trainval", train=True, seed=2, batch_size=4), 3)
@@ -358,6 +360,7 @@ def test_bad_true_boxes_are_dropped_and_counted(voc_copy, voc_mat_template, tmp_
         records_lib.load_records(config, "train")
 
 
+@pytest.mark.slow
 def test_tfds_and_folder_give_the_same_batches(voc_root, voc_config, data_tools):
     folder = voc_config()
     with tfds.testing.mock_data(as_dataset_fn=data_tools.mock_as_dataset(voc_root)):

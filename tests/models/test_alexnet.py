@@ -95,6 +95,7 @@ def fc67_variables():
     return numpy_tree, jax.device_put(numpy_tree)
 
 
+@pytest.mark.slow
 def test_fc67_flattens_nhwc_and_matches_numpy(fc67_variables):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2, 3, 6, 6, 256)).astype(np.float32)  # [N, R, 6, 6, 256] pooled RoIs
@@ -145,6 +146,7 @@ def test_he_init_redraws_the_trunk_kernels_only():
     np.testing.assert_array_equal(out["det_head"]["kernel"], params["det_head"]["kernel"])
 
 
+@pytest.mark.slow
 def test_init_alexnet_schemes_differ_only_in_the_trunk_kernels():
     model = LocalizerAlexNet(num_classes=3, width=0.125)
     image = jnp.zeros((1, 96, 96, 3))

@@ -42,6 +42,7 @@ def test_small_input_stem_keeps_resolution():
     "depth, count",
     [(18, 11_689_512), (34, 21_797_672), (50, 25_557_032)],
 )
+@pytest.mark.slow
 def test_param_count_matches_torchvision(depth, count):
     variables, _, _ = _shapes(ResNet(depth=depth), 64)
     leaves = traverse_util.flatten_dict(variables["params"]).values()
@@ -77,6 +78,7 @@ def resnet18():
     return model, variables, x
 
 
+@pytest.mark.slow
 def test_features_head_split_matches_call_and_gives_layer4_gradients(resnet18):
     model, variables, x = resnet18
     logits = model.apply(variables, x)
@@ -95,6 +97,7 @@ def test_features_head_split_matches_call_and_gives_layer4_gradients(resnet18):
     np.testing.assert_allclose(grad, want, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_eval_mode_uses_running_stats(resnet18):
     # With running statistics each image's output is independent of the rest of the batch.
     model, variables, x = resnet18

@@ -225,6 +225,7 @@ def test_spatial_regulariser_gradient_pulls_towards_the_top_box():
     np.testing.assert_allclose(grad[0, 0], -0.25 * np.array([2.0, -3.0]), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_batch_norm_trunk_keeps_statistics_and_is_affine_at_eval():
     model = WSDDN(**SMALL, batch_norm=True)
     images, boxes, mask = _inputs()

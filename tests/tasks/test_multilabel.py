@@ -110,6 +110,7 @@ def test_config_errors(idx_folder, tmp_path):
         multilabel.MultiLabelTask(smoke(idx_folder, str(tmp_path), **{"crops.size": 64}))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant, shape", [("", (2, 5, 224, 224, 3)), ("resize448", (2, 448, 448, 3))])  # fmt: skip
 def test_voc_configs_feed_the_task(tmp_path, variant, shape):
     """The VOC configs as users run them, on a made-up VOCdevkit: batches, labels, weights."""

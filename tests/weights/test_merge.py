@@ -33,6 +33,7 @@ def ported(arch: str, num_classes: int = 10) -> dict:
     return jax.tree.map(lambda s: rng.normal(size=s.shape).astype(s.dtype), shapes)
 
 
+@pytest.mark.slow
 def test_merge_into_localizer():
     init = _zeros_like_init(LocalizerAlexNet(num_classes=20), jnp.zeros((1, 128, 128, 3)))
     pretrained = ported("alexnet")
@@ -70,6 +71,7 @@ def test_merge_rename_into_a_nested_backbone():
     )
 
 
+@pytest.mark.slow
 def test_merge_shape_mismatch_and_exclude():
     init = _zeros_like_init(AlexNet(num_classes=20), jnp.zeros((1, 224, 224, 3)))
     pretrained = ported("alexnet")  # 10 classes
@@ -98,6 +100,7 @@ def _converted_folder(folder: str, arch: str) -> dict:
     return weights
 
 
+@pytest.mark.slow
 def test_load_into_fills_all_but_the_excluded_stem_and_the_classifier(tmp_path):
     folder = str(tmp_path / "w")
     weights = traverse_util.flatten_dict(_converted_folder(folder, "resnet18"), sep="/")
@@ -126,6 +129,7 @@ def test_missing_weights_are_one_error_naming_the_command(tmp_path):
     assert merge.require(_pretrained("alexnet", str(tmp_path))) == str(tmp_path)
 
 
+@pytest.mark.slow
 def test_load_into_renames_and_rejects_a_rename_that_matches_nothing(tmp_path):
     folder = str(tmp_path / "w")
     weights = _converted_folder(folder, "alexnet")

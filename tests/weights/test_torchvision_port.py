@@ -192,6 +192,7 @@ def shape_tree(tree):
 # ---------------------------------------------------------------- parity
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("height, width", [(224, 224), (256, 192)])  # 6x6 and 7x5 before the pool
 @jax.default_matmul_precision("float32")
 def test_alexnet_parity(height, width):
@@ -222,6 +223,7 @@ def test_resnet_parity_eval_mode(arch):
     assert_close(logits, ref["logits"].numpy(), f"{arch} logits")
 
 
+@pytest.mark.slow
 @jax.default_matmul_precision("float32")
 def test_resnet_gradcam_matches_torch():
     """Gradients of a class score w.r.t. layer4 and the Grad-CAM map, against torch autograd."""
@@ -253,6 +255,7 @@ def test_resnet_gradcam_matches_torch():
 # ---------------------------------------------------------------- tree and key checks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", tv.ARCHS)
 def test_ported_tree_has_the_shapes_of_init(arch):
     if arch == "alexnet":
