@@ -127,6 +127,8 @@ def optimizer() -> ml_collections.ConfigDict:
         "beta2": 0.999,
         "weight_decay": 0.0,
         "grad_clip_norm": 0.0,  # 0 disables clipping
+        # Per-layer learning rates: 'prefix=factor,...' over parameter paths, e.g. 'refine=10'.
+        "lr_multipliers": "",
     })  # fmt: skip
 
 

@@ -48,6 +48,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "cls_temperature": 1.0,  # softmax(x / T) over classes
         "det_temperature": 1.0,  # softmax(x / T) over regions (hbilen/WSDDN: 2)
         "box_score_scale": 0.0,  # pooled features x (1 + this x proposal score); paper: 10
+        "num_refinements": 0,  # OICR's refinement streams (configs/oicr.py); 0 = WSDDN alone
         # Trunk init before pretrained weights (if any) replace it: 'torch' (torch's default) or
         # 'he' (N(0, 2 / fan_in) kernels, for training from scratch).
         "init": "torch",
@@ -56,6 +57,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "spatial_weight": 0.0,  # spatial regulariser weight (hbilen/WSDDN: 1e-4); 0 = off
         "spatial_iou": 0.6,  # regions overlapping the top one by more than this are pulled in
         "spatial_num_boxes": 10,  # among the top this many regions by score
+        # OICR (model.num_refinements > 0): one loss weight per refinement stream, the IoU that
+        # makes a proposal foreground of a pseudo box, and weight 0 below this IoU (0 = off).
+        "refine_weights": (),
+        "fg_iou": 0.5,
+        "ignore_below": 0.0,
     })  # fmt: skip
     config.train.batch_size = 1
     config.train.num_epochs = 5
@@ -73,6 +79,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.max_per_class = 0  # keep at most this many detections per class and image (0: all)
     config.eval.voc07 = True  # 11-point AP (VOC 2007); False: all-point AP (VOC 2010+)
     config.eval.num_figure_images = 12  # images in the detections picture
+    # Region scores evaluated: 'mil' (WSDDN's two-stream product) or 'refine' (OICR: the mean of
+    # the refinement streams' class probabilities).
+    config.eval.score_source = "mil"
+    # Test-time augmentation: scores averaged over these scales (the unit of data.eval_scale, or
+    # data.image_size in 'fixed' resize mode; () = the pipeline's one scale) and, with flip, their
+    # mirror images.
+    config.eval.scales = ()
+    config.eval.flip = False
+    config.eval.train_corloc = False  # CorLoc on the training split too, at the final evaluation
 
     if arg.base == "paper":
         d = config.data

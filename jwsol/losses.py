@@ -116,6 +116,28 @@ def wsddn_loss(
     return jnp.mean(jnp.sum(weights * per_entry, axis=-1)), {"label_accuracy": accuracy}
 
 
+def oicr_refinement_loss(
+    probs: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    mask: jax.Array,
+    eps: float = 1e-6,
+) -> jax.Array:
+    """One OICR refinement stream's weighted cross-entropy (pcl.pytorch's refine loss).
+
+    Args:
+      probs: [N, R, C + 1] softmax over background (index 0) and classes.
+      labels: [N, R] int in 0..C and weights: [N, R] (`jwsol.ops.oicr.pseudo_labels`).
+      mask: [N, R] bool, True for real proposals.
+    Returns the scalar -sum_r w_r log p_r[label_r] / (valid proposals), mean over images;
+    probabilities are clipped at eps so a confident mistake stays finite.
+    """
+    picked = jnp.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
+    per_region = -weights * jnp.log(jnp.maximum(picked, eps)) * mask
+    count = jnp.maximum(jnp.sum(mask, axis=1), 1)
+    return jnp.mean(jnp.sum(per_region, axis=1) / count)
+
+
 def wsddn_spatial_regulariser(
     region_scores: jax.Array,
     features: jax.Array,

@@ -96,3 +96,19 @@ def test_image_label_bce_zero_weight_entries_get_no_gradient():
     sigmoid = 1.0 / (1.0 + np.exp(-np.array([2.0, 0.5])))
     # d BCE / d z = sigmoid(z) - y, divided by N * C = 3.
     np.testing.assert_allclose(grad[0], [sigmoid[0] / 3, 0.0, (sigmoid[1] - 1) / 3], rtol=1e-6)
+
+
+def test_oicr_refinement_loss_matches_torch_weighted_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    labels = rng.integers(0, 4, (2, 5)).astype(np.int32)
+    weights = rng.uniform(size=(2, 5)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+    got = losses.oicr_refinement_loss(probs, labels, weights, mask)
+    per = torch.nn.functional.nll_loss(
+        torch.log(torch.tensor(probs)).reshape(-1, 4), torch.tensor(labels).long().reshape(-1),
+        reduction="none",
+    ).reshape(2, 5) * torch.tensor(weights) * torch.tensor(mask)  # fmt: skip
+    want = (per.sum(1) / torch.tensor(mask).sum(1)).mean()
+    np.testing.assert_allclose(float(got), float(want), rtol=1e-5)

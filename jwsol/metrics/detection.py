@@ -306,6 +306,18 @@ def detect(
     )
 
 
+def top_boxes(region_scores: np.ndarray, boxes: np.ndarray, classes) -> ImageDetections:
+    """The top-scoring box of each class in `classes` (what CorLoc scores), no threshold/NMS.
+
+    region_scores: [R, C] of the valid proposals, boxes: [R, 4]; no proposal: no detection.
+    """
+    classes = np.asarray(classes, np.int64)
+    if not len(boxes) or not len(classes):
+        return ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
+    top = np.argmax(region_scores[:, classes], axis=0)
+    return ImageDetections(boxes[top], region_scores[top, classes], classes)
+
+
 def proposal_recall(
     proposals: Sequence[np.ndarray],
     ground_truth_boxes: Sequence[np.ndarray],

@@ -11,11 +11,16 @@ in (0, 1) because the detection softmax sums to 1 over regions and the class sof
 Image-level labels train both streams through that sum (binary cross-entropy, in
 `jwsol.losses.wsddn_loss`). Padded proposals (proposal_mask False) get zero detection weight.
 
+With num_refinements = K > 0 the model is OICR (Tang et al., CVPR 2017): K more heads on the
+same fc7, each a (C + 1)-way proposal classifier (index 0 = background) trained on pseudo-labels
+from the stream before it (`jwsol.ops.oicr`, the loss in `jwsol.losses.oicr_refinement_loss`).
+
 Parameter tree (the ported torchvision AlexNet merges in without renaming):
 
     params/features/conv1 .. conv5     AlexNetFeatures (torchvision features)
     params/fc67/fc6, params/fc67/fc7   FC67 (torchvision classifier.1, classifier.4)
     params/cls_head, params/det_head   new: N(0, 0.01) kernels, zero biases (as hbilen/WSDDN)
+    params/refine1 .. refineK          OICR's refinement heads, initialised alike
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class WSDDN(nn.Module):
       cls_temperature, det_temperature: softmax temperatures of the two streams.
       box_score_scale: pooled features are multiplied by 1 + box_score_scale * proposal score
         (hbilen/WSDDN uses 10 with Edge Boxes scores); with 0, or all-zero scores, no change.
+      num_refinements: K, OICR's refinement streams (0: WSDDN alone).
     """
 
     num_classes: int = 20
@@ -98,6 +104,7 @@ class WSDDN(nn.Module):
     cls_temperature: float = 1.0
     det_temperature: float = 1.0
     box_score_scale: float = 0.0
+    num_refinements: int = 0
 
     @nn.compact
     def __call__(
@@ -112,7 +119,9 @@ class WSDDN(nn.Module):
         proposal_mask [N, R] bool, proposal_scores [N, R] (optional).
 
         Returns dict: cls_logits, det_logits, cls_probs, det_probs, region_scores [N, R, C],
-        image_scores [N, C], fc7 [N, R, fc_features]. Dropout needs a 'dropout' rng when train.
+        image_scores [N, C], fc7 [N, R, fc_features], and with K refinements refine_probs
+        [N, K, R, C + 1] (softmax over background + classes). Dropout needs a 'dropout' rng
+        when train.
         """
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling={self.pooling!r}: expected one of {POOLINGS}")
@@ -140,4 +149,11 @@ class WSDDN(nn.Module):
         out = combine_streams(
             cls_logits, det_logits, proposal_mask, self.cls_temperature, self.det_temperature
         )
-        return dict(out, cls_logits=cls_logits, det_logits=det_logits, fc7=fc7)
+        out = dict(out, cls_logits=cls_logits, det_logits=det_logits, fc7=fc7)
+        if self.num_refinements:
+            refine = [
+                nn.Dense(self.num_classes + 1, kernel_init=head_init, name=f"refine{k + 1}")(fc7)
+                for k in range(self.num_refinements)
+            ]
+            out["refine_probs"] = jax.nn.softmax(jnp.stack(refine, axis=1), axis=-1)
+        return out

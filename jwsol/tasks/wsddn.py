@@ -26,15 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jwsol import losses
-from jwsol.data import augment
+from jwsol.data import augment, detection
 from jwsol.errors import ConfigError
 from jwsol.metrics import detection as det_metrics
 from jwsol.metrics import multilabel
 from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
 from jwsol.models.wsddn import POOLINGS, WSDDN
+from jwsol.ops import oicr, tta
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator
 from jwsol.viz.detections import ap_bar_chart, detections_figure
+
+SCORE_SOURCES = ("mil", "refine")
 
 # Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).
 HISTOGRAM_LAYERS = {
@@ -60,6 +63,10 @@ class WSDDNEvaluator(Evaluator):
         self.proposals: list[np.ndarray] = []
         self.image_scores, self.labels, self.label_weights = [], [], []
         self.shown: list[dict] = []
+        self.stream_tops: list[list[det_metrics.ImageDetections]] = []  # [stream][image]
+        self.stream_shown: list[dict] = []
+        self.train_tops: list[det_metrics.ImageDetections] = []
+        self.train_truth: list[det_metrics.ImageGroundTruth] = []
 
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         proposals = augment.boxes_to_original(
@@ -84,9 +91,46 @@ class WSDDNEvaluator(Evaluator):
             self.proposals.append(proposals[i][valid])
             if len(self.shown) < self.num_figure_images:
                 self.shown.append(self._figure_entry(batch, i, scores[i], valid))
+            if "stream_scores" in outputs:
+                self._add_streams(batch, i, outputs["stream_scores"][i], proposals[i], valid)
         self.image_scores.append(np.asarray(outputs["image_scores"]))
         self.labels.append(batch["labels"])
         self.label_weights.append(batch["label_weights"])
+
+    def _add_streams(self, batch, i, streams, proposals, valid) -> None:
+        """Top box of each labelled class in every stream (MIL, refine1..K) of image i."""
+        classes = np.nonzero(batch["labels"][i] > 0.5)[0]
+        if not self.stream_tops:
+            self.stream_tops = [[] for _ in streams]
+        for s, scores in enumerate(streams):
+            tops = det_metrics.top_boxes(scores[valid], proposals[valid], classes)
+            self.stream_tops[s].append(tops)
+        if len(self.stream_shown) < self.num_figure_images:
+            for s, scores in enumerate(streams):
+                entry = self._figure_entry(batch, i, scores, valid)
+                entry["title"] = self.task.stream_names[s]
+                self.stream_shown.append(entry)
+
+    def add_train_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """Training-split images: only their top boxes, for CorLoc as the field reports it."""
+        proposals = augment.boxes_to_original(
+            batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+        )
+        gt_boxes = augment.boxes_to_original(
+            batch["gt_boxes"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+        )
+        scores = np.asarray(outputs["region_scores"], np.float64)
+        for i in range(len(proposals)):
+            valid, gt = batch["proposal_mask"][i], batch["gt_mask"][i]
+            classes = np.nonzero(batch["labels"][i] > 0.5)[0]
+            self.train_tops.append(
+                det_metrics.top_boxes(scores[i][valid], proposals[i][valid], classes)
+            )
+            self.train_truth.append(
+                det_metrics.ImageGroundTruth(
+                    gt_boxes[i][gt], batch["gt_classes"][i][gt], batch["gt_difficult"][i][gt]
+                )
+            )
 
     def _figure_entry(self, batch: Batch, i: int, scores: np.ndarray, valid: np.ndarray) -> dict:
         """What the detections picture needs of image i, in the batch's (resized) pixels: the
@@ -137,6 +181,17 @@ class WSDDNEvaluator(Evaluator):
         }
         if self.first:
             figures["detections_first"] = figures["detections"]
+        for name, tops in zip(self.task.stream_names, self.stream_tops):
+            metrics[f"stream_corloc/{name}"] = det_metrics.corloc(
+                tops, self.truth, c, names, plus_one=False
+            )["corloc"]
+        if self.stream_shown:
+            figures["streams"] = detections_figure(self.stream_shown, len(self.stream_tops))
+        if self.train_tops:
+            metrics["corloc_train"] = det_metrics.corloc(
+                self.train_tops, self.train_truth, c, names, plus_one=False
+            )["corloc"]
+            metrics["num_train_images"] = float(len(self.train_tops))
         return metrics, figures
 
 
@@ -171,7 +226,34 @@ class WSDDNTask(ImageLabelTask):
             cls_temperature=float(m.cls_temperature),
             det_temperature=float(m.det_temperature),
             box_score_scale=float(m.box_score_scale),
+            num_refinements=int(m.num_refinements),
         )
+        self._check_oicr(config)
+        self.stream_names = ("mil",) + tuple(f"refine{k + 1}" for k in range(m.num_refinements))
+        e = config.eval
+        base = (
+            config.data.image_size if config.data.resize_mode == "fixed" else config.data.eval_scale
+        )
+        self.canvas_sizes = tta.canvas_sizes(int(config.data.image_size), int(base), e.scales)
+        self.flips = (False, True) if e.flip else (False,)
+
+    @staticmethod
+    def _check_oicr(config) -> None:
+        k, lc, e = int(config.model.num_refinements), config.loss, config.eval
+        if k < 0:
+            raise ConfigError(f"model.num_refinements={k}: expected 0 (WSDDN) or more (OICR).")
+        if len(lc.refine_weights) != k:
+            raise ConfigError(
+                f"loss.refine_weights={tuple(lc.refine_weights)} needs one weight per refinement "
+                f"stream (model.num_refinements={k})."
+            )
+        if e.score_source not in SCORE_SOURCES:
+            raise ConfigError(f"eval.score_source={e.score_source!r}; expected {SCORE_SOURCES}.")
+        if e.score_source == "refine" and k == 0:
+            raise ConfigError(
+                "eval.score_source='refine' needs refinement streams: set model.num_refinements "
+                "> 0 or eval.score_source='mil'."
+            )
 
     def _apply(self, variables, batch, train: bool, rng=None, mutable=False):
         """The model's outputs; with a `mutable` list (e.g. ['batch_stats'], or [] for a model
@@ -207,11 +289,60 @@ class WSDDNTask(ImageLabelTask):
             )  # fmt: skip
             metrics["spatial"] = jnp.mean(reg)
             loss = loss + lc.spatial_weight * jnp.mean(reg)
+        if "refine_probs" in out:
+            loss = loss + self._refinement_loss(out, batch, metrics)
         return loss, (model_state, metrics)
 
+    def _refinement_loss(self, out, batch, metrics) -> jax.Array:
+        """OICR: stream k learns from pseudo-labels of stream k - 1 (stream 1 from WSDDN)."""
+        lc, total = self.config.loss, 0.0
+        source = out["region_scores"]
+        for k, weight in enumerate(lc.refine_weights):
+            probs = out["refine_probs"][:, k]
+            labels, weights = oicr.batched_pseudo_labels(
+                source, batch["proposals"], batch["labels"], batch["proposal_mask"],
+                fg_iou=float(lc.fg_iou), ignore_below=float(lc.ignore_below),
+            )  # fmt: skip
+            stream = losses.oicr_refinement_loss(probs, labels, weights, batch["proposal_mask"])
+            metrics[f"refine{k + 1}"] = stream
+            total = total + float(weight) * stream
+            source = probs[..., 1:]
+        return total
+
     def predict(self, variables, batch):
-        out = self._apply(variables, batch, train=False)
-        return {"region_scores": out["region_scores"], "image_scores": out["image_scores"]}
+        """Scores averaged over the views of eval.scales x eval.flip: region_scores [N, R, C]
+        (eval.score_source: WSDDN's, or the mean of the refinement streams without
+        background), image_scores [N, C] (WSDDN's), and with refinements stream_scores
+        [N, 1 + K, R, C] (WSDDN, refine1..K)."""
+        views = []
+        for size in self.canvas_sizes:
+            for flip in self.flips:
+                image, proposals = tta.view(batch["image"], batch["proposals"], size, flip)
+                out = self._apply(variables, dict(batch, image=image, proposals=proposals), False)
+                streams = [out["region_scores"][:, None]]
+                if "refine_probs" in out:
+                    streams.append(out["refine_probs"][..., 1:])
+                views.append((jnp.concatenate(streams, axis=1), out["image_scores"]))
+        streams = sum(v[0] for v in views) / len(views)
+        image_scores = sum(v[1] for v in views) / len(views)
+        if self.config.eval.score_source == "refine":
+            region_scores = jnp.mean(streams[:, 1:], axis=1)
+        else:
+            region_scores = streams[:, 0]
+        outputs = {"region_scores": region_scores, "image_scores": image_scores}
+        if streams.shape[1] > 1:
+            outputs["stream_scores"] = streams
+        return outputs
+
+    def train_eval_batches(self, ctx, batch_size, process_index, process_count):
+        """The training split in eval mode for CorLoc (eval.train_corloc), final evaluation."""
+        if not (self.config.eval.train_corloc and ctx.final):
+            return ()
+        ds = detection.build(
+            self.config.data, self.config.data.train_split, train=False, seed=self.config.seed,
+            batch_size=batch_size, process_index=process_index, process_count=process_count,
+        )  # fmt: skip
+        return ds.as_numpy_iterator()
 
     def evaluator(self, ctx: EvalContext) -> WSDDNEvaluator:
         # The schedule's first evaluation also keeps its picture as detections_first.

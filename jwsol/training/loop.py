@@ -216,7 +216,8 @@ class Runner:
     def evaluate(
         self, state: TrainState, ctx: EvalContext
     ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        """One pass over the eval split (then the task's figure batches) for evaluation `ctx`."""
+        """One pass over the eval split (then the task's figure and training-split batches) for
+        evaluation `ctx`."""
         evaluator = self.task.evaluator(ctx)
         variables = state.variables()
         where = (self.config.eval.batch_size, jax.process_index(), jax.process_count())
@@ -224,6 +225,9 @@ class Runner:
             evaluator.add(batch, outputs)
         for batch, outputs in self._predictions(variables, self.task.figure_batches(ctx, *where)):
             evaluator.add_figure_batch(batch, outputs)
+        train = self.task.train_eval_batches(ctx, *where)
+        for batch, outputs in self._predictions(variables, train):
+            evaluator.add_train_batch(batch, outputs)
         return evaluator.result()
 
     def _context(self, step: int, final: bool) -> EvalContext:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import ml_collections
 import optax
 
@@ -68,4 +69,37 @@ def make_optimizer(
         )
     else:
         raise ConfigError(f"optimizer.name={cfg.name!r} is unknown; use sgd, adam or adamw.")
+    multipliers = parse_lr_multipliers(cfg.get("lr_multipliers", ""))
+    if multipliers:
+        parts.append(scale_by_path(multipliers))
     return optax.chain(*parts), schedule
+
+
+def parse_lr_multipliers(spec: str) -> dict[str, float]:
+    """'refine=10,fc67=2' -> {'refine': 10.0, 'fc67': 2.0} (parameter path prefix -> factor)."""
+    out = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        prefix, _, value = item.partition("=")
+        try:
+            out[prefix.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(
+                f"optimizer.lr_multipliers={spec!r}: expected 'prefix=factor,...', e.g. 'refine=10'."
+            ) from None
+    return out
+
+
+def scale_by_path(multipliers: dict[str, float]) -> optax.GradientTransformation:
+    """Multiplies the update of every parameter whose '/'-joined path starts with a prefix of
+    `multipliers` by its factor (the first prefix that matches): a per-layer learning rate."""
+
+    def factor(path) -> float:
+        name = "/".join(str(getattr(key, "key", key)) for key in path)
+        return next((v for prefix, v in multipliers.items() if name.startswith(prefix)), 1.0)
+
+    def update(updates, state, params=None):
+        del params
+        scaled = jax.tree_util.tree_map_with_path(lambda p, u: u * factor(p), updates)
+        return scaled, state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)

@@ -47,6 +47,10 @@ class Evaluator(abc.ABC):
     def add_figure_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         """Outputs on a batch of `Task.figure_batches`: drawn, never scored. Ignored by default."""
 
+    def add_train_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """Outputs on a batch of `Task.train_eval_batches` (the training split, scored apart,
+        e.g. CorLoc). Ignored by default."""
+
     @abc.abstractmethod
     def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """(metrics: flat name -> number, figures: name -> uint8 image [H, W, 3])."""
@@ -89,6 +93,13 @@ class Task(abc.ABC):
     ) -> Iterable[Batch]:
         """Extra batches that the evaluation of `ctx` only draws (e.g. training images); none by
         default. The loop predicts on them and hands them to `Evaluator.add_figure_batch`."""
+        return ()
+
+    def train_eval_batches(
+        self, ctx: EvalContext, batch_size: int, process_index: int, process_count: int
+    ) -> Iterable[Batch]:
+        """Training-split batches (eval transform) that the evaluation of `ctx` also scores, apart
+        from the eval split (`Evaluator.add_train_batch`); none by default."""
         return ()
 
     # Model ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from jwsol.viz.boxes import draw_boxes, figure_to_array
 
 def detections_figure(shown: list[dict], ncols: int = 4) -> np.ndarray:
     """Images with true boxes (green) and the top box of each labelled class (red, with the
-    class name and score). uint8 [H, W, 3]."""
+    class name and score), titled by an entry's optional "title". uint8 [H, W, 3]."""
     k = max(len(shown), 1)
     ncols = min(ncols, k)
     nrows = -(-k // ncols)
@@ -24,6 +24,8 @@ def detections_figure(shown: list[dict], ncols: int = 4) -> np.ndarray:
         ax.imshow(entry["image"])
         draw_boxes(ax, entry["gt"], "lime", linewidth=1.0)
         draw_boxes(ax, entry["boxes"], "red", labels=entry["text"])
+        if entry.get("title"):
+            ax.set_title(entry["title"], fontsize=8)
     fig.tight_layout()
     return figure_to_array(fig)
 

@@ -20,6 +20,7 @@ VARIANTS = {
         "scenes", "scenes_robust", "scenes,robust", "smoke",
     ),
     "wsddn": ("", "paper", "scenes", "smoke", "scenes,steps=2000,res=256"),
+    "oicr": ("", "scenes", "smoke", "scenes,k=2,tta", "scenes,k=0", "smoke,steps=3"),
     "resnet_tinyimagenet": ("", "shuffled", "fashion_mnist", "smoke"),
     "resnet_voc": ("", "resize448", "tfds", "scenes", "smoke"),
 }  # fmt: skip

@@ -241,3 +241,24 @@ def test_batch_norm_trunk_keeps_statistics_and_is_affine_at_eval():
     both = model.apply(variables, images, boxes, mask)
     np.testing.assert_allclose(alone["image_scores"], both["image_scores"][:1], rtol=1e-5)
     assert np.all(np.isfinite(np.asarray(out["image_scores"])))
+
+
+def test_refinement_streams_share_fc7_and_are_softmaxes_over_background_and_classes():
+    model = WSDDN(**SMALL, num_refinements=2)
+    images, boxes, mask = _inputs()
+    variables = model.init(jax.random.key(0), images, boxes, mask)
+    assert {"refine1", "refine2"} <= set(variables["params"])
+    assert variables["params"]["refine1"]["kernel"].shape == (16, 4)  # fc7 -> C + 1
+    out = model.apply(variables, images, boxes, mask)
+    probs = np.asarray(out["refine_probs"])
+    assert probs.shape == (2, 2, 5, 4)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+    head = variables["params"]["refine2"]
+    fc7 = np.asarray(out["fc7"], np.float64)
+    logits = fc7 @ np.asarray(head["kernel"]) + np.asarray(head["bias"])
+    want = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(probs[:, 1], want, rtol=1e-4, atol=1e-6)
+    assert "refine_probs" not in WSDDN(**SMALL).apply(
+        {"params": {k: v for k, v in variables["params"].items() if "refine" not in k}},
+        images, boxes, mask,
+    )  # fmt: skip

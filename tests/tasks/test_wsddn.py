@@ -202,3 +202,102 @@ def test_bad_model_choices_are_config_errors_naming_the_field(idx_folder, tmp_pa
 
     with pytest.raises(ConfigError, match=f"{field}='{value}'"):
         WSDDNTask(smoke_config(idx_folder, str(tmp_path), **{field: value}))
+
+
+# OICR: refinement streams, test-time augmentation, CorLoc on the training split ---------------
+
+
+def oicr_config(cache_dir, variant="smoke", **overrides):
+    return config_lib.load(f"configs/oicr.py:{variant}", {"data.cache_dir": cache_dir, **overrides})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss.refine_weights": (1.0,)}, "one weight per refinement stream"),
+        ({"model.num_refinements": 0, "loss.refine_weights": ()}, "needs refinement streams"),
+        ({"eval.score_source": "best"}, "eval.score_source='best'"),
+    ],
+)
+def test_oicr_config_errors_name_the_field(tmp_path, overrides, message):
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    with pytest.raises(ConfigError, match=message):
+        WSDDNTask(oicr_config(str(tmp_path), **overrides))
+
+
+def _predict_batch(size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, size - 24, (2, 6, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(8, 24, (2, 6, 2))], -1).astype(np.float32)
+    return {
+        "image": rng.normal(size=(2, size, size, 3)).astype(np.float32),
+        "proposals": boxes,
+        "proposal_mask": np.arange(6)[None] < np.array([[6], [4]]),
+        "proposal_scores": np.zeros((2, 6), np.float32),
+    }
+
+
+def test_oicr_predict_averages_refinement_streams_and_flipped_views(tmp_path):
+    import jax
+
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    plain = WSDDNTask(oicr_config(str(tmp_path), "smoke,k=2"))
+    batch = _predict_batch()
+    variables = plain.init_variables(jax.random.key(0), batch)
+    out = {k: np.asarray(v) for k, v in plain.predict(variables, batch).items()}
+    assert out["stream_scores"].shape == (2, 3, 6, plain.num_classes)
+    np.testing.assert_allclose(out["region_scores"], out["stream_scores"][:, 1:].mean(1), rtol=1e-6)
+    # The MIL stream is WSDDN's region score.
+    wsddn = plain.model.apply(variables, batch["image"], batch["proposals"], batch["proposal_mask"])
+    np.testing.assert_allclose(out["stream_scores"][:, 0], wsddn["region_scores"], rtol=1e-5)
+
+    # With eval.flip the scores are the mean of this view and the mirrored one (made by hand).
+    flip = WSDDNTask(oicr_config(str(tmp_path), "smoke,k=2", **{"eval.flip": True}))
+    mirrored = dict(batch, image=batch["image"][:, :, ::-1].copy())
+    x1, y1, x2, y2 = np.moveaxis(batch["proposals"], -1, 0)
+    mirrored["proposals"] = np.stack([64 - x2, y1, 64 - x1, y2], -1)
+    other = plain.predict(variables, mirrored)
+    both = flip.predict(variables, batch)
+    for key in ("region_scores", "image_scores", "stream_scores"):
+        np.testing.assert_allclose(both[key], (out[key] + np.asarray(other[key])) / 2, rtol=1e-5)
+
+
+def test_oicr_evaluator_scores_every_stream_and_the_training_split(task):
+    from jwsol.tasks.wsddn import WSDDNEvaluator
+
+    task.class_names, task.num_classes = ("a", "b", "c"), 3
+    task.stream_names = ("mil", "refine1")
+    batch, _ = _fake_batch()
+    right = np.zeros((2, 3, 3), np.float32)
+    right[0, 0, 0], right[0, 1, 1], right[1, 0, 2] = 0.9, 0.8, 0.7
+    wrong = right.copy()
+    wrong[0, :2, :2] = right[0, :2, :2][::-1]  # a and b on each other's box
+    streams = np.stack([wrong, right], axis=1)  # MIL wrong on a, b; refine1 right everywhere
+    evaluator = WSDDNEvaluator(task, first=False)
+    evaluator.add(
+        batch, {"region_scores": right, "image_scores": right.sum(1), "stream_scores": streams}
+    )
+    evaluator.add_train_batch(batch, {"region_scores": wrong, "image_scores": wrong.sum(1)})
+    metrics, figures = evaluator.result()
+    assert metrics["stream_corloc/mil"] == pytest.approx(1 / 3)
+    assert metrics["stream_corloc/refine1"] == pytest.approx(1.0)
+    assert metrics["corloc"] == pytest.approx(1.0)
+    assert metrics["corloc_train"] == pytest.approx(1 / 3) and metrics["num_train_images"] == 2
+    assert figures["streams"].dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_oicr_smoke_run_reports_streams_tta_and_training_corloc(tmp_path):
+    workdir = str(tmp_path / "run")
+    config = oicr_config(str(tmp_path / "cache"), "smoke,tta,k=2")
+    loop.run(tasks.build(config), workdir)
+    final = read_json(os.path.join(workdir, "eval_metrics.json"))
+    for key in ("map", "corloc", "corloc_train", "stream_corloc/mil", "stream_corloc/refine2"):
+        assert key in final and np.isfinite(final[key]), key
+    assert final["num_train_images"] == config.data.scenes.num_train
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        train = json.loads(f.readline())
+    assert train["refine1"] > 0 and train["refine2"] > 0  # the streams' training losses
+    assert any(name.startswith("streams") for name in os.listdir(os.path.join(workdir, "figures")))

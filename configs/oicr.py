@@ -1,0 +1,72 @@
+"""OICR (Tang et al., CVPR 2017): WSDDN plus K online instance classifier refinement streams.
+
+The same job as configs/wsddn.py (task 'wsddn', `model.num_refinements` = K > 0): each stream is a
+(C + 1)-way proposal classifier on the shared fc7, trained on pseudo-labels from the stream
+before it (jwsol/ops/oicr.py), and the detector's region scores are the mean of the K streams
+(`eval.score_source = 'refine'`; 'mil' evaluates the WSDDN stream alone).
+
+Variants (grammar: configs/common.py):
+  configs/oicr.py          the paper's VOC 2007 setting: five training scales with flips, SGD
+                           lr 1e-3 for 40k iterations then 1e-4 for 30k, two images a batch, and
+                           the test scores averaged over the five scales and their flips.
+  configs/oicr.py:scenes   the offline embedded default: Fashion-MNIST scenes, the scenes
+                           WSDDN trunk and schedule (configs/wsddn.py:scenes).
+  configs/oicr.py:smoke    tiny and fast, on made-up objects.
+Modifiers: `k=N` refinement streams (0 = WSDDN), `tta` (test scales and flips on scenes),
+`steps=N`, `res=S`; e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
+"""
+
+import os
+import sys
+
+import ml_collections
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the configs package
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+from configs import common, wsddn
+
+PAPER_SCALES = (480, 576, 688, 864, 1200)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, bases=("scenes", "smoke"), k=3, tta=False, steps=0, res=0)
+    if arg.k < 0:
+        raise ValueError(f"configs/oicr.py: k={arg.k}; expected 0 or more refinement streams.")
+    config = wsddn.get_config(arg.base or "paper")
+    config.model.num_refinements = arg.k
+    config.loss.refine_weights = (1.0,) * arg.k  # the paper weighs the streams alike
+    config.loss.fg_iou = 0.5
+    config.loss.ignore_below = 0.0
+    config.eval.score_source = "refine" if arg.k else "mil"
+    config.eval.train_corloc = True  # CorLoc as the field reports it: on the training split
+    if not arg.base:
+        _paper(config)
+    if arg.res:
+        config.data.image_size = arg.res
+    if arg.tta and arg.base:
+        # Canvas sides around the pipeline's one (320 px on scenes), and their flips.
+        side = config.data.image_size
+        config.eval.scales = (round(side * 0.8), side, round(side * 1.2))
+        config.eval.flip = True
+    if arg.steps:
+        config.train.num_steps = arg.steps
+        config.train.num_epochs = 0
+    return config
+
+
+def _paper(config: ml_collections.ConfigDict) -> None:
+    """The paper's VOC setting on the WSDDN paper variant's data (configs/wsddn.py:paper)."""
+    m, lc = config.model, config.loss
+    m.det_temperature = 1.0
+    m.box_score_scale = 0.0
+    lc.spatial_weight = 0.0
+    config.train.batch_size = 2
+    config.train.num_epochs = 0
+    config.train.num_steps = 70_000
+    config.train.checkpoint_every = 5000
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.schedule = "step"
+    config.optimizer.decay_steps = (40_000,)
+    config.eval.scales = PAPER_SCALES
+    config.eval.flip = True
