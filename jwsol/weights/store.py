@@ -29,6 +29,7 @@ URLS = {
     "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
     "resnet34": "https://download.pytorch.org/models/resnet34-b627a593.pth",
     "resnet50": "https://download.pytorch.org/models/resnet50-0676ba61.pth",
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
 }
 ARCHS = tuple(URLS)
 TORCHVISION_FILES = {os.path.basename(url): arch for arch, url in URLS.items()}

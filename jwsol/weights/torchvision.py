@@ -1,4 +1,4 @@
-"""torchvision state_dicts -> Flax variables for jwsol.models.alexnet / resnet, through explicit tables.
+"""torchvision state_dicts -> Flax variables for jwsol.models.alexnet / vgg / resnet, via explicit tables.
 
 Each table row says which torch key fills which Flax path and how the array is rearranged:
 
@@ -7,6 +7,8 @@ Each table row says which torch key fills which Flax path and how the array is r
     fc6     AlexNet classifier.1 weight, permuted once so an NHWC flatten of the 6x6x256 pool
             matches torch's NCHW flatten: W.reshape(4096, 256, 6, 6).transpose(2, 3, 1, 0)
             .reshape(9216, 4096)
+    vgg_fc6 VGG16 classifier.0 weight, the same permutation for the 7x7x512 pool:
+            W.reshape(4096, 512, 7, 7).transpose(2, 3, 1, 0).reshape(25088, 4096)
     copy    biases, BatchNorm weight/bias -> params scale/bias, running_mean/var -> batch_stats
     ignore  BatchNorm num_batches_tracked (allowed to be absent, as in older checkpoints)
 
@@ -16,6 +18,7 @@ the same shape, otherwise a DataError names the key or path.
 Convert once (needs torch, imported only here and lazily):
 
     python -m jwsol.weights.torchvision --arch resnet50 --pth resnet50-0676ba61.pth --out DIR
+    python -m jwsol.weights.torchvision --arch vgg16 --pth vgg16-397923af.pth --out DIR
 
 DIR then holds the files of `jwsol.weights.store`; `load_pretrained(DIR, arch)` reads them without
 torch and checks every shape against the model; `jwsol.weights.merge` puts them into a model.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -38,12 +42,14 @@ from flax import traverse_util
 from jwsol.errors import DataError, UserError
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.resnet import STAGE_SIZES, ResNet
+from jwsol.models.vgg import VGG16
 from jwsol.weights import store
 from jwsol.weights.store import ARCHS, URLS, VARIABLES_FILE
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 # Flax subtree of each arch's classifier (dropped with drop_classifier=True).
-CLASSIFIER = {"alexnet": "params/fc8", **{a: "params/fc" for a in RESNET_DEPTHS}}
+CLASSIFIER = {"alexnet": "params/fc8", "vgg16": "params/fc8"}
+CLASSIFIER.update({a: "params/fc" for a in RESNET_DEPTHS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +58,7 @@ class Row:
 
     torch_key: str
     flax_path: str  # empty for 'ignore'
-    transform: str  # 'conv' | 'linear' | 'fc6' | 'copy' | 'ignore'
+    transform: str  # 'conv' | 'linear' | 'fc6' | 'vgg_fc6' | 'copy' | 'ignore'
 
 
 ALEXNET_TABLE = (
@@ -70,6 +76,41 @@ ALEXNET_TABLE = (
     Row("classifier.1.bias", "params/fc67/fc6/bias", "copy"),
     Row("classifier.4.weight", "params/fc67/fc7/kernel", "linear"),
     Row("classifier.4.bias", "params/fc67/fc7/bias", "copy"),
+    Row("classifier.6.weight", "params/fc8/kernel", "linear"),
+    Row("classifier.6.bias", "params/fc8/bias", "copy"),
+)
+
+VGG16_TABLE = (
+    Row("features.0.weight", "params/features/conv1_1/kernel", "conv"),
+    Row("features.0.bias", "params/features/conv1_1/bias", "copy"),
+    Row("features.2.weight", "params/features/conv1_2/kernel", "conv"),
+    Row("features.2.bias", "params/features/conv1_2/bias", "copy"),
+    Row("features.5.weight", "params/features/conv2_1/kernel", "conv"),
+    Row("features.5.bias", "params/features/conv2_1/bias", "copy"),
+    Row("features.7.weight", "params/features/conv2_2/kernel", "conv"),
+    Row("features.7.bias", "params/features/conv2_2/bias", "copy"),
+    Row("features.10.weight", "params/features/conv3_1/kernel", "conv"),
+    Row("features.10.bias", "params/features/conv3_1/bias", "copy"),
+    Row("features.12.weight", "params/features/conv3_2/kernel", "conv"),
+    Row("features.12.bias", "params/features/conv3_2/bias", "copy"),
+    Row("features.14.weight", "params/features/conv3_3/kernel", "conv"),
+    Row("features.14.bias", "params/features/conv3_3/bias", "copy"),
+    Row("features.17.weight", "params/features/conv4_1/kernel", "conv"),
+    Row("features.17.bias", "params/features/conv4_1/bias", "copy"),
+    Row("features.19.weight", "params/features/conv4_2/kernel", "conv"),
+    Row("features.19.bias", "params/features/conv4_2/bias", "copy"),
+    Row("features.21.weight", "params/features/conv4_3/kernel", "conv"),
+    Row("features.21.bias", "params/features/conv4_3/bias", "copy"),
+    Row("features.24.weight", "params/features/conv5_1/kernel", "conv"),
+    Row("features.24.bias", "params/features/conv5_1/bias", "copy"),
+    Row("features.26.weight", "params/features/conv5_2/kernel", "conv"),
+    Row("features.26.bias", "params/features/conv5_2/bias", "copy"),
+    Row("features.28.weight", "params/features/conv5_3/kernel", "conv"),
+    Row("features.28.bias", "params/features/conv5_3/bias", "copy"),
+    Row("classifier.0.weight", "params/fc67/fc6/kernel", "vgg_fc6"),
+    Row("classifier.0.bias", "params/fc67/fc6/bias", "copy"),
+    Row("classifier.3.weight", "params/fc67/fc7/kernel", "linear"),
+    Row("classifier.3.bias", "params/fc67/fc7/bias", "copy"),
     Row("classifier.6.weight", "params/fc8/kernel", "linear"),
     Row("classifier.6.bias", "params/fc8/bias", "copy"),
 )
@@ -116,17 +157,24 @@ def resnet_table(depth: int) -> tuple[Row, ...]:
     return tuple(rows)
 
 
-def _fc6_permute(w: np.ndarray) -> np.ndarray:
-    """torch fc6 [out, 256*6*6] (NCHW flatten) -> kernel [6*6*256, out] (NHWC flatten)."""
+# fc6 transform -> (channels, side) of the pooled map its torch weight flattens (NCHW order).
+FC6_INPUTS = {"fc6": (256, 6), "vgg_fc6": (512, 7)}
+
+
+def _fc6_permute(w: np.ndarray, channels: int = 256, side: int = 6) -> np.ndarray:
+    """torch fc6 [out, C*s*s] (NCHW flatten) -> kernel [s*s*C, out] (NHWC flatten)."""
     out = w.shape[0]
-    return w.reshape(out, 256, 6, 6).transpose(2, 3, 1, 0).reshape(256 * 6 * 6, out)
+    return w.reshape(out, channels, side, side).transpose(2, 3, 1, 0).reshape(-1, out)
 
 
 _TRANSFORMS: dict[str, tuple[int, Callable[[np.ndarray], np.ndarray]]] = {
     # transform -> (rank the torch array must have, rearrangement)
     "conv": (4, lambda w: w.transpose(2, 3, 1, 0)),
     "linear": (2, lambda w: w.T),
-    "fc6": (2, _fc6_permute),
+    **{
+        name: (2, functools.partial(_fc6_permute, channels=c, side=s))
+        for name, (c, s) in FC6_INPUTS.items()
+    },
     "copy": (1, lambda w: w),
 }
 
@@ -140,6 +188,8 @@ def _expected_shapes(arch: str, num_classes: int) -> dict[str, jax.ShapeDtypeStr
     """'collection/.../leaf' -> shape/dtype of the jwsol model's `init` tree (traced, no FLOPs)."""
     if arch == "alexnet":
         model, size = AlexNet(num_classes=num_classes), 224
+    elif arch == "vgg16":
+        model, size = VGG16(num_classes=num_classes), 32  # any size: the avgpool makes 7x7
     else:
         model, size = ResNet(depth=RESNET_DEPTHS[arch], num_classes=num_classes), 64
     dummy = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -178,10 +228,12 @@ def port_state_dict(
             continue
         value = store.to_numpy(state_dict[row.torch_key])
         rank, rearrange = _TRANSFORMS[row.transform]
-        if value.ndim != rank or (row.transform == "fc6" and value.shape[1] != 256 * 6 * 6):
+        channels, side = FC6_INPUTS.get(row.transform, (0, 0))
+        inputs = f" with {channels * side * side} inputs" if channels else ""
+        if value.ndim != rank or (channels and value.shape[1] != channels * side * side):
             raise DataError(
                 f"{what}: {row.torch_key} has shape {tuple(value.shape)}, expected a rank-{rank} "
-                f"{row.transform} array" + (" with 9216 inputs" if row.transform == "fc6" else "")
+                f"{row.transform} array{inputs}"
             )
         value = rearrange(value)
         if row.flax_path not in expected:
@@ -236,6 +288,17 @@ def alexnet_from_torch(
     return _port(state_dict, "alexnet", ALEXNET_TABLE, "classifier.6.weight", drop_classifier, what)
 
 
+def vgg16_from_torch(
+    state_dict: Mapping[str, Any], *, drop_classifier: bool = False, what: str = "state_dict"
+) -> dict[str, Any]:
+    """torchvision vgg16 state_dict -> variables of `jwsol.models.vgg.VGG16`.
+
+    Returns {'params': {'features': {conv1_1..conv5_3}, 'fc67': {fc6, fc7}, 'fc8': ...}} (NumPy);
+    num_classes of fc8 follows the checkpoint. drop_classifier: leave fc8 out (its keys ignored).
+    """
+    return _port(state_dict, "vgg16", VGG16_TABLE, "classifier.6.weight", drop_classifier, what)
+
+
 def resnet_from_torch(
     state_dict: Mapping[str, Any],
     depth: int,
@@ -259,9 +322,11 @@ def from_torch(
     drop_classifier: bool = False,
     what: str = "state_dict",
 ) -> dict[str, Any]:
-    """Dispatches on arch: 'alexnet', 'resnet18', 'resnet34' or 'resnet50'."""
+    """Dispatches on arch: 'alexnet', 'vgg16', 'resnet18', 'resnet34' or 'resnet50'."""
     if arch == "alexnet":
         return alexnet_from_torch(state_dict, drop_classifier=drop_classifier, what=what)
+    if arch == "vgg16":
+        return vgg16_from_torch(state_dict, drop_classifier=drop_classifier, what=what)
     if arch in RESNET_DEPTHS:
         depth = RESNET_DEPTHS[arch]
         return resnet_from_torch(state_dict, depth, drop_classifier=drop_classifier, what=what)

@@ -1,7 +1,7 @@
 """torchvision -> Flax port: parity with torch reference modules that carry torchvision's key names.
 
-torchvision is not installed, so the reference AlexNet and ResNets are rebuilt here with the same
-module structure (features.0 ... classifier.6; conv1, bn1, layerK.J.*, downsample.0/1, fc) and
+torchvision is not installed, so the reference AlexNet, VGG16 and ResNets are rebuilt here with the
+same module structure (features.0 ... classifier.6; conv1, bn1, layerK.J.*, downsample.0/1, fc) and
 random weights and BatchNorm running statistics. Outputs must agree within float32 rounding:
 |ours - torch| <= 1e-4 * |torch| + 1e-4 * max|torch| per tensor (rtol 1e-4, atol relative to the
 activation scale). Measured on CPU: at most 2e-6 of the scale. The parity tests pin float32
@@ -23,6 +23,7 @@ from torch import nn
 from jwsol.errors import DataError
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.resnet import ResNet
+from jwsol.models.vgg import VGG16
 from jwsol.weights import torchvision as tv
 
 # ---------------------------------------------------------------- torch references (torchvision layout)
@@ -53,6 +54,34 @@ class TorchAlexNet(nn.Module):
         pool5 = self.features[12](conv5)
         logits = self.classifier(torch.flatten(self.avgpool(pool5), 1))
         return {"conv5": conv5, "pool5": pool5, "logits": logits}
+
+
+class TorchVGG16(nn.Module):
+    """torchvision vgg16 (cfg "D", no BatchNorm); hidden < 4096 only for the fast parity test."""
+
+    def __init__(self, num_classes: int = 1000, hidden: int = 4096):
+        super().__init__()
+        layers, channels = [], 3
+        for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
+                  512, 512, 512, "M"):  # fmt: skip
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+            else:
+                layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU(inplace=True)]
+                channels = v
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, hidden), nn.ReLU(True), nn.Dropout(0.5),
+            nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
+            nn.Linear(hidden, num_classes),
+        )  # fmt: skip
+
+    def forward(self, x):
+        conv5_3 = self.features[:30](x)
+        pool5 = self.features[30](conv5_3)
+        logits = self.classifier(torch.flatten(self.avgpool(pool5), 1))
+        return {"conv5_3": conv5_3, "pool5": pool5, "logits": logits}
 
 
 class TorchBasicBlock(nn.Module):
@@ -135,17 +164,22 @@ TORCH_RESNETS = {
 
 
 @functools.cache
-def torch_model(arch: str, num_classes: int = 10) -> nn.Module:
-    """Random reference model in eval mode: random biases and BatchNorm affine/running stats."""
+def torch_model(arch: str, num_classes: int = 10, hidden: int = 4096) -> nn.Module:
+    """Random reference model in eval mode: random biases and BatchNorm affine/running stats.
+
+    hidden: vgg16's fc6/fc7 width (the others ignore it).
+    """
     torch.manual_seed(sum(map(ord, arch)) + num_classes)
     if arch == "alexnet":
         model = TorchAlexNet(num_classes)
+    elif arch == "vgg16":
+        model = TorchVGG16(num_classes, hidden)
     else:
         block, layers = TORCH_RESNETS[arch]
         model = TorchResNet(block, layers, num_classes)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, nn.Conv2d) and arch != "alexnet":  # as torchvision's ResNet init
+            if isinstance(m, nn.Conv2d) and arch != "alexnet":  # as torchvision's ResNet/VGG init
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             if isinstance(m, (nn.Conv2d, nn.Linear)) and m.bias is not None:
                 m.bias.uniform_(-0.1, 0.1)
@@ -206,6 +240,37 @@ def test_alexnet_parity(height, width):
     assert_close(logits, ref["logits"].numpy(), "logits")
 
 
+def _vgg_parity(variables, model, x, hidden):
+    with torch.no_grad():
+        ref = torch_model("vgg16", hidden=hidden)(nhwc_to_nchw(x))
+    apply = jax.jit(model.apply, static_argnames="return_activations")
+    logits, acts = apply(variables, x, return_activations=True)
+    assert_close(acts["conv5_3"], nchw_to_nhwc(ref["conv5_3"]), "conv5_3")
+    assert_close(acts["pool5"], nchw_to_nhwc(ref["pool5"]), "pool5")
+    assert_close(logits, ref["logits"].numpy(), "logits")
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (64, 80)])  # pool5 1x1 and 2x2 -> 7x7
+@jax.default_matmul_precision("float32")
+def test_vgg16_parity_small_input_narrow_fc(height, width):
+    """The full conv trunk and the port table, with 64-wide fc6/fc7 so the test stays fast."""
+    model = VGG16(num_classes=10, fc_features=64)
+    expected = traverse_util.flatten_dict(
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3))), sep="/"
+    )
+    state_dict = torch_model("vgg16", hidden=64).state_dict()
+    variables = tv.port_state_dict(state_dict, tv.VGG16_TABLE, expected, "narrow vgg16")
+    x = np.random.default_rng(4).normal(size=(2, height, width, 3)).astype(np.float32)
+    _vgg_parity(variables, model, x, hidden=64)
+
+
+@pytest.mark.slow
+@jax.default_matmul_precision("float32")
+def test_vgg16_parity_full_size():
+    x = np.random.default_rng(5).normal(size=(2, 224, 224, 3)).astype(np.float32)
+    _vgg_parity(ported("vgg16"), VGG16(num_classes=10), x, hidden=4096)
+
+
 # resnet34 has resnet18's blocks; its table is covered by test_ported_tree_has_the_shapes_of_init.
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 @jax.default_matmul_precision("float32")
@@ -259,16 +324,18 @@ def test_resnet_gradcam_matches_torch():
 @pytest.mark.parametrize("arch", tv.ARCHS)
 def test_ported_tree_has_the_shapes_of_init(arch):
     if arch == "alexnet":
-        model, x = AlexNet(num_classes=10), jnp.zeros((1, 224, 224, 3))
+        model, x, table = AlexNet(num_classes=10), jnp.zeros((1, 224, 224, 3)), tv.ALEXNET_TABLE
+    elif arch == "vgg16":
+        model, x, table = VGG16(num_classes=10), jnp.zeros((1, 224, 224, 3)), tv.VGG16_TABLE
     else:
-        model, x = ResNet(depth=tv.RESNET_DEPTHS[arch], num_classes=10), jnp.zeros((1, 64, 64, 3))
+        depth = tv.RESNET_DEPTHS[arch]
+        model, x = ResNet(depth=depth, num_classes=10), jnp.zeros((1, 64, 64, 3))
+        table = tv.resnet_table(depth)
     init = jax.eval_shape(model.init, jax.random.key(0), x)
     tree = ported(arch)
     assert shape_tree(tree) == shape_tree(init)
     assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(tree))
-    table_keys = [row.torch_key for row in (tv.ALEXNET_TABLE if arch == "alexnet" else ())]
-    table_keys = table_keys or [r.torch_key for r in tv.resnet_table(tv.RESNET_DEPTHS[arch])]
-    assert sorted(table_keys) == sorted(torch_model(arch).state_dict())
+    assert sorted(row.torch_key for row in table) == sorted(torch_model(arch).state_dict())
 
 
 def test_fc6_permutation_is_nhwc_flatten():
@@ -279,6 +346,16 @@ def test_fc6_permutation_is_nhwc_flatten():
         x = np.zeros((6, 6, 256), np.float32)
         x[h, wi, c] = 1
         np.testing.assert_array_equal(x.reshape(-1) @ kernel, w[:, c * 36 + h * 6 + wi])
+
+
+def test_vgg_fc6_permutation_is_nhwc_flatten():
+    # A one-hot input at (h, w, c) of the 7x7x512 pool must pick torch column c*49 + h*7 + w.
+    w = np.random.default_rng(6).normal(size=(5, 25088)).astype(np.float32)
+    kernel = tv._TRANSFORMS["vgg_fc6"][1](w)
+    for h, wi, c in [(0, 0, 0), (3, 6, 100), (6, 2, 511)]:
+        x = np.zeros((7, 7, 512), np.float32)
+        x[h, wi, c] = 1
+        np.testing.assert_array_equal(x.reshape(-1) @ kernel, w[:, c * 49 + h * 7 + wi])
 
 
 def _resnet18_state_dict():
@@ -313,6 +390,18 @@ def test_wrong_shape_is_named():
     sd["bn1.weight"] = np.zeros((64, 1), np.float32)
     with pytest.raises(DataError, match=r"bn1\.weight has shape \(64, 1\)"):
         tv.resnet_from_torch(sd, 18)
+
+
+def test_wrong_arch_state_dict_is_named():
+    with pytest.raises(DataError, match=r"\(vgg16\).*missing keys: features\.0\.weight"):
+        tv.from_torch(_resnet18_state_dict(), "vgg16")
+    vgg = {k: v.numpy() for k, v in torch_model("vgg16", hidden=64).state_dict().items()}
+    with pytest.raises(DataError, match=r"\(alexnet\).*unexpected keys: classifier\.0\.bias"):
+        tv.from_torch(vgg, "alexnet")
+    # fc6/fc7 must be torchvision's 4096 wide.
+    narrow = r"fc6/kernel has shape \(25088, 64\) after vgg_fc6, the model wants \(25088, 4096\)"
+    with pytest.raises(DataError, match=r"classifier\.0\.weight -> params/fc67/" + narrow):
+        tv.from_torch(vgg, "vgg16")
 
 
 def test_old_checkpoints_without_num_batches_tracked_load():
@@ -366,6 +455,36 @@ def test_command_round_trip_without_torch(resnet18_pth, tmp_path):
         [sys.executable, "-c", check], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_vgg16_command_round_trip(tmp_path):
+    pth, out = str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg16")
+    torch.save(torch_model("vgg16").state_dict(), pth)
+    cmd = [sys.executable, "-m", "jwsol.weights.torchvision", "--arch", "vgg16", "--pth", pth]
+    done = subprocess.run(cmd + ["--out", out], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "vgg16, 32 arrays, 134,301,514 values, num_classes=10" in done.stdout
+    got = traverse_util.flatten_dict(tv.load_pretrained(out, "vgg16"), sep="/")
+    want = traverse_util.flatten_dict(ported("vgg16"), sep="/")
+    assert sorted(got) == sorted(want)
+    for path, value in want.items():
+        np.testing.assert_array_equal(got[path], value, err_msg=path)
+    trunk = tv.load_pretrained(out, "vgg16", drop_classifier=True)["params"]
+    assert sorted(trunk) == ["fc67", "features"]
+    with pytest.raises(DataError, match="holds arch='vgg16'"):
+        tv.load_pretrained(out, "alexnet")
+
+
+def test_vgg16_command_errors(resnet18_pth, tmp_path, capsys):
+    missing = str(tmp_path / "vgg16-397923af.pth")
+    assert tv.main(["--arch", "vgg16", "--pth", missing, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in err
+    assert "python -m jwsol.weights.torchvision --arch vgg16 --pth vgg16-397923af.pth" in err
+    assert tv.main(["--arch", "vgg16", "--pth", resnet18_pth, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{resnet18_pth} (vgg16): state_dict does not match" in err
 
 
 def test_command_error_exits_2(tmp_path, capsys):
