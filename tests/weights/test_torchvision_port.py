@@ -17,13 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import linen as fnn
 from flax import traverse_util
 from torch import nn
 
 from jwsol.errors import DataError
-from jwsol.models.alexnet import AlexNet
+from jwsol.models.alexnet import AlexNet, adaptive_avg_pool
 from jwsol.models.resnet import ResNet
-from jwsol.models.vgg import VGG16
+from jwsol.models.vgg import VGG16, VGGFC67, VGG16Features
+from jwsol.weights import merge
 from jwsol.weights import torchvision as tv
 
 # ---------------------------------------------------------------- torch references (torchvision layout)
@@ -250,18 +252,58 @@ def _vgg_parity(variables, model, x, hidden):
     assert_close(logits, ref["logits"].numpy(), "logits")
 
 
-@pytest.mark.parametrize("height, width", [(32, 32), (64, 80)])  # pool5 1x1 and 2x2 -> 7x7
-@jax.default_matmul_precision("float32")
-def test_vgg16_parity_small_input_narrow_fc(height, width):
-    """The full conv trunk and the port table, with 64-wide fc6/fc7 so the test stays fast."""
-    model = VGG16(num_classes=10, fc_features=64)
+NARROW_FC = 64  # fc6/fc7 width of the fast VGG16 tests (torchvision's is 4096)
+
+
+@functools.cache
+def ported_narrow_vgg16():
+    """torch_model('vgg16', hidden=NARROW_FC) through the port table, into VGG16's init shapes."""
+    model = VGG16(num_classes=10, fc_features=NARROW_FC)
     expected = traverse_util.flatten_dict(
         jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3))), sep="/"
     )
-    state_dict = torch_model("vgg16", hidden=64).state_dict()
-    variables = tv.port_state_dict(state_dict, tv.VGG16_TABLE, expected, "narrow vgg16")
+    state_dict = torch_model("vgg16", hidden=NARROW_FC).state_dict()
+    return tv.port_state_dict(state_dict, tv.VGG16_TABLE, expected, "narrow vgg16")
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (64, 80)])  # pool5 1x1 and 2x2 -> 7x7
+@jax.default_matmul_precision("float32")
+def test_vgg16_parity_small_input_narrow_fc(height, width):
+    """The full conv trunk and the port table, with narrow fc6/fc7 so the test stays fast."""
     x = np.random.default_rng(4).normal(size=(2, height, width, 3)).astype(np.float32)
-    _vgg_parity(variables, model, x, hidden=64)
+    model = VGG16(num_classes=10, fc_features=NARROW_FC)
+    _vgg_parity(ported_narrow_vgg16(), model, x, hidden=NARROW_FC)
+
+
+class VGGDetectorShaped(fnn.Module):
+    """The trunk a Fast R-CNN style detector builds on vgg16 (conv5_3 at stride 16, 7x7 regions,
+    fc6/fc7, a new head), with one whole-image region so torch can give the same numbers."""
+
+    @fnn.compact
+    def __call__(self, x):
+        conv5_3 = VGG16Features(include_last_pool=False, name="features")(x)
+        regions = adaptive_avg_pool(conv5_3, 7)[:, None]  # [N, 1, 7, 7, 512]
+        fc7 = VGGFC67(features=NARROW_FC, name="fc67")(regions)  # [N, 1, NARROW_FC]
+        return conv5_3, fc7, fnn.Dense(3, name="head")(fc7)
+
+
+@jax.default_matmul_precision("float32")
+def test_vgg16_trunk_merges_into_a_detector_without_renaming():
+    x = np.random.default_rng(7).normal(size=(2, 48, 64, 3)).astype(np.float32)
+    detector = VGGDetectorShaped()
+    init = detector.init(jax.random.key(0), x)
+    variables, report = merge.merge_pretrained(init, ported_narrow_vgg16())
+    assert report.loaded == ["params/fc67", "params/features"]
+    assert report.kept_init == ["params/head"] and report.unused == ["params/fc8"]
+    conv5_3, fc7, _ = jax.jit(detector.apply)(variables, x)
+    reference = torch_model("vgg16", hidden=NARROW_FC)
+    with torch.no_grad():
+        ref_conv5_3 = reference.features[:30](nhwc_to_nchw(x))  # features[:-1]: no last pool
+        pooled = torch.nn.functional.adaptive_avg_pool2d(ref_conv5_3, 7)
+        ref_fc7 = reference.classifier[:6](pooled.flatten(1))
+    assert conv5_3.shape == (2, 3, 4, 512)  # 48 // 16, 64 // 16
+    assert_close(conv5_3, nchw_to_nhwc(ref_conv5_3), "conv5_3")
+    assert_close(fc7[:, 0], ref_fc7.numpy(), "fc7")
 
 
 @pytest.mark.slow
@@ -395,7 +437,7 @@ def test_wrong_shape_is_named():
 def test_wrong_arch_state_dict_is_named():
     with pytest.raises(DataError, match=r"\(vgg16\).*missing keys: features\.0\.weight"):
         tv.from_torch(_resnet18_state_dict(), "vgg16")
-    vgg = {k: v.numpy() for k, v in torch_model("vgg16", hidden=64).state_dict().items()}
+    vgg = {k: v.numpy() for k, v in torch_model("vgg16", hidden=NARROW_FC).state_dict().items()}
     with pytest.raises(DataError, match=r"\(alexnet\).*unexpected keys: classifier\.0\.bias"):
         tv.from_torch(vgg, "alexnet")
     # fc6/fc7 must be torchvision's 4096 wide.
