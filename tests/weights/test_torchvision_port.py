@@ -488,7 +488,7 @@ def test_command_round_trip_without_torch(resnet18_pth, tmp_path):
     check = (
         "import sys\n"
         "from jwsol.weights.torchvision import load_pretrained\n"
-        "from jwsol.models import alexnet, localizer, resnet\n"
+        "from jwsol.models import alexnet, localizer, resnet, vgg\n"
         f"v = load_pretrained({out!r}, 'resnet18', drop_classifier=True)\n"
         "assert 'fc' not in v['params'] and 'layer4' in v['batch_stats']\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
