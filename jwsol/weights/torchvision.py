@@ -1,4 +1,4 @@
-"""torchvision state_dicts -> Flax variables for jwsol.models.alexnet / vgg / resnet, via explicit tables.
+"""torchvision state_dicts -> Flax variables for jwsol.models.alexnet / vgg / resnet, by tables.
 
 Each table row says which torch key fills which Flax path and how the array is rearranged:
 
