@@ -154,7 +154,7 @@ def smoke(
 def pretrained(arch: str = "alexnet", path: str = "") -> ml_collections.ConfigDict:
     """`config.pretrained`: where the ported torchvision weights come from."""
     return ml_collections.ConfigDict({
-        "arch": arch,  # alexnet | resnet18 | resnet34 | resnet50
+        "arch": arch,  # alexnet | vgg16 | resnet18 | resnet34 | resnet50
         # Folder written by `python -m jwsol.weights.torchvision` (see docs/weights.md);
         # '' trains from scratch, which must be asked for with from_scratch=True.
         "path": path,

@@ -6,7 +6,8 @@ before it (jwsol/ops/oicr.py), and the detector's region scores are the mean of 
 (`eval.score_source = 'refine'`; 'mil' evaluates the WSDDN stream alone).
 
 Variants (grammar: configs/common.py):
-  configs/oicr.py          the paper's VOC 2007 setting: five training scales with flips, SGD
+  configs/oicr.py          the paper's VOC 2007 setting: ImageNet VGG16 (conv5_3, RoI pool 7x7),
+                           five training scales with flips, SGD
                            lr 1e-3 for 40k iterations then 1e-4 for 30k, two images a batch, and
                            the test scores averaged over the five scales and their flips.
   configs/oicr.py:scenes   the offline embedded default: Fashion-MNIST scenes, the scenes
@@ -56,8 +57,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
-    """The paper's VOC setting on the WSDDN paper variant's data (configs/wsddn.py:paper)."""
+    """The paper's VOC setting on the WSDDN paper variant's data (configs/wsddn.py:paper), with
+    ImageNet VGG16 (`python -m jwsol.weights.torchvision --arch vgg16`, docs/weights.md)."""
     m, lc = config.model, config.loss
+    m.backbone = "vgg16"
+    m.pool_size = 7  # VGG16's fc6 input
+    config.pretrained = common.pretrained("vgg16", "~/.cache/jwsol/weights/vgg16")
     m.det_temperature = 1.0
     m.box_score_scale = 0.0
     lc.spatial_weight = 0.0

@@ -37,7 +37,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.proposals.top_k = 300
     config.pretrained = common.pretrained("alexnet", "~/.cache/jwsol/weights/alexnet")
     config.model = ml_collections.ConfigDict({
-        "width": 1.0,  # AlexNet channel multiplier; 1.0 is the only width ported weights fit
+        # 'alexnet' | 'vgg16' (then pool_size 7 and pretrained.arch 'vgg16': configs/oicr.py)
+        "backbone": "alexnet",
+        "width": 1.0,  # trunk channel multiplier; 1.0 is the only width ported weights fit
         "batch_norm": False,  # BatchNorm in conv1-5: from scratch only (no ported weights)
         "fc_features": 4096,  # fc6/fc7 width
         "dropout_rate": 0.5,

@@ -30,9 +30,13 @@ import jax
 import jax.numpy as jnp
 
 from jwsol.models.alexnet import FC67, AlexNetFeatures
+from jwsol.models.vgg import VGGFC67, VGG16Features
 from jwsol.ops.roi_pool import batched_roi_align, batched_roi_pool
 
 POOLINGS = ("roi_pool", "roi_align")
+# Trunk (conv5 at stride 16: AlexNet without its last pool, VGG16 without pool5 as in Fast R-CNN)
+# and fc6/fc7 of each backbone, whose ported torchvision weights merge in without renaming.
+BACKBONES = {"alexnet": (AlexNetFeatures, FC67), "vgg16": (VGG16Features, VGGFC67)}
 
 
 def masked_region_softmax(logits: jax.Array, mask: jax.Array) -> jax.Array:
@@ -74,11 +78,12 @@ def combine_streams(
 
 
 class WSDDN(nn.Module):
-    """The WSDDN detector on AlexNet.
+    """The WSDDN detector (and OICR with refinements) on AlexNet or VGG16.
 
     Attributes:
       num_classes: C.
-      width: AlexNet channel multiplier (1.0 = torchvision; smaller only from scratch).
+      backbone: 'alexnet' or 'vgg16' (RoI pool 7x7 for VGG16's fc6, 6x6 for AlexNet's).
+      width: trunk channel multiplier (1.0 = torchvision; smaller only from scratch).
       batch_norm: BatchNorm in conv1-5 (from scratch only; adds batch_stats state).
       fc_features: fc6/fc7 width (4096 = torchvision).
       dropout_rate: dropout before fc6 and fc7 in training.
@@ -93,6 +98,7 @@ class WSDDN(nn.Module):
     """
 
     num_classes: int = 20
+    backbone: str = "alexnet"
     width: float = 1.0
     batch_norm: bool = False
     fc_features: int = 4096
@@ -125,7 +131,12 @@ class WSDDN(nn.Module):
         """
         if self.pooling not in POOLINGS:
             raise ValueError(f"model.pooling={self.pooling!r}: expected one of {POOLINGS}")
-        conv5 = AlexNetFeatures(
+        if self.backbone not in BACKBONES:
+            raise ValueError(
+                f"model.backbone={self.backbone!r}: expected one of {tuple(BACKBONES)}"
+            )
+        trunk, fc67 = BACKBONES[self.backbone]
+        conv5 = trunk(
             include_last_pool=False, width=self.width, batch_norm=self.batch_norm, name="features"
         )(images, train=train)  # [N, h, w, K]
         proposals = jax.lax.stop_gradient(proposals.astype(jnp.float32))
@@ -142,7 +153,7 @@ class WSDDN(nn.Module):
         if self.box_score_scale and proposal_scores is not None:
             boost = 1.0 + self.box_score_scale * proposal_scores.astype(pooled.dtype)
             pooled = pooled * boost[:, :, None, None, None]
-        fc7 = FC67(self.dropout_rate, self.fc_features, name="fc67")(pooled, train=train)
+        fc7 = fc67(self.dropout_rate, self.fc_features, name="fc67")(pooled, train=train)
         head_init = nn.initializers.normal(0.01)
         cls_logits = nn.Dense(self.num_classes, kernel_init=head_init, name="cls_head")(fc7)
         det_logits = nn.Dense(self.num_classes, kernel_init=head_init, name="det_head")(fc7)

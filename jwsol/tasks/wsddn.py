@@ -31,7 +31,7 @@ from jwsol.errors import ConfigError
 from jwsol.metrics import detection as det_metrics
 from jwsol.metrics import multilabel
 from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
-from jwsol.models.wsddn import POOLINGS, WSDDN
+from jwsol.models.wsddn import BACKBONES, POOLINGS, WSDDN
 from jwsol.ops import oicr, tta
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.training.task import Batch, EvalContext, Evaluator
@@ -41,9 +41,8 @@ SCORE_SOURCES = ("mil", "refine")
 
 # Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).
 HISTOGRAM_LAYERS = {
-    "conv1": ("features", "conv1", "kernel"),
-    "conv2": ("features", "conv2", "kernel"),
-    "fc7": ("fc67", "fc7", "kernel"),
+    "alexnet": {"conv1": ("features", "conv1"), "conv2": ("features", "conv2")},
+    "vgg16": {"conv1": ("features", "conv1_1"), "conv2": ("features", "conv2_1")},
 }
 
 
@@ -68,26 +67,31 @@ class WSDDNEvaluator(Evaluator):
         self.train_tops: list[det_metrics.ImageDetections] = []
         self.train_truth: list[det_metrics.ImageGroundTruth] = []
 
+    @staticmethod
+    def _original(batch: Batch, key: str) -> np.ndarray:
+        """batch[key] boxes [N, M, 4] in original-image pixels (resize and flip undone)."""
+        return augment.boxes_to_original(
+            batch[key], batch["scale_xy"], batch["image_size"], batch["flipped"]
+        )
+
+    @staticmethod
+    def _truth(batch: Batch, i: int, gt_boxes: np.ndarray) -> det_metrics.ImageGroundTruth:
+        gt = batch["gt_mask"][i]
+        return det_metrics.ImageGroundTruth(
+            gt_boxes[i][gt], batch["gt_classes"][i][gt], batch["gt_difficult"][i][gt]
+        )
+
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
-        proposals = augment.boxes_to_original(
-            batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
-        )
-        gt_boxes = augment.boxes_to_original(
-            batch["gt_boxes"], batch["scale_xy"], batch["image_size"], batch["flipped"]
-        )
+        proposals, gt_boxes = self._original(batch, "proposals"), self._original(batch, "gt_boxes")
         scores = np.asarray(outputs["region_scores"], np.float64)
         for i in range(len(proposals)):
             valid = batch["proposal_mask"][i]
-            gt = batch["gt_mask"][i]
             dets = det_metrics.detect(
                 scores[i][valid], proposals[i][valid], self.score_threshold, self.nms_iou,
                 self.max_per_class,
             )  # fmt: skip
-            truth = det_metrics.ImageGroundTruth(
-                gt_boxes[i][gt], batch["gt_classes"][i][gt], batch["gt_difficult"][i][gt]
-            )
             self.detections.append(dets)
-            self.truth.append(truth)
+            self.truth.append(self._truth(batch, i, gt_boxes))
             self.proposals.append(proposals[i][valid])
             if len(self.shown) < self.num_figure_images:
                 self.shown.append(self._figure_entry(batch, i, scores[i], valid))
@@ -113,24 +117,14 @@ class WSDDNEvaluator(Evaluator):
 
     def add_train_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         """Training-split images: only their top boxes, for CorLoc as the field reports it."""
-        proposals = augment.boxes_to_original(
-            batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
-        )
-        gt_boxes = augment.boxes_to_original(
-            batch["gt_boxes"], batch["scale_xy"], batch["image_size"], batch["flipped"]
-        )
+        proposals, gt_boxes = self._original(batch, "proposals"), self._original(batch, "gt_boxes")
         scores = np.asarray(outputs["region_scores"], np.float64)
         for i in range(len(proposals)):
-            valid, gt = batch["proposal_mask"][i], batch["gt_mask"][i]
+            valid = batch["proposal_mask"][i]
             classes = np.nonzero(batch["labels"][i] > 0.5)[0]
-            self.train_tops.append(
-                det_metrics.top_boxes(scores[i][valid], proposals[i][valid], classes)
-            )
-            self.train_truth.append(
-                det_metrics.ImageGroundTruth(
-                    gt_boxes[i][gt], batch["gt_classes"][i][gt], batch["gt_difficult"][i][gt]
-                )
-            )
+            tops = det_metrics.top_boxes(scores[i][valid], proposals[i][valid], classes)
+            self.train_tops.append(tops)
+            self.train_truth.append(self._truth(batch, i, gt_boxes))
 
     def _figure_entry(self, batch: Batch, i: int, scores: np.ndarray, valid: np.ndarray) -> dict:
         """What the detections picture needs of image i, in the batch's (resized) pixels: the
@@ -210,11 +204,14 @@ class WSDDNTask(ImageLabelTask):
                 "model.batch_norm=True is for trunks trained from scratch: torchvision's AlexNet "
                 "has no BatchNorm. Set --config.model.batch_norm=False to use pretrained.path."
             )
-        for field, choices in (("init", INIT_SCHEMES), ("pooling", POOLINGS)):
+        for field, choices in (
+            ("init", INIT_SCHEMES), ("pooling", POOLINGS), ("backbone", tuple(BACKBONES))
+        ):  # fmt: skip
             if m[field] not in choices:
                 raise ConfigError(f"model.{field}={m[field]!r}; expected one of {choices}.")
         self.model = WSDDN(
             num_classes=self.num_classes,
+            backbone=m.backbone,
             width=float(m.width),
             batch_norm=bool(m.batch_norm),
             fc_features=int(m.fc_features),
@@ -349,10 +346,6 @@ class WSDDNTask(ImageLabelTask):
         return WSDDNEvaluator(self, first=ctx.step == ctx.schedule[0])
 
     def grad_histograms(self, grads) -> dict[str, jax.Array]:
-        out = {}
-        for name, path in HISTOGRAM_LAYERS.items():
-            node = grads
-            for key in path:
-                node = node[key]
-            out[name] = node
-        return out
+        layers = HISTOGRAM_LAYERS[self.config.model.backbone]
+        out = {name: grads[scope][layer]["kernel"] for name, (scope, layer) in layers.items()}
+        return dict(out, fc7=grads["fc67"]["fc7"]["kernel"])

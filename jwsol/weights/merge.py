@@ -2,7 +2,7 @@
 exclude, a report of what came from where) and `load_into`, the one entry point every job uses
 for its `config.pretrained` section:
 
-    arch          alexnet | resnet18 | resnet34 | resnet50
+    arch          alexnet | vgg16 | resnet18 | resnet34 | resnet50
     path          folder written by `python -m jwsol.weights.torchvision` ('' = none)
     from_scratch  True: an empty path trains from scratch; False: an empty path is an error
     exclude       target path prefixes that keep their init, e.g. ('params/fc',)

@@ -262,3 +262,17 @@ def test_refinement_streams_share_fc7_and_are_softmaxes_over_background_and_clas
         {"params": {k: v for k, v in variables["params"].items() if "refine" not in k}},
         images, boxes, mask,
     )  # fmt: skip
+
+
+def test_vgg16_backbone_pools_conv5_3_at_stride_16_into_7x7_and_its_fc67():
+    model = WSDDN(**SMALL, backbone="vgg16", pool_size=7, num_refinements=1)
+    images, boxes, mask = _inputs()
+    variables = jax.eval_shape(model.init, jax.random.key(0), images, boxes, mask)
+    features = variables["params"]["features"]
+    assert {"conv1_1", "conv5_3"} <= set(features) and "conv1" not in features
+    # fc6 takes the 7 x 7 RoI bins of conv5_3's 512 x width channels.
+    assert variables["params"]["fc67"]["fc6"]["kernel"].shape == (7 * 7 * 64, 16)
+    out = jax.eval_shape(model.apply, variables, images, boxes, mask)
+    assert out["region_scores"].shape == (2, 5, 3) and out["refine_probs"].shape == (2, 1, 5, 4)
+    with pytest.raises(ValueError, match="model.backbone='resnet'"):
+        WSDDN(**SMALL, backbone="resnet").init(jax.random.key(0), images, boxes, mask)
