@@ -27,13 +27,14 @@ flags.DEFINE_integer("process_id", None, "This process's index (with --coordinat
 flags.DEFINE_bool(
     "tune_malloc", True, "Let glibc keep freed memory (fewer page faults, faster CPU steps)."
 )
+flags.DEFINE_bool("verbose", False, "On a failure, print the full traceback before the error line.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(2)  # = jwsol.errors.USER_ERROR_STATUS (imported late: TensorFlow logs on import)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -67,28 +68,31 @@ class _QuietLibraries:
         return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
-def main(argv):
-    del argv
-    logging.get_absl_logger().addFilter(_QuietLibraries())
+def _run() -> None:
     import tensorflow as tf
 
     # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
     tf.config.set_visible_devices([], "GPU")
     from jwsol import tasks
-    from jwsol.errors import UserError
     from jwsol.training import cpu, loop, sharding
 
     if FLAGS.tune_malloc:
         logging.info("glibc malloc tuned for reuse: %s", cpu.tune_malloc())
+    sharding.maybe_initialize_distributed(
+        FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+    )
+    loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
 
-    try:
-        sharding.maybe_initialize_distributed(
-            FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
-        )
-        loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
-    except UserError as e:
-        logging.flush()
-        _fail(str(e))
+
+def main(argv):
+    del argv
+    logging.get_absl_logger().addFilter(_QuietLibraries())
+    from jwsol import errors
+
+    status = errors.run_main(_run, FLAGS.verbose)
+    logging.flush()
+    if status:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,230 @@
+"""Faults cost nothing (docs/faults.md): damaged and stray checkpoints, a full disk, two writers,
+a workdir that is a file, kill -9 anywhere; each row of the table has its test here."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from jwsol.errors import UserError
+from jwsol.training import checkpoint, lock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def state_at(step: int) -> dict:
+    """A small train-state-like tree whose values say which step saved it."""
+    return {"step": jnp.int32(step), "w": jnp.full((3, 4), float(step)), "b": jnp.arange(5.0)}
+
+
+ABSTRACT = jax.eval_shape(lambda: state_at(0))
+
+
+def saved(workdir, steps, keep=5) -> checkpoint.Checkpointer:
+    ckpt = checkpoint.Checkpointer(str(workdir), keep)
+    for step in steps:
+        ckpt.save(step, state_at(step))
+    ckpt.close()
+    return checkpoint.Checkpointer(str(workdir), keep)
+
+
+def damage(workdir, step: int) -> None:
+    """Overwrites every file of a step's checkpoint with bytes that are not what orbax wrote."""
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step))):
+        for name in files:
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(b"\xff\xfe not a checkpoint \x00\x81")
+
+
+def folders(workdir) -> list[str]:
+    return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+
+
+@pytest.fixture
+def warnings(caplog):
+    caplog.set_level(logging.WARNING)
+    return lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_damaged_newest_checkpoint_walks_back_with_one_warning_each(tmp_path, warnings):
+    saved(tmp_path, [2, 4, 6]).close()
+    damage(tmp_path, 6)
+    damage(tmp_path, 4)
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=5)
+    state = ckpt.restore(ABSTRACT)
+    assert int(state["step"]) == 2 and float(state["w"][0, 0]) == 2.0
+    skipped = [m for m in warnings() if "does not restore" in m and "trying an older" in m]
+    assert len(skipped) == 2
+    assert "step 6" in skipped[0] and "step 4" in skipped[1]
+    # Set aside, not deleted; the run's next saves of steps 4 and 6 supersede them.
+    assert folders(tmp_path) == ["2", "4.damaged", "6.damaged"]
+    ckpt.save(4, state_at(4))
+    ckpt.save(6, state_at(6))
+    ckpt.close()
+    again = checkpoint.Checkpointer(str(tmp_path), keep=5)
+    assert again.all_steps() == [2, 4, 6]
+    assert float(again.restore(ABSTRACT)["w"][0, 0]) == 6.0
+
+
+def test_evaluation_reads_without_moving_anything(tmp_path, warnings):
+    saved(tmp_path, [2, 4]).close()
+    damage(tmp_path, 4)
+    reader = checkpoint.Checkpointer(str(tmp_path), keep=5, writable=False)
+    assert int(reader.restore(ABSTRACT)["step"]) == 2
+    assert any("step 4" in m for m in warnings())
+    assert folders(tmp_path) == ["2", "4"]
+
+
+def test_damaged_step_asked_for_is_one_line_naming_it(tmp_path):
+    saved(tmp_path, [2, 4]).close()
+    damage(tmp_path, 4)
+    reader = checkpoint.Checkpointer(str(tmp_path), keep=5, writable=False)
+    with pytest.raises(UserError) as info:
+        reader.restore(ABSTRACT, step=4)
+    message = str(info.value)
+    assert "checkpoint step 4" in message and "does not restore" in message
+    assert "available: [2]" in message and "\n" not in message
+    with pytest.raises(UserError, match="step 3 .* does not exist; available: \\[2, 4\\]"):
+        reader.restore(ABSTRACT, step=3)
+    assert int(reader.restore(ABSTRACT, step=2)["step"]) == 2
+
+
+def test_no_checkpoint_that_restores_is_an_error_that_keeps_them_all(tmp_path):
+    saved(tmp_path, [2, 4]).close()
+    damage(tmp_path, 2)
+    damage(tmp_path, 4)
+    ckpt = checkpoint.Checkpointer(str(tmp_path), keep=5)
+    with pytest.raises(UserError, match=r"no checkpoint in .* restores \(step 4: .*; step 2: "):
+        ckpt.restore(ABSTRACT)
+    assert folders(tmp_path) == ["2", "4"]
+
+
+def test_a_changed_config_is_not_taken_for_damage(tmp_path):
+    saved(tmp_path, [2]).close()
+    other = jax.eval_shape(lambda: {**state_at(0), "w": jnp.zeros((3, 5))})
+    with pytest.raises(UserError, match="If the config changed since they were written"):
+        checkpoint.Checkpointer(str(tmp_path), keep=5).restore(other)
+    assert folders(tmp_path) == ["2"]
+
+
+def test_stray_and_unfinished_step_folders_are_ignored(tmp_path, warnings):
+    saved(tmp_path, [2]).close()
+    root = tmp_path / "checkpoints"
+    (root / "9").mkdir()  # what an interrupted copy leaves
+    (root / "7").mkdir()
+    (root / "7" / "default").mkdir()  # an orbax item folder without the step's metadata
+    (root / "5.orbax-checkpoint-tmp").mkdir()  # a save cut short by kill -9
+    reader = checkpoint.Checkpointer(str(tmp_path), keep=5, writable=False)
+    assert reader.all_steps() == [2] and reader.latest_step() == 2
+    assert int(reader.restore(ABSTRACT)["step"]) == 2
+    with pytest.raises(UserError, match="step 9 .* is not a complete checkpoint"):
+        reader.restore(ABSTRACT, step=9)
+    writer = checkpoint.Checkpointer(str(tmp_path), keep=2)
+    assert "7.incomplete" in folders(tmp_path) and "9.incomplete" in folders(tmp_path)
+    assert sum("not a complete orbax checkpoint" in m for m in warnings()) == 2
+    for step in (5, 7, 9):
+        writer.save(step, state_at(step))
+    writer.close()
+    # keep=2 counts only real checkpoints: the stray folders neither count nor get deleted.
+    assert folders(tmp_path) == ["7", "7.incomplete", "9", "9.incomplete"]
+
+
+def test_full_disk_while_saving_names_path_and_space_and_keeps_older(tmp_path, monkeypatch):
+    ckpt = saved(tmp_path, [2])
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk(self, step, *args, **kwargs):
+        if step == 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "checkpoints"))
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(UserError) as info:
+        ckpt.save(4, state_at(4))
+    message = str(info.value)
+    nbytes = sum(x.nbytes for x in jax.tree.leaves(state_at(4)))
+    assert f"cannot write checkpoint step 4 to {tmp_path / 'checkpoints'}" in message
+    assert f"needs about {nbytes / 2**20:.1f} MB" in message and "free" in message
+    assert "steps [2] are intact: a rerun resumes from step 2" in message
+    assert "\n" not in message
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    ckpt.close()
+    assert int(checkpoint.Checkpointer(str(tmp_path), 5).restore(ABSTRACT)["step"]) == 2
+
+
+def _mount_tmpfs(path, size: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        check=False,
+        capture_output=True,
+    )
+    return result.returncode == 0
+
+
+@pytest.mark.slow  # mounts a filesystem (root only; the patched test above runs everywhere)
+def test_full_tmpfs_while_saving(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not _mount_tmpfs(disk, "256k"):
+        pytest.skip("cannot mount a tmpfs here; the patched-writer test covers the message")
+    try:
+        ckpt = checkpoint.Checkpointer(str(disk), keep=5)
+        ckpt.save(1, state_at(1))
+        ckpt.wait()
+        big = {**state_at(2), "w": jnp.asarray(np.random.default_rng(0).random((400, 400)))}
+        with pytest.raises(UserError, match="cannot write checkpoint step 2 .*No space left"):
+            ckpt.save(2, big)
+            ckpt.wait()
+        assert checkpoint.Checkpointer(str(disk), 5, writable=False).all_steps() == [1]
+        reader = checkpoint.Checkpointer(str(disk), 5, writable=False)
+        assert int(reader.restore(ABSTRACT)["step"]) == 1
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_second_writer_is_refused_naming_the_first(tmp_path):
+    refused = pytest.raises(UserError, match=f"in use by another run \\(pid {os.getpid()} on ")
+    with lock.hold(str(tmp_path)), refused, lock.hold(str(tmp_path)):
+        pass
+    with lock.hold(str(tmp_path)):  # released when the first one ended
+        pass
+
+
+@pytest.mark.slow  # starts a process and kills it
+def test_lock_of_a_killed_run_is_free(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import sys, time; from jwsol.training import lock\n"
+            "with lock.hold(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)"
+        ), str(tmp_path)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"pid {holder.pid} on"), lock.hold(str(tmp_path)):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with lock.hold(str(tmp_path)):
+        pass
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+    path = tmp_path / "run"
+    path.write_text("")
+    with pytest.raises(UserError, match=f"--workdir {path} is a file, not a folder"):
+        lock.prepare_workdir(str(path))
+    lock.prepare_workdir(str(tmp_path / "new" / "run"))
+    assert (tmp_path / "new" / "run").is_dir()
