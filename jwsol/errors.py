@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -61,6 +62,40 @@ def run_main(body: Callable[[], object], verbose: bool) -> int:
     except Exception as e:  # noqa: BLE001  the top level: every failure becomes one line
         return report(e, verbose)
     return 0
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(USER_ERROR_STATUS)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl flag parsing (`app.run(main, flags_parser=parse_flags)`) with one-line errors for
+    the usual mistakes, a `--config` file's included."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    overrides = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
+    try:
+        rest = FLAGS(argv)
+        if "config" in FLAGS:
+            FLAGS.config.keys()  # config files load lazily; load now to report errors here
+        return rest
+    except (KeyError, AttributeError) as e:
+        _fail(
+            f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in {overrides}; the "
+            f"fields are those of the config file (see its get_config)."
+        )
+    except OSError as e:  # the config file itself could not be read
+        path = FLAGS["config"].config_filename
+        reason = "no such file" if not os.path.exists(path) else str(e).splitlines()[0]
+        _fail(
+            f"cannot load config file {path!r} ({reason}); pass --config "
+            f"configs/NAME.py[:VARIANT] with a file from configs/."
+        )
+    except flags.Error as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        _fail(" ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0])
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -279,6 +279,9 @@ class Runner:
         # What a killed run logged after its checkpoint is recomputed: drop it, so metrics.jsonl
         # ends as an uninterrupted run's; an evaluation at the resumed step may have been cut.
         self.writer.rewind(start_step, drop_eval_at_step=start_step in eval_steps)
+        if start_step == 0 and (counts := self.task.data_counts()):
+            logging.info("data: %s", json.dumps(counts))
+            self.writer.scalars(0, counts)
         if start_step in eval_steps and start_step < self.total_steps:
             self._write_eval(start_step, final=False, state=state)
         train_step = jax.jit(

@@ -4,10 +4,13 @@ a workdir that is a file, kill -9 anywhere; each row of the table has its test h
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import subprocess
 import sys
+import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -228,3 +231,217 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path):
         lock.prepare_workdir(str(path))
     lock.prepare_workdir(str(tmp_path / "new" / "run"))
     assert (tmp_path / "new" / "run").is_dir()
+
+
+# Top-level failures: one `error:` line, status 2 for the user's faults and 1 for bugs -----------
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+def test_every_failure_is_one_line_with_the_right_status(capsys):
+    from jwsol import errors
+
+    def fails(error):
+        def body():
+            raise error
+
+        return body
+
+    cases = [
+        (errors.DataError("data/x.xml: not XML;\n fix it"), 2, "data/x.xml: not XML; fix it"),
+        (OSError(errno.ENOSPC, "No space left on device", "/w/m.jsonl"), 2, "device: /w/m.jsonl"),
+        (ZeroDivisionError("division by zero"), 1, "ZeroDivisionError: division by zero (a bug"),
+    ]
+    for error, status, text in cases:
+        assert errors.run_main(fails(error), verbose=False) == status
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and error_lines(err) == [err.strip()], err
+        assert text in err and "Traceback" not in err
+    assert errors.run_main(fails(ZeroDivisionError("x")), verbose=True) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().splitlines()[-1].startswith(
+        "error: ZeroDivisionError: x"
+    )
+    assert errors.run_main(lambda: None, verbose=False) == 0
+
+
+@pytest.mark.parametrize(
+    "module", ["jwsol.anchors", "jwsol.viz.curves", "jwsol.weights.torchvision"]
+)
+def test_argparse_clis_fail_in_one_line(module, capsys, monkeypatch):
+    import importlib
+
+    cli = importlib.import_module(module)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--no-such-flag"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert f"(see python -m {module} --help)" in err
+
+
+def test_a_bug_in_a_cli_is_status_1_and_its_traceback_behind_verbose(tmp_path, capsys, monkeypatch):
+    from jwsol import anchors
+
+    def bug(args):
+        raise KeyError("centres")
+
+    monkeypatch.setattr(anchors, "run", bug)
+    argv = ["--source", "scenes", "--out", str(tmp_path)]
+    assert anchors.main(argv) == 1
+    err = capsys.readouterr().err
+    assert error_lines(err) == [err.strip()] and "KeyError: 'centres' (a bug" in err
+    assert anchors.main([*argv, "--verbose"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+# train.py in subprocesses: kill -9 anywhere, two writers, a file as workdir, a bug -------------
+
+
+def train_py(where: str, n: int, *args: str, **popen) -> subprocess.Popen:
+    """Starts tests/training/faulty_train.py (train.py that SIGKILLs itself at `where`)."""
+    env = dict(
+        os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1"
+    )
+    cache = os.environ.get("JWSOL_TEST_JAX_CACHE", os.path.expanduser("~/.cache/jwsol/jax_tests"))
+    if cache:  # the compiled steps of earlier runs: the runs spend their time running
+        env.update(
+            JAX_COMPILATION_CACHE_DIR=cache,
+            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+        )
+    script = os.path.join(ROOT, "tests", "training", "faulty_train.py")
+    return subprocess.Popen(
+        [sys.executable, script, where, str(n), *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+    )  # fmt: skip
+
+
+def finished(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    _, err = process.communicate(timeout=timeout)
+    return process.returncode, err
+
+
+def train_rows(workdir) -> list[dict]:
+    """metrics.jsonl without the timings, which no two runs share."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [{k: v for k, v in r.items() if k != "examples_per_sec"} for r in rows]
+
+
+def final_params(workdir, step: int) -> dict:
+    path = os.path.join(workdir, "checkpoints", str(step), "default")
+    return jax.tree.map(np.asarray, ocp.StandardCheckpointer().restore(path)["params"])
+
+
+def assert_same_run(resumed, uninterrupted, last_step: int) -> None:
+    def read(workdir):
+        with open(os.path.join(workdir, "eval_metrics.json")) as f:
+            return json.load(f)
+
+    assert read(resumed) == pytest.approx(read(uninterrupted), rel=1e-6, abs=1e-7, nan_ok=True)
+    a, b = train_rows(resumed), train_rows(uninterrupted)
+    assert [sorted(r) for r in a] == [sorted(r) for r in b]  # same rows, none twice
+    for x, y in zip(a, b, strict=True):
+        assert x == pytest.approx(y, rel=1e-5, abs=1e-6, nan_ok=True)
+    jax.tree.map(
+        lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7),
+        final_params(resumed, last_step),
+        final_params(uninterrupted, last_step),
+    )
+
+
+def killed_several_times(args: list[str], workdir, seconds: float, seed: int) -> list[int]:
+    """Kills runs of `args` inside a save, inside an evaluation, inside a save again and at a
+    random moment, then lets one finish; the statuses of the runs."""
+    statuses = []
+    for where in ("save", "eval", "save"):
+        statuses.append(finished(train_py(where, 1, *args, "--workdir", str(workdir)))[0])
+    process = train_py("none", 0, *args, "--workdir", str(workdir))
+    delay = np.random.default_rng(seed).uniform(0.3, 0.9) * seconds
+    try:
+        process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    statuses.append(finished(process)[0])
+    status, err = finished(train_py("none", 0, *args, "--workdir", str(workdir)))
+    assert status == 0, err[-3000:]
+    return statuses
+
+
+def timed_run(args: list[str], workdir) -> float:
+    start = time.time()
+    status, err = finished(train_py("none", 0, *args, "--workdir", str(workdir)))
+    assert status == 0, err[-3000:]
+    return time.time() - start
+
+
+@pytest.mark.slow  # six train.py runs of the smoke config
+def test_kill_9_anywhere_sliding_window(tmp_path):
+    args = ["--config", "configs/sliding_window.py:smoke"]
+    seconds = timed_run(args, tmp_path / "full")
+    statuses = killed_several_times(args, tmp_path / "killed", seconds, seed=0)
+    assert statuses[:3] == [-9, -9, -9]  # each run did die inside its save or evaluation
+    assert_same_run(tmp_path / "killed", tmp_path / "full", last_step=6)
+
+    # Evaluating a damaged step is one line naming it; the newest that restores is used otherwise.
+    damage(tmp_path / "killed", 6)
+    eval_args = [*args, "--workdir", str(tmp_path / "killed"), "--mode=eval"]
+    status, err = finished(train_py("none", 0, *eval_args, "--config.eval.step=6"))
+    assert status == 2 and len(error_lines(err)) == 1, err[-3000:]
+    assert "checkpoint step 6 in" in error_lines(err)[0] and "does not restore" in err
+
+
+@pytest.mark.slow  # six train.py runs of the smoke config
+def test_kill_9_anywhere_wsddn(tmp_path):
+    args = ["--config", "configs/wsddn.py:smoke", f"--config.data.cache_dir={tmp_path / 'cache'}"]
+    seconds = timed_run(args, tmp_path / "full")
+    statuses = killed_several_times(args, tmp_path / "killed", seconds, seed=1)
+    assert statuses[:3] == [-9, -9, -9]
+    assert_same_run(tmp_path / "killed", tmp_path / "full", last_step=4)
+    first = train_rows(tmp_path / "killed")[0]  # the data counts, once, at step 0
+    assert first == {"step": 0, **{f"data/{k}/{s}": 0 for k in ("skipped", "unlabelled")
+                                    for s in ("train", "test")}}  # fmt: skip
+
+
+@pytest.mark.slow  # train.py in subprocesses
+def test_train_py_user_faults_and_bugs(tmp_path):
+    args = ["--config", "configs/sliding_window.py:smoke"]
+    (tmp_path / "file").write_text("")
+    with lock.hold(str(tmp_path)):
+        runs = {
+            "file": train_py("none", 0, *args, "--workdir", str(tmp_path / "file")),
+            "busy": train_py("none", 0, *args, "--workdir", str(tmp_path)),
+            "bug": train_py("bug", 0, *args, "--workdir", str(tmp_path / "bug")),
+        }
+        results = {name: finished(p) for name, p in runs.items()}
+    for name, (status, err) in results.items():
+        assert len(error_lines(err)) == 1 and "Traceback" not in err, (name, err[-3000:])
+        assert status == (1 if name == "bug" else 2), (name, err[-3000:])
+    assert f"--workdir {tmp_path / 'file'} is a file" in results["file"][1]
+    assert f"in use by another run (pid {os.getpid()} on" in results["busy"][1]
+    assert "ZeroDivisionError: made up for the test (a bug" in results["bug"][1]
+    status, err = finished(train_py("bug", 0, *args, "--workdir", str(tmp_path), "--verbose"))
+    assert status == 1 and "Traceback" in err and len(error_lines(err)) == 1
+
+
+def test_data_skips_and_unlabelled_images_are_counted_for_metrics_jsonl(monkeypatch):
+    from jwsol import tasks
+    from jwsol.data import records
+    from jwsol.training import config as config_lib
+
+    def made_up(config_data, split):
+        labels = {"train": [[1, 0], [0, 0], [0, 1]], "test": [[0, 0], [0, 0]]}[split]
+        skipped = {"train": [("a.jpg", "truncated"), ("b.xml", "not XML")], "test": []}[split]
+        return types.SimpleNamespace(labels=np.asarray(labels, np.float32), skipped=skipped)
+
+    task = tasks.build(config_lib.load("configs/wsddn.py:smoke"))
+    monkeypatch.setattr(records, "load_records", made_up)
+    assert task.data_counts() == {
+        "data/skipped/train": 2.0,
+        "data/unlabelled/train": 1.0,
+        "data/skipped/test": 0.0,
+        "data/unlabelled/test": 2.0,
+    }
