@@ -447,19 +447,26 @@ def test_data_skips_and_unlabelled_images_are_counted_for_metrics_jsonl(monkeypa
     }
 
 
-def test_proposal_file_of_other_images_is_one_error_naming_it(tmp_path):
+def made_up_voc(tmp_path, **fields):
+    """A made-up VOCdevkit folder (jwsol.data.fake, 4 test images) and its data config."""
     sys.path.insert(0, ROOT)
     from configs import common
+    from jwsol.data import fake
+
+    config = common.voc_data()
+    config.voc_root, config.cache_dir = fake.make_vocdevkit(str(tmp_path)), str(tmp_path)
+    config.update_from_flattened_dict(fields)
+    return config
+
+
+def test_proposal_file_of_other_images_is_one_error_naming_it(tmp_path):
     from jwsol.data import fake, records
     from jwsol.errors import DataError
 
-    root = fake.make_vocdevkit(str(tmp_path))
+    config = made_up_voc(tmp_path, **{"proposals.mat_file": str(tmp_path / "other_{split}.mat")})
     ids = ["000001", "009002", "009003", "009004"]  # one of the 4 test images, 3 others
     boxes = [np.array([[1.0, 1.0, 20.0, 20.0], [2.0, 3.0, 30.0, 40.0]]) for _ in ids]
     fake.write_mat(str(tmp_path / "other_test.mat"), ids, boxes, [np.ones(2) for _ in ids])
-    config = common.voc_data()
-    config.voc_root, config.cache_dir = root, str(tmp_path)
-    config.proposals.mat_file = str(tmp_path / "other_{split}.mat")
     with pytest.raises(DataError) as info:
         records.load_records(config, "test")
     message = str(info.value)
@@ -467,3 +474,15 @@ def test_proposal_file_of_other_images_is_one_error_naming_it(tmp_path):
         f"{tmp_path / 'other_test.mat'}: 3 of the 4 images of voc_folder/test"
     )
     assert "data.proposals.mat_file" in message and "\n" not in message
+
+
+def test_a_split_with_every_image_skipped_is_one_error(tmp_path):
+    from jwsol.data import records
+    from jwsol.errors import DataError
+
+    config = made_up_voc(tmp_path, **{"proposals.method": "none"})
+    annotations = os.path.join(config.voc_root, "VOC2007", "Annotations")
+    for name in os.listdir(annotations):
+        os.remove(os.path.join(annotations, name))
+    with pytest.raises(DataError, match=r"^voc_folder/test: no usable image left \(4 skipped\)"):
+        records.load_records(config, "test")
