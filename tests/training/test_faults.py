@@ -486,3 +486,33 @@ def test_a_split_with_every_image_skipped_is_one_error(tmp_path):
         os.remove(os.path.join(annotations, name))
     with pytest.raises(DataError, match=r"^voc_folder/test: no usable image left \(4 skipped\)"):
         records.load_records(config, "test")
+
+
+def test_truncated_or_foreign_tinyimagenet_image_is_one_error_naming_it(tmp_path):
+    from jwsol.data import classification, fake
+    from jwsol.errors import DataError
+    from jwsol.training import config as config_lib
+
+    folder = fake.write_tinyimagenet_folder(str(tmp_path), num_classes=3, size=24)
+    config = config_lib.load("configs/resnet_tinyimagenet.py:smoke").data
+    config.unlock()
+    config.source, config.folder, config.num_train, config.num_test = "tinyimagenet", folder, 0, 0
+    images = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(folder)
+        for name in names
+        if name.endswith(".JPEG")
+    )
+    assert len(classification.load_source(config)[0][0]) > 0  # intact: loads
+    with open(images[0], "rb") as f:
+        data = f.read()
+    with open(images[0], "wb") as f:
+        f.write(data[: len(data) // 2])  # a download cut short
+    with open(images[5], "wb") as f:
+        f.write(b"<html>404</html>")  # a file of another kind
+    with pytest.raises(DataError) as info:
+        classification.load_source(config)
+    message = str(info.value)
+    assert message.startswith(images[0] + ": JPEG without its end marker (truncated); 2 of ")
+    assert "tiny-imagenet-200.zip" in message and "\n" not in message
+    assert classification.tinyimagenet.image_fault(images[5]) == "not a JPEG or PNG file"
