@@ -374,8 +374,8 @@ class Runner:
 
 
 def run(task: Task, workdir: str, mode: str = "train") -> dict[str, float]:
-    """Trains `task` (resuming from the latest checkpoint in `workdir`) or evaluates it; returns
-    the final metrics. `jwsol.tasks.build(config)` makes the task of a config."""
+    """Trains `task` (resuming from the newest checkpoint in `workdir` that restores) or evaluates
+    it, holding the workdir's lock; returns the final metrics. `jwsol.tasks.build(config)` makes the task of a config."""
     if mode not in ("train", "eval"):
         raise UserError(f"--mode={mode!r} is unknown; use train or eval.")
     lock.prepare_workdir(workdir)
