@@ -124,6 +124,7 @@ class Runner:
             workdir, config.train.keep_checkpoints, writable=mode == "train"
         )
         self.writer = run_writer.Writer(workdir)
+        self._data_counts: dict[str, float] = {}  # for the first metrics row of a fresh run
         # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
         self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
         self.predict = jax.jit(
@@ -279,9 +280,10 @@ class Runner:
         # What a killed run logged after its checkpoint is recomputed: drop it, so metrics.jsonl
         # ends as an uninterrupted run's; an evaluation at the resumed step may have been cut.
         self.writer.rewind(start_step, drop_eval_at_step=start_step in eval_steps)
-        if start_step == 0 and (counts := self.task.data_counts()):
-            logging.info("data: %s", json.dumps(counts))
-            self.writer.scalars(0, counts)
+        # A fresh run's first metrics row also carries the data loader's skip counts.
+        self._data_counts = self.task.data_counts() if start_step == 0 else {}
+        if self._data_counts:
+            logging.info("data: %s", json.dumps(self._data_counts))
         if start_step in eval_steps and start_step < self.total_steps:
             self._write_eval(start_step, final=False, state=state)
         train_step = jax.jit(
@@ -354,7 +356,8 @@ class Runner:
         mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         mean["examples_per_sec"] = seen / max(seconds, 1e-9)
         mean["learning_rate"] = float(host[-1]["learning_rate"])
-        self.writer.scalars(step, mean)
+        self.writer.scalars(step, {**mean, **self._data_counts})
+        self._data_counts = {}
         return mean
 
     def eval_only(self) -> dict[str, float]:

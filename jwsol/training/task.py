@@ -104,7 +104,7 @@ class Task(abc.ABC):
 
     def data_counts(self) -> dict[str, float]:
         """What the data loader left out or flagged (e.g. `data/skipped/train`: images and boxes
-        skipped as bad); the loop writes it once into metrics.jsonl at step 0. None by default."""
+        skipped as bad); the loop adds it to a fresh run's first metrics.jsonl row. None by default."""
         return {}
 
     # Model ----------------------------------------------------------------------------------

@@ -51,8 +51,8 @@ class Writer:
         self._tb.flush()
 
     def rewind(self, step: int, drop_eval_at_step: bool) -> None:
-        """Drops metrics.jsonl rows after `step` (and its evaluation row if asked; every row for
-        step 0, a fresh start): a run resumed from the checkpoint at `step` writes them again."""
+        """Drops metrics.jsonl rows after `step` (and its evaluation row if asked): a run resumed
+        from the checkpoint at `step` writes them again."""
         path = os.path.join(self.workdir, "metrics.jsonl")
         if not self.enabled or not os.path.exists(path):
             return
@@ -63,7 +63,7 @@ class Writer:
             at_eval = row["step"] == step and any(k.startswith("eval/") for k in row)
             if row["step"] != step:
                 return row["step"] < step
-            return step > 0 and not (drop_eval_at_step and at_eval)
+            return not (drop_eval_at_step and at_eval)
 
         rows = [line for line in lines if kept(json.loads(line))]
         if len(rows) == len(lines):
