@@ -70,7 +70,12 @@ class Checkpointer:
         self._state_nbytes, self._saving = 0, -1  # for the disk-full message
         if self.writable:
             for step in self._incomplete_steps():
-                self._set_aside(step, "incomplete", "it is not a complete orbax checkpoint")
+                logging.warning(
+                    "checkpoint folder %s is not a complete orbax checkpoint; ignored (moved to "
+                    "%s).",
+                    os.path.join(self.directory, str(step)),
+                    self._set_aside(step, "incomplete"),
+                )
         # The loop decides when to save; orbax only keeps the newest `keep` and, in a writer,
         # removes the N.orbax-checkpoint-tmp folders that saves cut short leave behind.
         options = ocp.CheckpointManagerOptions(
@@ -99,16 +104,16 @@ class Checkpointer:
         steps = self.all_steps()
         return steps[-1] if steps else None
 
-    def _set_aside(self, step: int, kind: str, why: str) -> None:
-        """Renames step folder N to N.KIND (N.KIND.2, ... if taken): orbax ignores it, nothing is
-        deleted, and a new save of step N does not collide with it."""
+    def _set_aside(self, step: int, kind: str) -> str:
+        """Renames step folder N to N.KIND (N.KIND.2, ... if taken) and returns the new path:
+        orbax ignores it, nothing is deleted, and a new save of step N does not collide with it."""
         source = os.path.join(self.directory, str(step))
         target, n = f"{source}.{kind}", 1
         while os.path.exists(target):
             n += 1
             target = f"{source}.{kind}.{n}"
         os.rename(source, target)
-        logging.warning("checkpoint folder %s: %s; moved to %s.", source, why, target)
+        return target
 
     # Restore ------------------------------------------------------------------------------------
     def _restore_step(self, step: int, abstract_state):
@@ -135,16 +140,15 @@ class Checkpointer:
                 state = self._restore_step(candidate, abstract_state)
             except Exception as e:  # noqa: BLE001  damage fails in many ways (orbax, tensorstore)
                 failures.append((candidate, _reason(e)))
-                logging.warning(
-                    "checkpoint step %d in %s does not restore (%s); trying an older one.",
-                    candidate,
-                    self.directory,
-                    _reason(e),
-                )
                 continue
+            for bad, why in failures:  # one warning per skipped step, once one has restored
+                moved = f" (moved to {self._set_aside(bad, 'damaged')})" if self.writable else ""
+                logging.warning(
+                    "checkpoint step %d in %s does not restore (%s); skipped%s, using "
+                    "step %d.",
+                    bad, self.directory, why, moved, candidate,
+                )  # fmt: skip
             if failures:
-                for bad, why in failures if self.writable else ():
-                    self._set_aside(bad, "damaged", f"does not restore ({why})")
                 self._manager.reload()
             return state
         listed = "; ".join(f"step {s}: {why}" for s, why in failures)
