@@ -13,6 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jwsol import errors
+
 config_flags.DEFINE_config_file(
     "config", None, "Job config file, configs/NAME.py[:VARIANT].", lock_config=True
 )
@@ -27,37 +29,9 @@ flags.DEFINE_integer("process_id", None, "This process's index (with --coordinat
 flags.DEFINE_bool(
     "tune_malloc", True, "Let glibc keep freed memory (fewer page faults, faster CPU steps)."
 )
+flags.DEFINE_bool("verbose", False, "On a failure, print the full traceback before the error line.")
 flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
-
-
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing with one-line errors for the usual mistakes."""
-    overrides = [a.split("=")[0][2:] for a in argv if a.startswith("--config.")]
-    try:
-        rest = FLAGS(argv)
-        FLAGS.config.task  # noqa: B018 (config files load lazily; load now to report errors here)
-        return rest
-    except (KeyError, AttributeError) as e:
-        _fail(
-            f"unknown config field {str(e).strip(chr(34) + chr(39))!r} in {overrides}; the "
-            f"fields are those of the config file (see its get_config)."
-        )
-    except OSError as e:  # the config file itself could not be read
-        path = FLAGS["config"].config_filename
-        reason = "no such file" if not os.path.exists(path) else str(e).splitlines()[0]
-        _fail(
-            f"cannot load config file {path!r} ({reason}); pass --config "
-            f"configs/NAME.py[:VARIANT] with a file from configs/."
-        )
-    except flags.Error as e:
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        _fail(" ".join(lines[:1] + lines[-1:]) if len(lines) > 1 else lines[0])
 
 
 class _QuietLibraries:
@@ -67,29 +41,30 @@ class _QuietLibraries:
         return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
-def main(argv):
-    del argv
-    logging.get_absl_logger().addFilter(_QuietLibraries())
+def _run() -> None:
     import tensorflow as tf
 
     # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
     tf.config.set_visible_devices([], "GPU")
     from jwsol import tasks
-    from jwsol.errors import UserError
     from jwsol.training import cpu, loop, sharding
 
     if FLAGS.tune_malloc:
         logging.info("glibc malloc tuned for reuse: %s", cpu.tune_malloc())
+    sharding.maybe_initialize_distributed(
+        FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+    )
+    loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
 
-    try:
-        sharding.maybe_initialize_distributed(
-            FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
-        )
-        loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
-    except UserError as e:
-        logging.flush()
-        _fail(str(e))
+
+def main(argv):
+    del argv
+    logging.get_absl_logger().addFilter(_QuietLibraries())
+    status = errors.run_main(_run, FLAGS.verbose)
+    logging.flush()
+    if status:
+        sys.exit(status)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_parse_flags)
+    app.run(main, flags_parser=errors.parse_flags)

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jwsol import errors
 from jwsol.errors import DataError, UserError
 
 UPDATES = ("median", "mean")
@@ -557,7 +558,7 @@ def results_to_json(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = errors.ArgumentParser(
         prog="python -m jwsol.anchors",
         description="k-means anchor boxes (distance 1 - IoU) for a set of box annotations.",
     )
@@ -675,12 +676,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        run(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return errors.run_main(lambda: run(args), args.verbose)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ def load_source(d: ml_collections.ConfigDict) -> tuple[tuple, tuple, tuple[str, 
         raise ConfigError(f"data.source={d.source!r} is unknown; use one of {SOURCES}.")
     train = tuple(x[: d.num_train] if d.num_train > 0 else x for x in train)
     test = tuple(x[: d.num_test] if d.num_test > 0 else x for x in test)
+    if d.source in ("tinyimagenet", "fake_tinyimagenet"):
+        tinyimagenet.check_images([*train[0], *test[0]])
     for what, (_, labels) in (("training", train), ("test", test)):
         if len(labels) == 0:
             raise DataError(f"the {what} split of data.source={d.source!r} is empty.")

@@ -285,6 +285,13 @@ def _raw_proposals(
         mat = proposal_mat.read_mat(path)
         sizes = {a["image_id"]: (a["height"], a["width"]) for a in anns}
         joined, _ = proposal_mat.join_mat(mat, sizes, p.mat_order)
+        missing = [i for i in ids if i not in joined]
+        if 2 * len(missing) > len(ids):  # a few gaps are skips; mostly gaps is another image list
+            raise DataError(
+                f"{path}: {len(missing)} of the {len(ids)} images of {c.source}/{split} have no "
+                f"proposals in it (e.g. {missing[:3]}): it lists other images; set "
+                f"data.proposals.mat_file to the file of this data set and split."
+            )
         out = []
         for image_id in ids:
             if image_id not in joined:

@@ -186,6 +186,44 @@ def load(folder: str) -> TinyImageNet:
     )
 
 
+_MAGIC = {b"\xff\xd8": ("JPEG", b"\xff\xd9"), b"\x89P": ("PNG", b"IEND")}
+_TAIL_BYTES = 1024  # end markers sit in the last bytes; a truncated file lacks them
+
+
+def image_fault(path: str) -> str | None:
+    """Why the image file at `path` is unusable (unreadable, not JPEG/PNG, truncated), else None.
+
+    Reads the first bytes and the last kilobyte only: a cheap check of every file before
+    TensorFlow's decoder meets one mid-run, where it could not name the file.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - _TAIL_BYTES))
+            tail = f.read()
+    except OSError as e:
+        return f"cannot read it ({e.strerror})"
+    if head not in _MAGIC:
+        return "not a JPEG or PNG file"
+    kind, end = _MAGIC[head]
+    return None if end in tail else f"{kind} without its end marker (truncated)"
+
+
+def check_images(paths: Sequence[str], num_threads: int = 16) -> None:
+    """A `DataError` naming the first unusable file of `paths` and how many there are."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(num_threads) as pool:
+        faults = [(p, why) for p, why in zip(paths, pool.map(image_fault, paths)) if why]
+    if faults:
+        path, why = faults[0]
+        raise DataError(
+            f"{path}: {why}; {len(faults)} of {len(paths)} images are unusable. Extract "
+            f"{FOLDER_NAME} again from {URL}."
+        )
+
+
 def split(
     data: TinyImageNet, mode: str, train_fraction: float = 0.7, split_seed: int = 0
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

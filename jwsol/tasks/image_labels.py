@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from jwsol.data import detection, records
 from jwsol.training.task import Batch, Task, Variables
@@ -43,6 +44,16 @@ class ImageLabelTask(Task):
             batch_size=batch_size, process_index=process_index, process_count=process_count,
         )  # fmt: skip
         yield from ds.as_numpy_iterator()
+
+    def data_counts(self) -> dict[str, float]:
+        """Skipped images and dropped boxes (each logged where it happened), and the images kept
+        without any positive label (valid negatives for these losses, but worth knowing)."""
+        counts = {}
+        for split in dict.fromkeys((self.config.data.train_split, self.config.data.eval_split)):
+            kept = records.load_records(self.config.data, split)
+            counts[f"data/skipped/{split}"] = float(len(kept.skipped))
+            counts[f"data/unlabelled/{split}"] = float(np.sum(~np.any(kept.labels > 0, axis=1)))
+        return counts
 
     def init_variables(self, rng, batch: Batch) -> Variables:
         return self.model.init(rng, jnp.asarray(batch["image"]))

@@ -6,10 +6,10 @@ config -> task -> host batches -> sharded global arrays -> jit step (donated, re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from typing import Any
 
@@ -23,7 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from jwsol.errors import ConfigError, UserError
-from jwsol.training import checkpoint, cpu, sharding
+from jwsol.training import checkpoint, cpu, lock, sharding
 from jwsol.training import writer as run_writer
 from jwsol.training.optimizer import make_optimizer
 from jwsol.training.task import Batch, EvalContext, Task
@@ -107,7 +107,7 @@ def _pad(batch: Batch, size: int) -> Batch:
 class Runner:
     """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
 
-    def __init__(self, task: Task, workdir: str):
+    def __init__(self, task: Task, workdir: str, mode: str = "train"):
         config = task.config
         self.config, self.workdir, self.task = config, workdir, task
         self.mesh = sharding.make_mesh()
@@ -120,8 +120,11 @@ class Runner:
         self.tx, self.schedule = make_optimizer(
             config.optimizer, self.total_steps, self.durations.steps_per_epoch
         )
-        self.checkpointer = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+        self.checkpointer = checkpoint.Checkpointer(
+            workdir, config.train.keep_checkpoints, writable=mode == "train"
+        )
         self.writer = run_writer.Writer(workdir)
+        self._data_counts: dict[str, float] = {}  # for the first metrics row of a fresh run
         # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
         self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
         self.predict = jax.jit(
@@ -259,16 +262,30 @@ class Runner:
     def train(self) -> dict[str, float]:
         config = self.config
         self.writer.json("config.json", json.loads(config.to_json_best_effort()))
+        where = (config.train.batch_size, jax.process_index(), jax.process_count())
         start_step = self.checkpointer.latest_step() or 0
-        batches = self.task.train_batches(
-            start_step, config.train.batch_size, jax.process_index(), jax.process_count()
-        )
+        batches = self.task.train_batches(start_step, *where)
         first = next(batches)
         if start_step:
-            state = self.checkpointer.restore(self.abstract_state(first), start_step)
+            # The newest checkpoint that restores: damaged newer ones are skipped with a warning.
+            state = self.checkpointer.restore(self.abstract_state(first))
+            if int(state.step) != start_step:
+                start_step = int(state.step)
+                batches = self.task.train_batches(start_step, *where)
+                first = next(batches)
             logging.info("resumed from step %d in %s", start_step, self.checkpointer.directory)
         else:
             state = self.create_state(first)
+        eval_steps = set(self.durations.eval_schedule)  # the last one runs after the loop
+        # What a killed run logged after its checkpoint is recomputed: drop it, so metrics.jsonl
+        # ends as an uninterrupted run's; an evaluation at the resumed step may have been cut.
+        self.writer.rewind(start_step, drop_eval_at_step=start_step in eval_steps)
+        # A fresh run's first metrics row also carries the data loader's skip counts.
+        self._data_counts = self.task.data_counts() if start_step == 0 else {}
+        if self._data_counts:
+            logging.info("data: %s", json.dumps(self._data_counts))
+        if start_step in eval_steps and start_step < self.total_steps:
+            self._write_eval(start_step, final=False, state=state)
         train_step = jax.jit(
             self._train_step,
             in_shardings=(self.repl, self.data, self.repl),
@@ -278,7 +295,6 @@ class Runner:
         )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
         log_every, checkpoint_every = self.durations.log_every, self.durations.checkpoint_every
-        eval_steps = set(self.durations.eval_schedule)  # the last one runs after the loop
         pending: list[dict] = []
         bar = tqdm(
             total=self.total_steps,
@@ -325,16 +341,23 @@ class Runner:
         if not np.all(np.isfinite(losses)):
             bad = step - len(host) + int(np.argmax(~np.isfinite(losses))) + 1
             latest = self.checkpointer.latest_step()
+            where = (
+                f"the last checkpoint, step {latest} in {self.checkpointer.directory}, was saved "
+                f"before it: a rerun resumes there"
+                if latest is not None
+                else f"there is no checkpoint yet (the first is due at step "
+                f"{self.durations.checkpoint_every}): a rerun starts over"
+            )
             raise NonFiniteLossError(
                 f"training loss became {losses[~np.isfinite(losses)][0]} at step {bad}. Lower "
                 f"--config.optimizer.learning_rate (now {self.config.optimizer.learning_rate}) or "
-                f"check the data; the last good checkpoint is step {latest} in "
-                f"{self.checkpointer.directory} (delete later ones before resuming)."
+                f"check the data; {where}."
             )
         mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
         mean["examples_per_sec"] = seen / max(seconds, 1e-9)
         mean["learning_rate"] = float(host[-1]["learning_rate"])
-        self.writer.scalars(step, mean)
+        self.writer.scalars(step, {**mean, **self._data_counts})
+        self._data_counts = {}
         return mean
 
     def eval_only(self) -> dict[str, float]:
@@ -354,12 +377,13 @@ class Runner:
 
 
 def run(task: Task, workdir: str, mode: str = "train") -> dict[str, float]:
-    """Trains `task` (resuming from the latest checkpoint in `workdir`) or evaluates it; returns
-    the final metrics. `jwsol.tasks.build(config)` makes the task of a config."""
-    os.makedirs(workdir, exist_ok=True)
-    runner = Runner(task, workdir)
-    if mode == "train":
-        return runner.train()
-    if mode == "eval":
-        return runner.eval_only()
-    raise UserError(f"--mode={mode!r} is unknown; use train or eval.")
+    """Trains `task` (resuming from the newest checkpoint in `workdir` that restores) or evaluates
+    it, holding the workdir's lock; returns the final metrics. `jwsol.tasks.build(config)` makes the task of a config."""
+    if mode not in ("train", "eval"):
+        raise UserError(f"--mode={mode!r} is unknown; use train or eval.")
+    lock.prepare_workdir(workdir)
+    # One writer per workdir; with several processes, process 0 writes for all of them.
+    held = lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with held:
+        runner = Runner(task, workdir, mode)
+        return runner.train() if mode == "train" else runner.eval_only()

@@ -102,6 +102,11 @@ class Task(abc.ABC):
         from the eval split (`Evaluator.add_train_batch`); none by default."""
         return ()
 
+    def data_counts(self) -> dict[str, float]:
+        """What the data loader left out or flagged (e.g. `data/skipped/train`: images and boxes
+        skipped as bad); the loop adds it to a fresh run's first metrics.jsonl row. None by default."""
+        return {}
+
     # Model ----------------------------------------------------------------------------------
     @abc.abstractmethod
     def init_variables(self, rng: jax.Array, batch: Batch) -> Variables:

@@ -50,6 +50,28 @@ class Writer:
             f.write(json.dumps(row) + "\n")
         self._tb.flush()
 
+    def rewind(self, step: int, drop_eval_at_step: bool) -> None:
+        """Drops metrics.jsonl rows after `step` (and its evaluation row if asked): a run resumed
+        from the checkpoint at `step` writes them again."""
+        path = os.path.join(self.workdir, "metrics.jsonl")
+        if not self.enabled or not os.path.exists(path):
+            return
+        with open(path) as f:
+            lines = [line for line in f if line.strip()]
+
+        def kept(row: dict) -> bool:
+            at_eval = row["step"] == step and any(k.startswith("eval/") for k in row)
+            if row["step"] != step:
+                return row["step"] < step
+            return not (drop_eval_at_step and at_eval)
+
+        rows = [line for line in lines if kept(json.loads(line))]
+        if len(rows) == len(lines):
+            return
+        with open(path + ".tmp", "w") as f:
+            f.writelines(rows)
+        os.replace(path + ".tmp", path)  # a kill here leaves the old or the new file, whole
+
     def images(self, step: int, images: dict[str, np.ndarray]) -> None:
         """`images`: name -> uint8 [H, W, 3]; TensorBoard and figures/NAME.png."""
         if not self.enabled:

@@ -13,7 +13,6 @@ one line each (WSDDN's per-class AP against the step). A task picks its panels w
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -26,7 +25,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from jwsol.errors import DataError, UserError
+from jwsol import errors
+from jwsol.errors import DataError
 from jwsol.viz.boxes import figure_to_array
 
 EVAL_PREFIX = "eval/"
@@ -143,7 +143,7 @@ def write_curves(workdir: str, panels: Sequence[str] | None = None, out: str = "
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = errors.ArgumentParser(
         prog="python -m jwsol.viz.curves", description="Plot a run's metrics.jsonl to a PNG."
     )
     parser.add_argument("workdir", help="run directory holding metrics.jsonl")
@@ -151,13 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="", help="PNG path (default WORKDIR/figures/curves.png)")
     args = parser.parse_args(argv)
     panels = [k.strip() for k in args.keys.split(",") if k.strip()] or None
-    try:
-        path = write_curves(args.workdir, panels, args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
-    return 0
+    return errors.run_main(
+        lambda: print(f"wrote {write_curves(args.workdir, panels, args.out)}"), args.verbose
+    )
 
 
 if __name__ == "__main__":

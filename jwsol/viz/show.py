@@ -13,10 +13,13 @@ scores): the exercise's Q0.3/Q0.4.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from absl import app, flags
 from ml_collections import ConfigDict, config_flags
 
+from jwsol import errors
 from jwsol.data import augment, detection, records
 from jwsol.viz import data as viz_data
 
@@ -26,6 +29,7 @@ _SPLIT = flags.DEFINE_string("split", None, "split to draw from (default: data.e
 _INDEX = flags.DEFINE_integer("index", 0, "image index in the split")
 _OUT = flags.DEFINE_string("out", "example.png", "output PNG")
 _TOP = flags.DEFINE_integer("top", 10, "number of proposals drawn")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "print the full traceback of a failure")
 
 
 def render(config_data: ConfigDict, split: str, index: int, out: str, top_n: int = 10) -> dict:
@@ -56,13 +60,19 @@ def render(config_data: ConfigDict, split: str, index: int, out: str, top_n: int
     return batch
 
 
-def main(argv):
-    del argv
+def _draw() -> None:
     config_data = _CONFIG.value.data
     split = _SPLIT.value or config_data.eval_split
     render(config_data, split, _INDEX.value, _OUT.value, _TOP.value)
     print(f"wrote {_OUT.value}")
 
 
+def main(argv):
+    del argv
+    status = errors.run_main(_draw, _VERBOSE.value)
+    if status:
+        sys.exit(status)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=errors.parse_flags)

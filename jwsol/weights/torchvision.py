@@ -26,7 +26,6 @@ torch and checks every shape against the model; `jwsol.weights.merge` puts them 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import os
@@ -385,7 +384,9 @@ def load_pretrained(path: str, arch: str, *, drop_classifier: bool = False) -> d
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from jwsol import errors  # one-line failures, --verbose
+
+    parser = errors.ArgumentParser(
         prog="python -m jwsol.weights.torchvision",
         description="Convert a torchvision .pth state_dict into a folder jwsol loads without torch.",
     )
@@ -396,16 +397,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (variables.msgpack, meta.json)")
     parser.add_argument("--drop-classifier", action="store_true", help="leave out fc8 / fc")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         meta = convert(args.pth, args.arch, args.out, drop_classifier=args.drop_classifier)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {os.path.join(args.out, VARIABLES_FILE)}: {args.arch}, {meta['num_arrays']} arrays, "
-        f"{meta['num_values']:,} values, num_classes={meta['num_classes']}"
-    )
-    return 0
+        print(
+            f"wrote {os.path.join(args.out, VARIABLES_FILE)}: {args.arch}, "
+            f"{meta['num_arrays']} arrays, {meta['num_values']:,} values, "
+            f"num_classes={meta['num_classes']}"
+        )
+
+    return errors.run_main(body, args.verbose)
 
 
 if __name__ == "__main__":

@@ -108,8 +108,11 @@ def test_eval_without_checkpoint_is_a_clear_error(idx_folder, tmp_path):
 
 def test_nan_guard(idx_folder, tmp_path):
     config = smoke(idx_folder, **{"optimizer.learning_rate": 1e38, "train.num_steps": 4})
-    with pytest.raises(loop.NonFiniteLossError, match="learning_rate"):
+    with pytest.raises(loop.NonFiniteLossError, match="learning_rate") as info:
         loop.run(tasks.build(config), str(tmp_path))
+    # It diverges before the first checkpoint (step 3): no step None in the message.
+    assert "there is no checkpoint yet (the first is due at step 3)" in str(info.value)
+    assert "None" not in str(info.value)
 
 
 def test_batch_that_does_not_divide_over_devices(idx_folder, tmp_path, monkeypatch):
