@@ -14,6 +14,7 @@ from jwsol.errors import ConfigError
 from jwsol.models.alexnet import AlexNet
 from jwsol.models.localizer import LocalizerAlexNet
 from jwsol.tasks import localizer as loc
+from jwsol.tasks import localizer_eval as loc_eval
 from jwsol.training import config as config_lib
 from jwsol.training import loop
 from jwsol.training.task import EvalContext
@@ -88,7 +89,7 @@ def _hand_config(**eval_overrides):
 
 def test_evaluator_computes_the_hand_made_case():
     batch, outputs = _hand_made_case()
-    evaluator = loc.LocalizerEvaluator(_hand_config(), ("a", "b"))
+    evaluator = loc_eval.LocalizerEvaluator(_hand_config(), ("a", "b"))
     evaluator.add(batch, outputs)
     metrics, figures = evaluator.result()
     # Classification: class 0 only image A counts (B ignored) -> AP 1; class 1: A scores
@@ -130,13 +131,13 @@ def test_evaluator_draws_figure_batches_without_scoring_them_and_skips_boxes_whe
     batch, outputs = _hand_made_case()
     first = {k: v[:1] for k, v in batch.items()}
     first_outputs = {k: v[:1] for k, v in outputs.items()}
-    evaluator = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=True, figures=True)
+    evaluator = loc_eval.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=True, figures=True)
     evaluator.add(batch, outputs)
     evaluator.add_figure_batch(first, first_outputs)
     metrics, figures = evaluator.result()
     assert metrics["num_examples"] == 2 and metrics["num_loc_samples"] == 3
     assert set(figures) == {"heatmaps_eval", "heatmaps_train", "box_curves"}
-    quick = loc.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=False, figures=False)
+    quick = loc_eval.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=False, figures=False)
     quick.add(batch, outputs)
     quick.add_figure_batch(first, first_outputs)
     metrics, figures = quick.result()
@@ -146,7 +147,7 @@ def test_evaluator_draws_figure_batches_without_scoring_them_and_skips_boxes_whe
 
 def test_box_max_side_scales_boxes_with_the_map():
     batch, outputs = _hand_made_case()
-    evaluator = loc.LocalizerEvaluator(_hand_config(box_max_side=16), ("a", "b"))
+    evaluator = loc_eval.LocalizerEvaluator(_hand_config(box_max_side=16), ("a", "b"))
     evaluator.add(batch, outputs)
     metrics, _ = evaluator.result()
     # Every block edge is even: at half resolution the boxes and hits are the same.
@@ -171,7 +172,7 @@ def test_bad_model_values_are_config_errors_naming_the_field(
 
 def test_cam_threshold_off_the_grid_is_a_config_error():
     with pytest.raises(ConfigError, match="eval.cam_threshold=0.25"):
-        loc.cam_threshold_grid(_hand_config(cam_threshold=0.25))
+        loc_eval.cam_threshold_grid(_hand_config(cam_threshold=0.25))
 
 
 def test_figures_and_boxes_follow_the_evaluation_context(idx_folder, tmp_path):

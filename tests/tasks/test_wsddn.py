@@ -68,7 +68,7 @@ def task(idx_folder, tmp_path_factory):
 
 
 def test_evaluator_scores_in_original_coordinates(task):
-    from jwsol.tasks.wsddn import WSDDNEvaluator
+    from jwsol.tasks.wsddn_eval import WSDDNEvaluator
 
     task.class_names, task.num_classes = ("a", "b", "c"), 3
     batch, original_props = _fake_batch()
@@ -265,7 +265,7 @@ def test_oicr_predict_averages_refinement_streams_and_flipped_views(tmp_path):
 
 
 def test_oicr_evaluator_scores_every_stream_and_the_training_split(task):
-    from jwsol.tasks.wsddn import WSDDNEvaluator
+    from jwsol.tasks.wsddn_eval import WSDDNEvaluator
 
     task.class_names, task.num_classes = ("a", "b", "c"), 3
     task.stream_names = ("mil", "refine1")
