@@ -161,7 +161,45 @@ def pretrained(arch: str = "alexnet", path: str = "") -> ml_collections.ConfigDi
         "from_scratch": False,
         "exclude": (),  # target variable paths that keep their init, e.g. ('params/fc',)
         "rename": "",  # 'src=dst,...' checkpoint prefix -> model prefix, e.g. 'params=params/features'
+        # A jwsol.weights.pretrain recipe that makes `path` when it is missing ('' = none); set
+        # with its `recipe` section by fashion_mnist_pretrained.
+        "make": "",
     })  # fmt: skip
+
+
+def fashion_mnist_pretrained(
+    config: ml_collections.ConfigDict, *, steps: int = 1200
+) -> ml_collections.ConfigDict:
+    """`config.pretrained` of a scenes job: its AlexNet trunk pretrained as a classifier of
+    Fashion-MNIST's training images (the scenes hold its test images), made on first use and
+    cached (jwsol.weights.pretrain, docs/weights.md), loaded as ImageNet weights would be.
+
+    Reads config.model (width, batch_norm) and config.data (object sizes x image_size /
+    canvas_size: the size the trunk sees objects at), so call it after setting both. The folder
+    name carries those settings, so jobs with other trunks or scales keep their own weights.
+    """
+    d, m = config.data, config.model
+    scale = d.image_size / d.scenes.canvas_size
+    low, high = round(d.scenes.min_object_size * scale), round(d.scenes.max_object_size * scale)
+    batch_norm = bool(m.get("batch_norm", False))
+    key = f"w{m.width:g}{'_bn' if batch_norm else ''}_o{low}-{high}"
+    c = pretrained("alexnet", f"~/.cache/jwsol/weights/fashion_mnist_alexnet_{key}")
+    c.make = "fashion_mnist"
+    c.recipe = ml_collections.ConfigDict({
+        "width": float(m.width),
+        "batch_norm": batch_norm,
+        "image_size": max(high, 64),  # the canvas: the largest object fills it (AlexNet: >= 63)
+        "min_object_size": low,
+        "max_object_size": high,
+        "steps": steps,  # about 4 minutes on 2 CPU cores at width 0.25, 160 px
+        "batch_size": 64,
+        "learning_rate": 1e-3,
+        "warmup_steps": 100,
+        "holdout": 5000,  # the last training images, for the accuracy in meta.json only
+        "seed": 0,
+        "mnist": mnist_data(),  # only the training split is read
+    })  # fmt: skip
+    return c
 
 
 def detection_data() -> ml_collections.ConfigDict:

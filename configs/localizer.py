@@ -6,7 +6,8 @@ Variants (grammar: configs/common.py), e.g. `configs/localizer.py:robust,epochs4
                   30 epochs, evaluation every 2 epochs
   robust          global average pooling (log-sum-exp: add --config.model.pooling=lse)
   epochs=N        N epochs (same step decay); epochs2, epochs30, epochs45: the course's
-  scenes          offline Fashion-MNIST scenes, a CPU-sized AlexNet (width 0.25) from scratch
+  scenes          offline Fashion-MNIST scenes, a CPU-sized AlexNet (width 0.25) whose trunk is
+                  pretrained on Fashion-MNIST's training images (made once, cached)
   scenes_robust   = scenes,robust
   smoke           tiny scenes of made-up objects (data.mnist.source=fake), 4 steps
 
@@ -52,12 +53,11 @@ def _scenes(config: ml_collections.ConfigDict) -> None:
     d.scales = (192,)
     d.max_gt_boxes = 8
     d.proposals.method = "none"  # this job reads no proposals
-    config.pretrained = common.pretrained("alexnet")
-    # NOTE: ImageNet weights cannot be fetched on the offline machine, and width 0.25 could
-    # not take them anyway: the scenes runs train from scratch.
-    config.pretrained.from_scratch = True
     config.model.width = 0.25
-    config.model.init = "he"
+    config.model.init = "he"  # for the layers the pretrained trunk does not fill
+    # NOTE: ImageNet weights cannot be fetched offline, and width 0.25 could not take them
+    # anyway: the trunk is pretrained on Fashion-MNIST's training images instead.
+    config.pretrained = common.fashion_mnist_pretrained(config)
     config.eval.box_max_side = 0  # exact: 192 x 192
     config.train.num_epochs = 6.0
     config.train.log_every = 10
@@ -81,6 +81,8 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
     d.scales = (96,)
     d.mnist.source = "fake"
     config.model.width = 0.125
+    config.pretrained = common.pretrained("alexnet")
+    config.pretrained.from_scratch = True  # seconds, not the minutes of pretraining
     common.smoke(config, batch_size=8, eval_batch_size=8)
     config.eval.num_figure_images = 2
     config.eval.num_cam_thresholds = 20

@@ -53,10 +53,11 @@ class WSDDNTask(ImageLabelTask):
     def __init__(self, config):
         super().__init__(config)
         m = config.model
-        if m.batch_norm and config.pretrained.path:
+        if m.batch_norm and config.pretrained.path and not config.pretrained.make:
             raise ConfigError(
-                "model.batch_norm=True is for trunks trained from scratch: torchvision's AlexNet "
-                "has no BatchNorm. Set --config.model.batch_norm=False to use pretrained.path."
+                "model.batch_norm=True needs a trunk trained here (from scratch or by "
+                "pretrained.make): torchvision's AlexNet has no BatchNorm. Set "
+                "--config.model.batch_norm=False to use ported pretrained.path weights."
             )
         for field, choices in (
             ("init", INIT_SCHEMES), ("pooling", POOLINGS), ("backbone", tuple(BACKBONES))

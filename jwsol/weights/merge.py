@@ -7,6 +7,9 @@ for its `config.pretrained` section:
     from_scratch  True: an empty path trains from scratch; False: an empty path is an error
     exclude       target path prefixes that keep their init, e.g. ('params/fc',)
     rename        'src=dst,...' checkpoint prefix -> model prefix
+    make          '' or a recipe of `jwsol.weights.pretrain` ('fashion_mnist') that makes `path`
+                  when it is missing (the offline scenes jobs' stand-in for ImageNet weights)
+    recipe        that recipe's settings (only with make)
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from absl import logging
 from flax import traverse_util
 
 from jwsol.errors import ConfigError, DataError
-from jwsol.weights import store
+from jwsol.weights import pretrain, store
 from jwsol.weights.torchvision import load_pretrained
 
 
@@ -121,7 +124,8 @@ def require(pretrained: Any, arch: str | None = None) -> str | None:
     The one "pretrained weights missing" error of every job: a ConfigError for an empty path
     without from_scratch, a DataError for a path that does not exist; both name the command
     that makes the folder. arch: the weights the model takes (e.g. 'resnet18'); another
-    pretrained.arch with a path is a ConfigError. Cheap, so tasks call it before reading data.
+    pretrained.arch with a path is a ConfigError. Cheap, so tasks call it before reading data,
+    except with `pretrained.make`: then a missing folder is made here first (minutes, once).
     """
     p = pretrained
     if not p.path:
@@ -133,6 +137,8 @@ def require(pretrained: Any, arch: str | None = None) -> str | None:
                 f"--config.pretrained.from_scratch=True."
             )
         return None
+    if p.get("make"):
+        pretrain.ensure(p)
     path = os.path.expanduser(p.path)
     if not os.path.exists(path):
         raise DataError(
@@ -157,7 +163,11 @@ def load_into(
         logging.info("training from scratch (pretrained.from_scratch=True)")
         return None
     p = pretrained
-    weights = load_pretrained(path, p.arch, drop_classifier=True)
+    if pretrain.made_by_recipe(path):
+        # Not the full-size torchvision model, so merge_pretrained checks the shapes.
+        weights, _, _ = store.load_variables(path, p.arch)
+    else:
+        weights = load_pretrained(path, p.arch, drop_classifier=True)
     rename = dict(item.split("=") for item in p.rename.split(",")) if p.rename else None
     merged, report = merge_pretrained(
         jax.tree.map(np.asarray, variables),
