@@ -195,6 +195,8 @@ def fashion_mnist_pretrained(
         "batch_size": 64,
         "learning_rate": 1e-3,
         "warmup_steps": 100,
+        "hide_prob": 0.0,  # hide-and-seek: share of grid cells blacked out in training
+        "hide_grid": 8,
         "holdout": 5000,  # the last training images, for the accuracy in meta.json only
         "seed": 0,
         "mnist": mnist_data(),  # only the training split is read

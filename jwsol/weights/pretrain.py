@@ -17,10 +17,12 @@ converted ImageNet weights. `merge.require` calls `ensure` when `config.pretrain
 recipe: a missing, damaged or other-settings folder is (re)made, with a progress bar.
 
     python -m jwsol.weights.pretrain configs/wsddn.py:scenes    # make the folder ahead of time
+    python -m jwsol.weights.pretrain configs/wsddn.py:scenes pretrained.path=/tmp/w pretrained.recipe.steps=600
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
@@ -62,6 +64,11 @@ class Recipe:
     batch_size: int = 64
     learning_rate: float = 1e-3
     warmup_steps: int = 100
+    # Hide-and-seek (Singh & Lee, ICCV 2017): each cell of a hide_grid x hide_grid grid over the
+    # canvas is blacked out with this probability in training, so the classifier must use every
+    # part of an object, not its most telling one (WSDDN then picks parts less often).
+    hide_prob: float = 0.0
+    hide_grid: int = 8
     holdout: int = 5000  # the last this many training images: accuracy only, never trained on
     seed: int = 0
     mnist_source: str = "idx"  # jwsol.data.mnist sources ('fake' for tests)
@@ -91,6 +98,11 @@ class Recipe:
             raise ConfigError(
                 f"pretrained.recipe object sizes {self.min_object_size}..{self.max_object_size} "
                 f"must lie in 4..image_size ({self.image_size})."
+            )
+        if not 0.0 <= self.hide_prob < 1.0 or self.hide_grid < 1:
+            raise ConfigError(
+                f"pretrained.recipe: hide_prob={self.hide_prob} must lie in [0, 1) and "
+                f"hide_grid={self.hide_grid} be >= 1."
             )
         if self.steps < 1 or self.batch_size < 1 or self.holdout < 1:
             raise ConfigError("pretrained.recipe: steps, batch_size and holdout must be >= 1.")
@@ -126,14 +138,26 @@ def draw_placements(
     return sides, offsets, flips
 
 
+def draw_kept_cells(rng: np.random.Generator, n: int, recipe: Recipe) -> np.ndarray:
+    """bool [n, hide_grid, hide_grid]: the grid cells left visible (hide-and-seek)."""
+    return rng.random((n, recipe.hide_grid, recipe.hide_grid)) >= recipe.hide_prob
+
+
 def render(
-    images: jax.Array, sides: jax.Array, offsets: jax.Array, flips: jax.Array, image_size: int
+    images: jax.Array,
+    sides: jax.Array,
+    offsets: jax.Array,
+    flips: jax.Array,
+    image_size: int,
+    kept: jax.Array | None = None,
 ) -> jax.Array:
     """Objects on black canvases, normalised like the scenes pipeline (jittable).
 
     images: uint8 [N, h, w]; sides: [N] pixels; offsets: [N, 2] (y, x) of the top-left corner;
-    flips: bool [N], mirror left-right. Returns float32 [N, image_size, image_size, 3]: bilinear
-    upsampling (half-pixel centres, as cv2.INTER_LINEAR), then (x / 255 - mean) / std.
+    flips: bool [N], mirror left-right; kept: optional bool [N, g, g], the cells of a g x g grid
+    over the canvas that stay visible (the others are black). Returns float32
+    [N, image_size, image_size, 3]: bilinear upsampling (half-pixel centres, as
+    cv2.INTER_LINEAR), then (x / 255 - mean) / std.
     """
     images = jnp.where(flips[:, None, None], images[:, :, ::-1], images).astype(jnp.float32)
 
@@ -144,6 +168,9 @@ def render(
         )
 
     canvases = jax.vmap(one)(images, sides, offsets)
+    if kept is not None:
+        cell = np.arange(image_size) * kept.shape[1] // image_size  # pixel -> grid cell
+        canvases = canvases * kept[:, cell][:, :, cell]
     return (canvases[..., None] / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
 
 
@@ -178,7 +205,10 @@ def train(
 
     @jax.jit
     def step(params, state, opt_state, batch):
-        x = render(batch["image"], batch["side"], batch["offset"], batch["flip"], recipe.image_size)
+        x = render(
+            batch["image"], batch["side"], batch["offset"], batch["flip"], recipe.image_size,
+            batch["kept"],
+        )  # fmt: skip
 
         def loss_fn(params):
             logits, new_state = model.apply(
@@ -199,7 +229,8 @@ def train(
         rng = np.random.default_rng([recipe.seed, i])
         index = rng.integers(0, len(images), recipe.batch_size)
         side, offset, flip = draw_placements(rng, recipe.batch_size, recipe)
-        batch = {"image": images[index], "label": labels[index], "side": side, "offset": offset, "flip": flip}  # fmt: skip
+        kept = draw_kept_cells(rng, recipe.batch_size, recipe)
+        batch = {"image": images[index], "label": labels[index], "side": side, "offset": offset, "flip": flip, "kept": kept}  # fmt: skip
         params, variables, opt_state, loss = step(params, variables, opt_state, batch)
         if i % 20 == 0 or i == recipe.steps - 1:
             bar.set_postfix(loss=f"{float(loss):.3f}")
@@ -319,15 +350,29 @@ def ensure(pretrained: Mapping[str, Any], *, progress: bool = True) -> str:
     return path
 
 
+def _typed_override(item: str) -> tuple[str, Any]:
+    """'a.b=value' -> ('a.b', value as a Python literal, else the string)."""
+    key, _, text = item.partition("=")
+    try:
+        return key, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return key, text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) != 1:
-        print("usage: python -m jwsol.weights.pretrain configs/NAME.py[:VARIANT]", file=sys.stderr)
+    if not argv or not all("=" in a for a in argv[1:]):
+        print(
+            "usage: python -m jwsol.weights.pretrain configs/NAME.py[:VARIANT] [field=value ...]"
+            "  (e.g. pretrained.recipe.steps=600)",
+            file=sys.stderr,
+        )
         return 2
     try:
         from jwsol.training import config as config_lib
 
-        pretrained = config_lib.load(argv[0]).pretrained
+        overrides = dict(_typed_override(a) for a in argv[1:])
+        pretrained = config_lib.load(argv[0], overrides).pretrained
         if not pretrained.get("make"):
             raise ConfigError(f"{argv[0]}: pretrained.make is empty; no recipe to run.")
         path = ensure(pretrained)

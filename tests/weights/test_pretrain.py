@@ -38,6 +38,19 @@ def test_render_matches_cv2_resize_on_a_black_canvas():
             np.testing.assert_allclose(grey[k, ..., c], want, atol=1.0)
 
 
+def test_hide_and_seek_blacks_out_whole_grid_cells():
+    images = np.full((3, 28, 28), 200, np.uint8)
+    sides, offsets, flips = np.full(3, 64), np.zeros((3, 2), int), np.zeros(3, bool)
+    recipe = pretrain.Recipe(hide_prob=0.5, hide_grid=4)
+    kept = pretrain.draw_kept_cells(np.random.default_rng(0), 3, recipe)
+    assert kept.shape == (3, 4, 4) and 0 < kept.mean() < 1
+    full = np.asarray(pretrain.render(images, sides, offsets, flips, 64))
+    hidden = np.asarray(pretrain.render(images, sides, offsets, flips, 64, kept))
+    black = (0.0 - pretrain.IMAGENET_MEAN) / pretrain.IMAGENET_STD
+    mask = np.kron(kept, np.ones((16, 16), bool))[..., None]  # 16 px cells
+    np.testing.assert_allclose(hidden, np.where(mask, full, black), atol=1e-6)
+
+
 def test_placements_stay_inside_the_canvas():
     recipe = pretrain.Recipe(image_size=100, min_object_size=30, max_object_size=100)
     sides, offsets, flips = pretrain.draw_placements(np.random.default_rng(0), 1000, recipe)
@@ -105,7 +118,9 @@ def test_wsddn_loads_the_trunk_and_keeps_its_heads(made):
     init, merged = (traverse_util.flatten_dict(v, sep="/") for v in (init, merged))
     assert set(merged) == set(init)
     trunk = [p for p in merged if p.split("/")[1] == "features"]
-    assert sorted(trunk) == sorted(saved) and len(trunk) == 5 * 3 + 5 * 2  # kernel, scale, bias; stats
+    assert (
+        sorted(trunk) == sorted(saved) and len(trunk) == 5 * 3 + 5 * 2
+    )  # kernel, scale, bias; stats
     for p in trunk:
         np.testing.assert_array_equal(merged[p], saved[p])
         assert not np.array_equal(merged[p], init[p]) or p.endswith(("bias", "mean"))
@@ -153,6 +168,8 @@ def test_ported_weights_are_never_overwritten(tmp_path):
 def test_recipe_field_errors():
     with pytest.raises(ConfigError, match="unknown fields \\['stpes'\\]"):
         pretrain.Recipe.from_config({"stpes": 3})
+    with pytest.raises(ConfigError, match="hide_prob=1.0 must lie in"):
+        pretrain.Recipe.from_config({"hide_prob": 1.0})
     with pytest.raises(ConfigError, match="object sizes 80..200 must lie in 4..image_size"):
         pretrain.Recipe.from_config({"min_object_size": 80, "max_object_size": 200})
     section = common.pretrained("alexnet", "/nowhere")
