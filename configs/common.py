@@ -174,7 +174,7 @@ def fashion_mnist_pretrained(
     Fashion-MNIST's training images (the scenes hold its test images), made on first use and
     cached (jwsol.weights.pretrain, docs/weights.md), loaded as ImageNet weights would be.
 
-    Reads config.model (width, batch_norm) and config.data (object sizes x image_size /
+    Reads config.model (width, batch_norm, fc_features, dropout_rate) and config.data (object sizes x image_size /
     canvas_size: the size the trunk sees objects at), so call it after setting both. The folder
     name carries those settings, so jobs with other trunks or scales keep their own weights.
     """
@@ -182,12 +182,16 @@ def fashion_mnist_pretrained(
     scale = d.image_size / d.scenes.canvas_size
     low, high = round(d.scenes.min_object_size * scale), round(d.scenes.max_object_size * scale)
     batch_norm = bool(m.get("batch_norm", False))
-    key = f"w{m.width:g}{'_bn' if batch_norm else ''}_o{low}-{high}"
+    fc_features = int(m.get("fc_features", 0))  # WSDDN's fc6/fc7; the localizer has none
+    key = f"w{m.width:g}{'_bn' if batch_norm else ''}{f'_fc{fc_features}' * bool(fc_features)}"
+    key += f"_o{low}-{high}"
     c = pretrained("alexnet", f"~/.cache/jwsol/weights/fashion_mnist_alexnet_{key}")
     c.make = "fashion_mnist"
     c.recipe = ml_collections.ConfigDict({
         "width": float(m.width),
         "batch_norm": batch_norm,
+        "fc_features": fc_features,  # > 0: fc6/fc7 on the object's RoI, loaded with the trunk
+        "dropout_rate": float(m.get("dropout_rate", 0.1)),
         "image_size": max(high, 64),  # the canvas: the largest object fills it (AlexNet: >= 63)
         "min_object_size": low,
         "max_object_size": high,

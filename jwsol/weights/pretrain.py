@@ -41,7 +41,8 @@ from tqdm import tqdm
 
 from jwsol.data import mnist
 from jwsol.errors import ConfigError, DataError, UserError
-from jwsol.models.alexnet import AlexNetFeatures, he_init
+from jwsol.models.alexnet import FC67, AlexNetFeatures, he_init
+from jwsol.ops.roi_pool import roi_pool
 from jwsol.weights import store
 
 RECIPES = ("fashion_mnist",)  # the values of config field `pretrained.make`
@@ -57,6 +58,10 @@ class Recipe:
 
     width: float = 0.25  # AlexNetFeatures.width
     batch_norm: bool = True  # AlexNetFeatures.batch_norm
+    # > 0: the head is WSDDN's, RoI max pooling of the object's box (6x6 bins of conv5) -> fc6,
+    # fc7 of this width (FC67, saved with the trunk) -> Dense; 0: global average pool -> Dense.
+    fc_features: int = 0
+    dropout_rate: float = 0.1  # FC67's dropout
     image_size: int = 160  # canvas side, pixels
     min_object_size: int = 80  # side of the scaled 28x28 image, pixels
     max_object_size: int = 160
@@ -112,19 +117,37 @@ class Recipe:
 
 
 class TrunkClassifier(nn.Module):
-    """AlexNetFeatures (conv1-5, no last pool) -> global average pool -> Dense: [N, H, W, 3] ->
-    logits [N, num_classes]. Its `features` subtree is what the jobs load."""
+    """AlexNetFeatures (conv1-5, no last pool) -> a head -> Dense: logits [N, num_classes].
+
+    The head is global average pooling, or (fc_features > 0) WSDDN's: RoI max pooling of one
+    box per image into 6x6 bins, then FC67. The `features` (and `fc67`) subtrees are what the
+    jobs load.
+    """
 
     width: float
     batch_norm: bool
+    fc_features: int = 0
+    dropout_rate: float = 0.1
     num_classes: int = NUM_CLASSES
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, boxes: jax.Array, train: bool = False) -> jax.Array:
+        """x: [N, H, W, 3]; boxes: [N, 4] (x1, y1, x2, y2) pixels, read by the RoI head only."""
         x = AlexNetFeatures(
             include_last_pool=False, width=self.width, batch_norm=self.batch_norm, name="features"
         )(x, train=train)
-        return nn.Dense(self.num_classes, name="fc")(jnp.mean(x, axis=(1, 2)))
+        if not self.fc_features:
+            return nn.Dense(self.num_classes, name="fc")(jnp.mean(x, axis=(1, 2)))
+        # AlexNet's fc6 input (6x6) at conv5's stride (16), as configs/wsddn.py
+        pooled = jax.vmap(lambda f, b: roi_pool(f, b[None], 6, 1.0 / 16.0)[0])(x, boxes)
+        x = FC67(self.dropout_rate, self.fc_features, name="fc67")(pooled, train=train)
+        return nn.Dense(self.num_classes, name="fc")(x)
+
+
+def object_boxes(sides: jax.Array, offsets: jax.Array) -> jax.Array:
+    """[N, 4] (x1, y1, x2, y2) of the rendered squares (offsets are (y, x))."""
+    y, x = offsets[:, 0], offsets[:, 1]
+    return jnp.stack([x, y, x + sides, y + sides], axis=-1).astype(jnp.float32)
 
 
 def draw_placements(
@@ -189,14 +212,18 @@ def _splits(recipe: Recipe) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return images[:cut], labels[:cut], images[cut:], labels[cut:]
 
 
+def _model(recipe: Recipe) -> TrunkClassifier:
+    return TrunkClassifier(recipe.width, recipe.batch_norm, recipe.fc_features, recipe.dropout_rate)
+
+
 def train(
     recipe: Recipe, images: np.ndarray, labels: np.ndarray, *, progress: bool = True
 ) -> dict[str, Any]:
     """Trains the classifier; returns its variables {'params', ['batch_stats']} (NumPy)."""
-    model = TrunkClassifier(recipe.width, recipe.batch_norm)
+    model = _model(recipe)
     dummy = jnp.zeros((1, recipe.image_size, recipe.image_size, 3), jnp.float32)
-    init_rng, he_rng = jax.random.split(jax.random.key(recipe.seed))
-    variables = dict(model.init(init_rng, dummy))
+    init_rng, he_rng, dropout_rng = jax.random.split(jax.random.key(recipe.seed), 3)
+    variables = dict(model.init(init_rng, dummy, jnp.zeros((1, 4))))
     params = he_init(variables.pop("params"), he_rng)  # as the scenes jobs' trunks from scratch
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, recipe.learning_rate, min(recipe.warmup_steps, recipe.steps - 1), recipe.steps
@@ -204,7 +231,7 @@ def train(
     tx = optax.adam(schedule)
 
     @jax.jit
-    def step(params, state, opt_state, batch):
+    def step(params, state, opt_state, batch, rng):
         x = render(
             batch["image"], batch["side"], batch["offset"], batch["flip"], recipe.image_size,
             batch["kept"],
@@ -212,8 +239,9 @@ def train(
 
         def loss_fn(params):
             logits, new_state = model.apply(
-                {"params": params, **state}, x, train=True, mutable=list(state)
-            )
+                {"params": params, **state}, x, object_boxes(batch["side"], batch["offset"]),
+                train=True, mutable=list(state), rngs={"dropout": rng},
+            )  # fmt: skip
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
             return loss, new_state
 
@@ -231,7 +259,8 @@ def train(
         side, offset, flip = draw_placements(rng, recipe.batch_size, recipe)
         kept = draw_kept_cells(rng, recipe.batch_size, recipe)
         batch = {"image": images[index], "label": labels[index], "side": side, "offset": offset, "flip": flip, "kept": kept}  # fmt: skip
-        params, variables, opt_state, loss = step(params, variables, opt_state, batch)
+        key = jax.random.fold_in(dropout_rng, i)
+        params, variables, opt_state, loss = step(params, variables, opt_state, batch, key)
         if i % 20 == 0 or i == recipe.steps - 1:
             bar.set_postfix(loss=f"{float(loss):.3f}")
     return jax.tree.map(np.asarray, {"params": params, **variables})
@@ -241,12 +270,13 @@ def accuracy(
     recipe: Recipe, variables: Mapping[str, Any], images: np.ndarray, labels: np.ndarray
 ) -> float:
     """Top-1 accuracy on `images` placed as in training (one fixed draw of the recipe's seed)."""
-    model = TrunkClassifier(recipe.width, recipe.batch_norm)
+    model = _model(recipe)
 
     @jax.jit
     def predict(variables, batch):
         x = render(batch["image"], batch["side"], batch["offset"], batch["flip"], recipe.image_size)
-        return jnp.argmax(model.apply(variables, x, train=False), axis=-1)
+        boxes = object_boxes(batch["side"], batch["offset"])
+        return jnp.argmax(model.apply(variables, x, boxes, train=False), axis=-1)
 
     rng = np.random.default_rng([recipe.seed, 1 << 30])
     side, offset, flip = draw_placements(rng, len(images), recipe)
@@ -268,7 +298,10 @@ def make(recipe: Recipe, out_dir: str, *, progress: bool = True) -> dict[str, An
     train_images, train_labels, held_images, held_labels = _splits(recipe)
     variables = train(recipe, train_images, train_labels, progress=progress)
     acc = accuracy(recipe, variables, held_images, held_labels)
-    trunk = {name: {"features": tree["features"]} for name, tree in variables.items()}
+    trunk = {
+        name: {k: tree[k] for k in ("features", "fc67") if k in tree}
+        for name, tree in variables.items()
+    }
     leaves = jax.tree.leaves(trunk)
     meta = {
         "format": store.FORMAT,

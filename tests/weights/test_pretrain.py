@@ -102,9 +102,12 @@ def test_the_recipe_writes_the_store_format(made):
     assert meta["recipe"] == "fashion_mnist" and meta["steps"] == 3
     assert meta["settings"] == pretrain.Recipe.from_config(made.pretrained.recipe).settings()
     assert 0.0 <= meta["holdout_accuracy"] <= 1.0
-    # The trunk only, with BatchNorm state; the 10-way head stays behind.
+    # The trunk and fc6/fc7 (the smoke model's are 16 wide), with BatchNorm state; the 10-way
+    # head stays behind.
     assert set(variables) == {"params", "batch_stats"}
-    assert set(variables["params"]) == set(variables["batch_stats"]) == {"features"}
+    assert set(variables["params"]) == {"features", "fc67"}
+    assert set(variables["batch_stats"]) == {"features"}
+    assert variables["params"]["fc67"]["fc7"]["kernel"].shape == (16, 16)
     assert sorted(variables["batch_stats"]["features"]) == [f"bn{k}" for k in range(1, 6)]
     assert variables["params"]["features"]["conv2"]["kernel"].shape == (5, 5, 8, 24)  # width 1/8
 
@@ -117,15 +120,14 @@ def test_wsddn_loads_the_trunk_and_keeps_its_heads(made):
     saved = traverse_util.flatten_dict(saved, sep="/")
     init, merged = (traverse_util.flatten_dict(v, sep="/") for v in (init, merged))
     assert set(merged) == set(init)
-    trunk = [p for p in merged if p.split("/")[1] == "features"]
-    assert (
-        sorted(trunk) == sorted(saved) and len(trunk) == 5 * 3 + 5 * 2
-    )  # kernel, scale, bias; stats
+    trunk = [p for p in merged if p.split("/")[1] in ("features", "fc67")]
+    # conv kernel, bn scale, bn bias and 2 stats per layer; fc6, fc7 kernel and bias
+    assert sorted(trunk) == sorted(saved) and len(trunk) == 5 * 5 + 2 * 2
     for p in trunk:
         np.testing.assert_array_equal(merged[p], saved[p])
         assert not np.array_equal(merged[p], init[p]) or p.endswith(("bias", "mean"))
     heads = [p for p in merged if p not in saved]
-    assert any(p.startswith("params/fc67") for p in heads)
+    assert {p.split("/")[1] for p in heads} == {"cls_head", "det_head"}
     for p in heads:
         np.testing.assert_array_equal(merged[p], init[p])
 
@@ -153,8 +155,11 @@ def test_same_recipe_same_weights_and_a_damaged_or_stale_folder_is_remade(made, 
 
     with config.unlocked():
         config.pretrained.recipe.steps = 4
+        config.pretrained.recipe.fc_features = 0  # the global-average-pool head
     pretrain.ensure(config.pretrained, progress=False)
     assert pretrain.read_meta(path)["steps"] == 4
+    again, _, _ = store.load_variables(path, "alexnet")
+    assert set(again["params"]) == {"features"}
 
 
 def test_ported_weights_are_never_overwritten(tmp_path):
@@ -183,11 +188,13 @@ def test_scenes_configs_name_their_trunk_and_its_scale():
     p, m = wsddn.pretrained, wsddn.model
     assert (p.make, p.arch, p.from_scratch) == ("fashion_mnist", "alexnet", False)
     assert (p.recipe.width, p.recipe.batch_norm) == (m.width, m.batch_norm) == (0.25, True)
+    assert p.recipe.fc_features == m.fc_features == 256
     # 32-64 px objects on 128 px canvases, resized to 320: the trunk sees them at 80-160 px.
     assert (p.recipe.min_object_size, p.recipe.max_object_size) == (80, 160)
-    assert p.path == "~/.cache/jwsol/weights/fashion_mnist_alexnet_w0.25_bn_o80-160"
+    assert p.path == "~/.cache/jwsol/weights/fashion_mnist_alexnet_w0.25_bn_fc256_o80-160"
     localizer = config_lib.load(os.path.join(ROOT, "configs/localizer.py:scenes")).pretrained
     assert (localizer.make, localizer.recipe.batch_norm) == ("fashion_mnist", False)
+    assert localizer.recipe.fc_features == 0
     assert localizer.path.endswith("_w0.25_o48-96") and localizer.recipe.image_size == 96
     for name in ("wsddn", "localizer"):  # the smoke runs stay seconds long
         smoke = config_lib.load(os.path.join(ROOT, f"configs/{name}.py:smoke")).pretrained
