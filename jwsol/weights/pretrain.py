@@ -6,12 +6,14 @@ The offline scenes are made of Fashion-MNIST's *test* images; this recipe reads 
 object is ever seen. Each image is flipped at random, scaled to a random side in
 [min_object_size, max_object_size] (the size the job's trunk sees objects at) and placed at a
 random position on a black `image_size` canvas, grey replicated to RGB and normalised with
-ImageNet's mean/std, as the scenes pipeline does; global average pooling of conv5 and one Dense
-layer classify it. He init, Adam with warm-up and cosine decay, BatchNorm (if any) in train mode,
-a fixed seed.
+ImageNet's mean/std, as the scenes pipeline does. The head is WSDDN's own when
+`fc_features` > 0 (RoI max pooling of the object's box into 6x6 conv5 bins, fc6, fc7, so those
+come pretrained too, as in ImageNet AlexNet; without them WSDDN picks object parts twice as
+often: docs/weights.md), else global average pooling; then one Dense layer. He init, Adam with
+warm-up and cosine decay, BatchNorm (if any) in train mode, a fixed seed.
 
-The folder holds `variables.msgpack` ({'params': {'features': conv1..5}[, 'batch_stats':
-{'features': bn1..5}]}, no head) and `meta.json` (format, arch, recipe, its settings, steps,
+The folder holds `variables.msgpack` ({'params': {'features': conv1..5[, 'fc67': fc6, fc7]}
+[, 'batch_stats': {'features': bn1..5}]}; no 10-way layer) and `meta.json` (format, arch, recipe, its settings, steps,
 held-out accuracy, seconds), so `jwsol.weights.merge.load_into` merges it into a job's model like
 converted ImageNet weights. `merge.require` calls `ensure` when `config.pretrained.make` names a
 recipe: a missing, damaged or other-settings folder is (re)made, with a progress bar.
