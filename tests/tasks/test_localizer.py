@@ -206,7 +206,7 @@ def test_variants_compose():
     a = config_lib.load("configs/localizer.py:scenes_robust")
     b = config_lib.load("configs/localizer.py:scenes,robust")
     assert a.to_dict() == b.to_dict() and a.model.pooling == "avg"
-    assert a.pretrained.from_scratch and a.data.source == "scenes"
+    assert a.pretrained.make == "fashion_mnist" and a.data.source == "scenes"
     with pytest.raises(ValueError, match="variant 'scenes,smoke'"):
         config_lib.load("configs/localizer.py:scenes,smoke")
     with pytest.raises(ValueError, match="variant 'bogus'"):

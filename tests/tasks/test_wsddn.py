@@ -181,7 +181,8 @@ def test_variants_load_with_the_papers_and_the_courses_settings():
         task = WSDDNTask(config)
         assert task.num_classes == 20 and task.model.fc_features == 4096
     scenes = config_lib.load("configs/wsddn.py:scenes")
-    assert scenes.data.source == "scenes" and scenes.pretrained.from_scratch
+    assert scenes.data.source == "scenes" and not scenes.pretrained.from_scratch
+    assert scenes.pretrained.make == "fashion_mnist"  # tests/weights/test_pretrain.py
     with pytest.raises(ValueError, match="unknown variant"):
         config_lib.load("configs/wsddn.py:nope")
 
