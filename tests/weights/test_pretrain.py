@@ -199,3 +199,16 @@ def test_scenes_configs_name_their_trunk_and_its_scale():
     for name in ("wsddn", "localizer"):  # the smoke runs stay seconds long
         smoke = config_lib.load(os.path.join(ROOT, f"configs/{name}.py:smoke")).pretrained
         assert smoke.from_scratch and not smoke.make and not smoke.path
+
+
+def test_command_errors_are_one_line_with_status_2(capsys):
+    assert pretrain.main([]) == 2
+    assert "usage: python -m jwsol.weights.pretrain" in capsys.readouterr().err
+    assert pretrain.main([os.path.join(ROOT, "configs/wsddn.py:smoke")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "pretrained.make is empty" in err
+    assert pretrain._typed_override("pretrained.recipe.steps=600") == (
+        "pretrained.recipe.steps",
+        600,
+    )
+    assert pretrain._typed_override("pretrained.path=/tmp/w") == ("pretrained.path", "/tmp/w")
