@@ -11,10 +11,11 @@ Variants (grammar: configs/common.py):
                            lr 1e-3 for 40k iterations then 1e-4 for 30k, two images a batch, and
                            the test scores averaged over the five scales and their flips.
   configs/oicr.py:scenes   the offline embedded default: Fashion-MNIST scenes, the scenes
-                           WSDDN trunk and schedule (configs/wsddn.py:scenes).
+                           WSDDN trunk (pretrained on Fashion-MNIST's training images) and
+                           schedule (configs/wsddn.py:scenes).
   configs/oicr.py:smoke    tiny and fast, on made-up objects.
 Modifiers: `k=N` refinement streams (0 = WSDDN), `tta` (test scales and flips on scenes),
-`steps=N`, `res=S`; e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
+`scratch` (no pretrained trunk), `steps=N`, `res=S`; e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
 """
 
 import os
@@ -31,10 +32,12 @@ PAPER_SCALES = (480, 576, 688, 864, 1200)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, bases=("scenes", "smoke"), k=3, tta=False, steps=0, res=0)
+    arg = common.parse_arg(
+        arg, bases=("scenes", "smoke"), k=3, tta=False, steps=0, res=0, scratch=False
+    )
     if arg.k < 0:
         raise ValueError(f"configs/oicr.py: k={arg.k}; expected 0 or more refinement streams.")
-    config = wsddn.get_config(arg.base or "paper")
+    config = wsddn.get_config((arg.base or "paper") + (",scratch" if arg.scratch else ""))
     config.model.num_refinements = arg.k
     config.loss.refine_weights = (1.0,) * arg.k  # the paper weighs the streams alike
     config.loss.fg_iou = 0.5

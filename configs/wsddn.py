@@ -13,8 +13,8 @@ Variants (grammar: configs/common.py):
                             search proposals, a CPU-sized AlexNet whose trunk is pretrained on
                             Fashion-MNIST's training images (made once, ~4 min, cached).
   configs/wsddn.py:smoke    tiny and fast, on made-up objects (data.mnist.source=fake).
-Modifiers: `steps=N` sets train.num_steps, `res=S` data.image_size, e.g.
-`configs/wsddn.py:scenes,steps=2000,res=256`.
+Modifiers: `steps=N` sets train.num_steps, `res=S` data.image_size, `scratch` trains the trunk
+from scratch (no pretrained weights), e.g. `configs/wsddn.py:scenes,steps=2000,res=256`.
 Both VOC variants need data.voc_root (or data.source='tfds'), the Fast R-CNN proposal files
 (data.proposals.mat_file) and converted AlexNet weights (docs/weights.md).
 """
@@ -31,7 +31,7 @@ from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    arg = common.parse_arg(arg, bases=("paper", "scenes", "smoke"), steps=0, res=0)
+    arg = common.parse_arg(arg, bases=("paper", "scenes", "smoke"), steps=0, res=0, scratch=False)
     config = common.base_config("wsddn")
     config.data = common.voc_data()
     config.data.max_proposals = 300  # the course keeps the 300 best-scoring proposals
@@ -117,7 +117,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.num_steps = arg.steps
     if arg.res:
         config.data.image_size = arg.res
+    if arg.scratch:
+        _from_scratch(config)
     return config
+
+
+def _from_scratch(config: ml_collections.ConfigDict) -> None:
+    """No pretrained weights: the trunk keeps its `model.init` draw."""
+    config.pretrained = common.pretrained("alexnet")
+    config.pretrained.from_scratch = True
 
 
 def _scenes(config: ml_collections.ConfigDict) -> None:
@@ -173,8 +181,7 @@ def _smoke(config: ml_collections.ConfigDict) -> None:
     m = config.model
     m.width = 0.125
     m.fc_features = 16
-    config.pretrained = common.pretrained("alexnet")
-    config.pretrained.from_scratch = True  # seconds, not the minutes of pretraining
+    _from_scratch(config)  # seconds, not the minutes of pretraining
     common.smoke(config, batch_size=4, eval_batch_size=4)
     config.optimizer.warmup_steps = 0
     config.eval.num_figure_images = 4

@@ -19,8 +19,8 @@ VARIANTS = {
         "", "robust", "epochs2", "epochs30", "epochs45", "robust,epochs45", "epochs=3",
         "scenes", "scenes_robust", "scenes,robust", "smoke",
     ),
-    "wsddn": ("", "paper", "scenes", "smoke", "scenes,steps=2000,res=256"),
-    "oicr": ("", "scenes", "smoke", "scenes,k=2,tta", "scenes,k=0", "smoke,steps=3"),
+    "wsddn": ("", "paper", "scenes", "smoke", "scenes,steps=2000,res=256", "scenes,scratch"),
+    "oicr": ("", "scenes", "smoke", "scenes,k=2,tta", "scenes,k=0,scratch", "smoke,steps=3"),
     "resnet_tinyimagenet": ("", "shuffled", "fashion_mnist", "smoke"),
     "resnet_voc": ("", "resize448", "tfds", "scenes", "smoke"),
 }  # fmt: skip
@@ -39,6 +39,14 @@ def test_variant_loads_locked(name, variant):
     if "smoke" in variant:
         assert config.train.num_steps <= 6 and config.train.num_epochs == 0
         assert config.train.eval_every_epochs == config.train.checkpoint_every_epochs == 0
+
+
+def test_scratch_drops_the_pretrained_trunk():
+    for name in ("wsddn", "oicr"):
+        pre = config_lib.load(os.path.join(ROOT, f"configs/{name}.py:scenes"))
+        scratch = config_lib.load(os.path.join(ROOT, f"configs/{name}.py:scenes,scratch"))
+        assert pre.pretrained.make == "fashion_mnist" and pre.pretrained.path
+        assert scratch.pretrained.from_scratch and not scratch.pretrained.path
 
 
 def test_modifiers_reach_the_fields():
