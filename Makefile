@@ -1,7 +1,7 @@
 # Entry points the README names. `make setup run` trains the main job; `make setup test` tests.
 PYTHON ?= python3
 WORKDIR ?= runs/main
-MAIN_CONFIG ?= configs/wsddn.py:scenes
+MAIN_CONFIG ?= configs/oicr.py:scenes
 
 .PHONY: setup data run test test-fast lint bench
 
