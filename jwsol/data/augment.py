@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from jwsol.data.stats import IMAGENET_MEAN, IMAGENET_STD
+
 RESIZE_MODES = ("fixed", "shorter_side", "longer_side")
 
 

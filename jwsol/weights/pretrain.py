@@ -41,15 +41,15 @@ import optax
 from absl import logging
 from tqdm import tqdm
 
-from jwsol.data import mnist
+from jwsol.data import mnist, stats
 from jwsol.errors import ConfigError, DataError, UserError
 from jwsol.models.alexnet import FC67, AlexNetFeatures, he_init
 from jwsol.ops.roi_pool import roi_pool
 from jwsol.weights import store
 
 RECIPES = ("fashion_mnist",)  # the values of config field `pretrained.make`
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # as jwsol.data.augment.normalize
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+IMAGENET_MEAN = np.array(stats.IMAGENET_MEAN, np.float32)  # as jwsol.data.augment.normalize
+IMAGENET_STD = np.array(stats.IMAGENET_STD, np.float32)
 NUM_CLASSES = 10
 _EVAL_BATCH = 500
 
