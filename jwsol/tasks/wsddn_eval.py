@@ -99,15 +99,15 @@ class WSDDNEvaluator(Evaluator):
         top box of each class the image is labelled with."""
         h, w = batch["image_size"][i]
         classes = np.nonzero(batch["labels"][i] > 0.5)[0]
-        masked = np.where(valid[:, None], scores, -np.inf)
-        top = masked[:, classes].argmax(axis=0) if len(classes) else np.zeros(0, int)
+        tops = det_metrics.top_boxes(scores[valid], batch["proposals"][i][valid], classes)
         gt = batch["gt_mask"][i]
         return {
             "image": augment.denormalize(batch["image"][i][:h, :w]),
             "gt": batch["gt_boxes"][i][gt],
-            "boxes": batch["proposals"][i][top],
+            "boxes": tops.boxes,
             "text": [
-                f"{self.task.class_names[c]} {scores[t, c]:.3f}" for c, t in zip(classes, top)
+                f"{self.task.class_names[c]} {score:.3f}"
+                for c, score in zip(tops.labels, tops.scores)
             ],
         }
 
