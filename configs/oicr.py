@@ -37,7 +37,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     if arg.k < 0:
         raise ValueError(f"configs/oicr.py: k={arg.k}; expected 0 or more refinement streams.")
-    config = wsddn.get_config((arg.base or "paper") + (",scratch" if arg.scratch else ""))
+    config = wsddn.get_config(
+        (arg.base or "paper")
+        + (",scratch" if arg.scratch else "")
+        + (f",res={arg.res}" if arg.res else "")
+    )
     config.model.num_refinements = arg.k
     config.loss.refine_weights = (1.0,) * arg.k  # the paper weighs the streams alike
     config.loss.fg_iou = 0.5
@@ -46,8 +50,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.train_corloc = True  # CorLoc as the field reports it: on the training split
     if not arg.base:
         _paper(config)
-    if arg.res:
-        config.data.image_size = arg.res
     if arg.tta and arg.base:
         # Canvas sides around the pipeline's one (320 px on scenes), and their flips.
         side = config.data.image_size

@@ -117,6 +117,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.train.num_steps = arg.steps
     if arg.res:
         config.data.image_size = arg.res
+        if config.pretrained.get("make"):
+            # The recipe's object sizes follow image_size, so the trunk sees objects at the new scale.
+            config.pretrained = common.fashion_mnist_pretrained(config)
     if arg.scratch:
         _from_scratch(config)
     return config

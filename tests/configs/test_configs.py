@@ -52,6 +52,10 @@ def test_scratch_drops_the_pretrained_trunk():
 def test_modifiers_reach_the_fields():
     c = config_lib.load(os.path.join(ROOT, "configs/wsddn.py:scenes,steps=2000,res=256"))
     assert (c.train.num_steps, c.data.image_size, c.data.source) == (2000, 256, "scenes")
+    # The pretrained trunk is made for objects at the new scale (320 px canvases: 80-160 px).
+    assert (c.pretrained.recipe.min_object_size, c.pretrained.recipe.max_object_size) == (64, 128)
+    o = config_lib.load(os.path.join(ROOT, "configs/oicr.py:scenes,res=256"))
+    assert o.data.image_size == 256 and o.pretrained.path == c.pretrained.path
     c = config_lib.load(os.path.join(ROOT, "configs/localizer.py:robust,epochs=3"))
     assert c.model.pooling == "avg" and c.train.num_epochs == 3.0
     assert c.train.eval_every_epochs == c.train.checkpoint_every_epochs == 2.0
