@@ -201,7 +201,7 @@ def convert(
     return proposals
 
 
-def _precompute_main(argv: list[str]) -> None:
+def _precompute_main(argv: list[str]) -> int:
     parser = errors.ArgumentParser(
         prog="jwsol-proposals", description=__doc__.split("\n\n")[0], epilog="Also: convert."
     )
@@ -226,10 +226,10 @@ def _precompute_main(argv: list[str]) -> None:
             f"{counts['unreadable']} unreadable of {counts['images']} images"
         )
 
-    sys.exit(errors.run_main(body, args.verbose))
+    return errors.run_main(body, args.verbose)
 
 
-def _convert_main(argv: list[str]) -> None:
+def _convert_main(argv: list[str]) -> int:
     parser = errors.ArgumentParser(
         prog="jwsol-proposals convert", description="Converts a proposal file to another format."
     )
@@ -253,17 +253,17 @@ def _convert_main(argv: list[str]) -> None:
         total = sum(len(b) for b in result.boxes)
         print(f"{args.target}: {len(result.ids)} images, {total} boxes")
 
-    sys.exit(errors.run_main(body, args.verbose))
+    return errors.run_main(body, args.verbose)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The command line (`jwsol-proposals`); `convert` as the first argument converts."""
+def main(argv: list[str] | None = None) -> int:
+    """The command line (`jwsol-proposals`); `convert` as the first argument converts. Returns
+    the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["convert"]:
-        _convert_main(argv[1:])
-    else:
-        _precompute_main(argv)
+        return _convert_main(argv[1:])
+    return _precompute_main(argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
