@@ -8,6 +8,7 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -47,9 +48,15 @@ def test_entry_point_loads(name):
 
 @pytest.mark.slow
 def test_wheel_metadata_lists_them(tmp_path):
+    source = tmp_path / "source"  # a copy: setuptools writes build/ and egg-info beside the code
+    shutil.copytree(
+        os.path.join(REPO, "jwsol"), source / "jwsol", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(REPO, name), source / name)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(tmp_path), REPO],
+         "-w", str(tmp_path), str(source)],
         check=False, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert built.returncode == 0, built.stderr
