@@ -173,9 +173,9 @@ def _outer_rects(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import cv2
 
     contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    outer = [c for c, h in zip(contours, hierarchy[0]) if h[3] < 0]
-    rects = np.array([cv2.boundingRect(c) for c in outer], np.int64).reshape(-1, 4)
-    return rects, np.array([c[0, 0] for c in outer], np.int64).reshape(-1, 2)
+    outer = np.flatnonzero(hierarchy[0, :, 3] < 0)
+    rects = np.array([cv2.boundingRect(contours[i]) for i in outer], np.int64).reshape(-1, 4)
+    return rects, np.array([contours[i][0, 0] for i in outer], np.int64).reshape(-1, 2)
 
 
 def _largest_component(mask: np.ndarray, rects: np.ndarray, starts: np.ndarray) -> int:
