@@ -125,3 +125,39 @@ def test_box_sweep(write_results, report_table, best_time, format_table):
         {"thresholds": len(THRESHOLDS), "samples": SAMPLES, "rounds": ROUNDS},
     )
     assert all(row["vs_previous"] > 1 for row in rows)
+
+
+GAP_KEYS = ("max_box_acc", "max_box_acc_v2", *(f"max_box_acc_v2_iou{d}" for d in (30, 50, 70)))
+
+
+def convention_gap(side: int, random_maps: bool, count: int = 150) -> dict:
+    """Both conventions' metrics (percent) on `count` maps whose true box is the largest
+    component's box at a random threshold in [0.3, 0.8]: CAM-like or uniform-noise maps."""
+    rng = np.random.default_rng(side)
+    pools = {c: L.BoxAccumulator(1, THRESHOLDS, 50, c) for c in L.CONVENTIONS}
+    for _ in range(count):
+        if random_maps:
+            heat = rng.random((side, side))
+        else:
+            score_map = rng.normal(size=(12, 12))
+            heat = L.heatmap_to_image(score_map, 192, (side, side), geometry=score_map_geometry())
+        prepared = L.normalize_heatmap(heat)
+        truth = L.largest_box(prepared, rng.uniform(0.3, 0.8))
+        for pool in pools.values():
+            pool.add(0, prepared, truth)
+    metrics = {c: pool.result()[0] for c, pool in pools.items()}
+    row = {"side": side, "maps": "noise" if random_maps else "cam"}
+    for key in GAP_KEYS:
+        exact, wsol = (100 * metrics[c][key] for c in L.CONVENTIONS)
+        row[key] = wsol - exact
+    return row
+
+
+def test_convention_gap(write_results, report_table, format_table):
+    rows = [convention_gap(224, False), convention_gap(56, False), convention_gap(56, True)]
+    columns = [("side", "px", "d"), ("maps", "maps", "")] + [(k, k, "+.1f") for k in GAP_KEYS]
+    report_table(
+        "wsolevaluation minus exact, points (150 maps, truth = a largest component's box)",
+        format_table(rows, columns),
+    )
+    write_results("box_convention_gap", rows, {"thresholds": len(THRESHOLDS), "maps": 150})
