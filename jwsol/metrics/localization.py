@@ -24,8 +24,10 @@ true box; no box is a miss.
   threshold, and of the mask inside the true boxes; _at_best: the same at MaxBoxAcc's
   threshold; box_coverage_at_in_box50: the coverage at the lowest threshold where half of the
   mask lies inside the boxes (coverage at equal precision, comparable between maps).
-Cam thresholds are the grid 0, 1/T, ..., (T-1)/T. Our threshold test is on float maps; Choe et
-al. threshold a uint8 copy, so their boxes can differ by one quantization step.
+Cam thresholds are the grid 0, 1/T, ..., (T-1)/T. The rules above are the 'exact' convention;
+'wsolevaluation' reads boxes off the map as clovaai/wsolevaluation does (`wsol_boxes`: a uint8
+copy, contours with holes, inclusive corners and the `+1` IoU), for numbers comparable with
+Choe et al.'s table.
 """
 
 from __future__ import annotations
