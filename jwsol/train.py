@@ -18,6 +18,19 @@ from absl import app, flags, logging
 from jwsol import errors
 
 FLAGS = flags.FLAGS
+WANDB_DEFAULT_PROJECT = "jwsol"
+
+
+def wandb_argv(argv: list[str]) -> list[str]:
+    """argv with a bare `--wandb` (no project after it) written `--wandb=jwsol`, so that
+    `--wandb [PROJECT]` parses as an absl string flag."""
+    out = []
+    for k, arg in enumerate(argv):
+        follows = argv[k + 1] if k + 1 < len(argv) else "--"
+        if arg == "--wandb" and follows.startswith("-"):
+            arg = f"--wandb={WANDB_DEFAULT_PROJECT}"
+        out.append(arg)
+    return out
 
 
 def _define_flags() -> None:
@@ -42,6 +55,12 @@ def _define_flags() -> None:
     flags.DEFINE_bool(
         "verbose", False, "On a failure, print the full traceback before the error line."
     )
+    flags.DEFINE_string(
+        "wandb",
+        None,
+        "Mirror the run's scalars, images and config to this Weights & Biases project "
+        f"(bare --wandb: {WANDB_DEFAULT_PROJECT!r}); needs `pip install wandb`.",
+    )
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -53,6 +72,10 @@ class _QuietLibraries:
 
 
 def _run() -> None:
+    if FLAGS.wandb:
+        from jwsol.training.writer import import_wandb
+
+        import_wandb()  # a missing package fails here, before any data or compilation
     import tensorflow as tf
 
     # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
@@ -65,7 +88,7 @@ def _run() -> None:
     sharding.maybe_initialize_distributed(
         FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )
-    loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
+    loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode, FLAGS.wandb)
 
 
 def _main(argv) -> None:
@@ -81,6 +104,7 @@ def main() -> None:
     """The command line: absl flags from sys.argv, one `error:` line on a failure."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data; hush it
     _define_flags()
+    sys.argv = wandb_argv(sys.argv)
     app.run(_main, flags_parser=errors.parse_flags)
 
 
