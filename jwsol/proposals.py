@@ -175,10 +175,22 @@ def _run(todo, settings: search.SearchSettings, workers: int):
         return
     # NOTE: spawn, as `search.compute`: forking a process with library thread pools can hang.
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(
+    pool = concurrent.futures.ProcessPoolExecutor(
         workers, mp_context=context, initializer=search._init_worker
-    ) as pool:
-        yield from pool.map(_propose_file, jobs, chunksize=1)
+    )
+    # NOTE: futures, not pool.map: map cancels its futures when interrupted, and a pool broken by
+    # terminated workers then fails to mark them (InvalidStateError in its thread).
+    futures = [pool.submit(_propose_file, job) for job in jobs]
+    finished = False
+    try:
+        for future in futures:
+            yield future.result()
+        finished = True
+    finally:
+        if not finished:  # interrupted (Ctrl-C): stop the workers; a wait here can hang
+            for process in list(pool._processes.values()):  # NOTE: no public way to kill them
+                process.terminate()
+        pool.shutdown(wait=finished)
 
 
 def convert(
@@ -226,7 +238,15 @@ def _precompute_main(argv: list[str]) -> int:
             f"{counts['unreadable']} unreadable of {counts['images']} images"
         )
 
-    return errors.run_main(body, args.verbose)
+    try:
+        return errors.run_main(body, args.verbose)
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the images done so far are in {args.out}.partial.npz; rerun the same "
+            "command to resume",
+            file=sys.stderr,
+        )
+        return 130  # the shell's status for SIGINT
 
 
 def _convert_main(argv: list[str]) -> int:
