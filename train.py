@@ -1,70 +1,9 @@
 """Trains or evaluates a jwsol job: python train.py --config configs/NAME.py[:VARIANT] --workdir DIR.
 
-Intentionally kept short: it resolves the config's task (jwsol.tasks) and hands it to the one
-loop (jwsol.training.loop); the logic lives there.
+Intentionally kept short: the command line is `jwsol.train` (also installed as `jwsol-train`).
 """
 
-import logging as std_logging
-import os
-import sys
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow only feeds data; hush its banner
-
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-from jwsol import errors
-
-config_flags.DEFINE_config_file(
-    "config", None, "Job config file, configs/NAME.py[:VARIANT].", lock_config=True
-)
-flags.DEFINE_string("workdir", None, "Run directory: checkpoints, metrics, figures.")
-flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (resumes if possible) or eval.")
-flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host).")
-flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (implies --distributed; else auto)."
-)
-flags.DEFINE_integer("num_processes", None, "Processes in the job (with --coordinator_address).")
-flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
-flags.DEFINE_bool(
-    "tune_malloc", True, "Let glibc keep freed memory (fewer page faults, faster CPU steps)."
-)
-flags.DEFINE_bool("verbose", False, "On a failure, print the full traceback before the error line.")
-flags.mark_flags_as_required(["config", "workdir"])
-FLAGS = flags.FLAGS
-
-
-class _QuietLibraries:
-    """Drops INFO records from orbax (dozens per checkpoint); warnings still pass."""
-
-    def filter(self, record) -> bool:
-        return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-
-def _run() -> None:
-    import tensorflow as tf
-
-    # NOTE: tf.data runs on the host; TensorFlow must not grab GPU memory that JAX needs.
-    tf.config.set_visible_devices([], "GPU")
-    from jwsol import tasks
-    from jwsol.training import cpu, loop, sharding
-
-    if FLAGS.tune_malloc:
-        logging.info("glibc malloc tuned for reuse: %s", cpu.tune_malloc())
-    sharding.maybe_initialize_distributed(
-        FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
-    )
-    loop.run(tasks.build(FLAGS.config), FLAGS.workdir, FLAGS.mode)
-
-
-def main(argv):
-    del argv
-    logging.get_absl_logger().addFilter(_QuietLibraries())
-    status = errors.run_main(_run, FLAGS.verbose)
-    logging.flush()
-    if status:
-        sys.exit(status)
-
+from jwsol.train import main
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=errors.parse_flags)
+    main()

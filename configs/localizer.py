@@ -126,6 +126,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.heatmap_alignment = "receptive_field"  # or 'stretch' (cv2.resize over the canvas)
     # > 0: box metrics on the image shrunk to this longer side (224: Choe et al.'s images).
     config.eval.box_max_side = 224
+    # 'exact' (pixel-edge boxes, float thresholds) or 'wsolevaluation' (clovaai/wsolevaluation's
+    # BoxEvaluator number for number: the convention of its published table; docs/localizer.md).
+    config.eval.box_convention = "exact"
     config.eval.box_metrics_every_eval = False  # False: box metrics at the final evaluation only
     config.eval.figures_every_eval = False  # False: figures at the first, middle, last evaluation
     config.eval.num_figure_images = 6  # fixed train and eval images in the heatmap figures

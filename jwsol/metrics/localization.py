@@ -24,20 +24,19 @@ true box; no box is a miss.
   threshold, and of the mask inside the true boxes; _at_best: the same at MaxBoxAcc's
   threshold; box_coverage_at_in_box50: the coverage at the lowest threshold where half of the
   mask lies inside the boxes (coverage at equal precision, comparable between maps).
-Cam thresholds are the grid 0, 1/T, ..., (T-1)/T. Our threshold test is on float maps; Choe et
-al. threshold a uint8 copy, so their boxes can differ by one quantization step.
+Cam thresholds are the grid 0, 1/T, ..., (T-1)/T. The rules above are the 'exact' convention;
+'wsolevaluation' reads boxes off the map as clovaai/wsolevaluation does (`wsol_boxes`: a uint8
+copy, contours with holes, inclusive corners and the `+1` IoU), for numbers comparable with
+Choe et al.'s table.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from jwsol.ops.boxes_np import iou_matrix
 
 V2_IOUS = (0.3, 0.5, 0.7)
-_PLANAR_8 = np.zeros((3, 3, 3), bool)
-_PLANAR_8[1] = True  # 8-connectivity inside each threshold plane, none across planes
 
 
 # Heatmap placement ------------------------------------------------------------------------------
@@ -128,41 +127,141 @@ def normalize_heatmap(heatmap: np.ndarray) -> np.ndarray:
 
 # Boxes at every threshold -----------------------------------------------------------------------
 
+CONVENTIONS = ("exact", "wsolevaluation")
 
-def component_boxes(prepared: np.ndarray, thresholds: np.ndarray):
-    """Connected components of `prepared >= t` for every t at once.
 
-    prepared: [H, W] normalised heatmap; thresholds: [T].
-    Returns (plane [K] threshold index, boxes [K, 4] pixel edges, sizes [K] pixels) of every
-    8-connected component, in row-major order of their first pixel within each plane, from one
-    labelling pass.
+def sweep_boxes(prepared: np.ndarray, thresholds: np.ndarray, convention: str = "exact"):
+    """The candidate boxes of a normalised map [H, W] at every cam threshold [T].
+
+    Returns (plane [K] threshold index, boxes float [K, 4], largest [T] index into boxes or -1).
+    'exact': the 8-connected components of `prepared >= t`, pixel-edge boxes, the largest the
+    most pixels (the first in row-major order on a tie), nothing where the mask is empty.
+    'wsolevaluation': clovaai/wsolevaluation's `compute_bboxes_from_scoremaps` (`wsol_boxes`).
     """
-    stack = prepared[None] >= np.asarray(thresholds, np.float32)[:, None, None]
-    labels, count = ndimage.label(stack, structure=_PLANAR_8)
-    if count == 0:
-        return np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64)
-    slices = ndimage.find_objects(labels)
-    plane = np.array([s[0].start for s in slices])
-    boxes = np.array([[s[2].start, s[1].start, s[2].stop, s[1].stop] for s in slices], float)
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    return plane, boxes, sizes
+    if convention == "exact":
+        return exact_boxes(prepared, thresholds)
+    if convention == "wsolevaluation":
+        return wsol_boxes(prepared, thresholds)
+    raise ValueError(f"box_convention={convention!r}; expected one of {CONVENTIONS}.")
 
 
-def largest_per_plane(plane: np.ndarray, sizes: np.ndarray, num_planes: int) -> np.ndarray:
-    """Index of the largest component of each plane (the first on a tie), -1 where none: [T]."""
-    out = np.full(num_planes, -1)
-    if len(plane):
-        order = np.lexsort((np.arange(len(plane)), -sizes, plane))
-        planes, first = np.unique(plane[order], return_index=True)
-        out[planes] = order[first]
-    return out
+def exact_boxes(prepared: np.ndarray, thresholds: np.ndarray):
+    """`sweep_boxes` for 'exact': per threshold, OpenCV's contours of the mask cropped to its
+    extent (outer contours are the components; their bounding rectangles the boxes)."""
+    prepared = np.asarray(prepared, np.float32)
+    row_max, col_max = prepared.max(axis=1), prepared.max(axis=0)
+    planes, boxes, found = [], [], 0
+    largest = np.full(len(thresholds), -1)
+    for t, threshold in enumerate(np.asarray(thresholds, np.float32)):
+        rows, cols = np.flatnonzero(row_max >= threshold), np.flatnonzero(col_max >= threshold)
+        if len(rows) == 0:
+            continue
+        y0, x0 = rows[0], cols[0]
+        crop = prepared[y0 : rows[-1] + 1, x0 : cols[-1] + 1] >= threshold
+        rects, starts = _outer_rects(crop.view(np.uint8))
+        largest[t] = found + _largest_component(crop, rects, starts)
+        found += len(rects)
+        rects[:, 2:] += rects[:, :2]  # (x, y, w, h) -> (x1, y1, x2, y2)
+        boxes.append(rects + np.array([x0, y0, x0, y0]))
+        planes.append(np.full(len(rects), t))
+    if not boxes:
+        return np.zeros(0, np.int64), np.zeros((0, 4)), largest
+    return np.concatenate(planes), np.concatenate(boxes).astype(np.float64), largest
+
+
+def _outer_rects(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y, w, h) [N, 4] of the 8-connected components of a uint8 mask, and a pixel (x, y)
+    [N, 2] of each: its outer contours (RETR_CCOMP puts components inside holes on top too)."""
+    import cv2
+
+    contours, hierarchy = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    outer = np.flatnonzero(hierarchy[0, :, 3] < 0)
+    rects = np.array([cv2.boundingRect(contours[i]) for i in outer], np.int64).reshape(-1, 4)
+    return rects, np.array([contours[i][0, 0] for i in outer], np.int64).reshape(-1, 2)
+
+
+def _largest_component(mask: np.ndarray, rects: np.ndarray, starts: np.ndarray) -> int:
+    """Index of the component with the most pixels (the first in row-major order on a tie).
+
+    Visited by decreasing rectangle area, which bounds the pixel count, until no rectangle
+    can beat the best count found.
+    """
+    if len(rects) == 1:
+        return 0
+    areas = rects[:, 2] * rects[:, 3]
+    best, best_key = 0, (0, 0)
+    for i in np.argsort(-areas, kind="stable"):
+        if areas[i] < -best_key[0]:
+            break
+        size, first = _component_pixels(mask, rects, starts, int(i))
+        key = (-size, first)
+        if best_key == (0, 0) or key < best_key:
+            best, best_key = int(i), key
+    return best
+
+
+def _component_pixels(
+    mask: np.ndarray, rects: np.ndarray, starts: np.ndarray, i: int
+) -> tuple[int, int]:
+    """(pixel count, row-major index of the first pixel) of component i of a bool mask.
+
+    Its rectangle holds all its pixels; where another rectangle overlaps it, the window is
+    labelled (a component is connected inside its own rectangle, so the labels separate it).
+    """
+    x, y, w, h = (int(v) for v in rects[i])
+    window = mask[y : y + h, x : x + w]
+    overlap = (
+        (rects[:, 0] < x + w)
+        & (x < rects[:, 0] + rects[:, 2])
+        & (rects[:, 1] < y + h)
+        & (y < rects[:, 1] + rects[:, 3])
+    )
+    if np.count_nonzero(overlap) > 1:  # itself and another
+        import cv2
+
+        _, labels = cv2.connectedComponents(
+            np.ascontiguousarray(window).view(np.uint8), connectivity=8
+        )
+        window = labels == labels[starts[i, 1] - y, starts[i, 0] - x]
+    row, col = divmod(int(np.argmax(window)), w)
+    return int(np.count_nonzero(window)), (y + row) * mask.shape[1] + x + col
+
+
+def wsol_boxes(prepared: np.ndarray, thresholds: np.ndarray):
+    """`sweep_boxes` by clovaai/wsolevaluation's rules (its `compute_bboxes_from_scoremaps`).
+
+    The map is copied to uint8 (`int(255 x)`), thresholded with a strict `>` at
+    `int(t x peak)`; every contour of `cv2.findContours(RETR_TREE)` (holes included) gives its
+    bounding rectangle read as (x, y, x + w, y + h), clamped to W - 1 and H - 1 (an inclusive
+    corner: IoU with `+1`); the largest is the first contour of the greatest `cv2.contourArea`;
+    an empty mask gives the box (0, 0, 0, 0).
+    """
+    import cv2
+
+    height, width = prepared.shape
+    image = (np.asarray(prepared, np.float32) * 255).astype(np.uint8)
+    peak = int(image.max())
+    planes, boxes, found = [], [], 0
+    largest = np.zeros(len(thresholds), np.int64)
+    for t, threshold in enumerate(thresholds):
+        mask = (image > int(float(threshold) * peak)).view(np.uint8)
+        contours = cv2.findContours(mask, cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE)[0]
+        if not contours:
+            rects, largest[t] = np.zeros((1, 4), np.int64), found
+        else:
+            rects = np.array([cv2.boundingRect(c) for c in contours], np.int64)
+            largest[t] = found + int(np.argmax([cv2.contourArea(c) for c in contours]))
+            rects[:, 2:] = np.minimum(rects[:, :2] + rects[:, 2:], [width - 1, height - 1])
+        found += len(rects)
+        boxes.append(rects)
+        planes.append(np.full(len(rects), t))
+    return np.concatenate(planes), np.concatenate(boxes).astype(np.float64), largest
 
 
 def largest_box(prepared: np.ndarray, threshold: float) -> np.ndarray:
     """The box [K <= 1, 4] of the largest component of `prepared >= threshold`."""
-    plane, boxes, sizes = component_boxes(prepared, np.array([threshold]))
-    pick = largest_per_plane(plane, sizes, 1)
-    return boxes[pick[pick >= 0]]
+    _, boxes, largest = exact_boxes(prepared, np.array([threshold]))
+    return boxes[largest[largest >= 0]]
 
 
 def threshold_hits(
@@ -170,23 +269,25 @@ def threshold_hits(
     true_boxes: np.ndarray,
     thresholds: np.ndarray,
     iou_thresholds=V2_IOUS,
+    convention: str = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Hits of one sample at every (IoU threshold d, cam threshold t): bool [D, T] twice.
 
     The first counts the largest component's box (MaxBoxAcc, CorLoc), the second any
-    component's box (MaxBoxAccV2); a hit is IoU >= d with some true box (IoU without `+1`).
+    component's box (MaxBoxAccV2); a hit is IoU >= d with some true box (IoU without `+1` for
+    'exact', with it for 'wsolevaluation', whose boxes are inclusive: `sweep_boxes`).
     """
     true_boxes = np.asarray(true_boxes, np.float64).reshape(-1, 4)
     if len(true_boxes) == 0:
         raise ValueError("threshold_hits needs at least one true box")
     ious = np.asarray(iou_thresholds, np.float64)[:, None]
-    plane, boxes, sizes = component_boxes(prepared, thresholds)
+    plane, boxes, pick = sweep_boxes(prepared, thresholds, convention)
     largest = np.zeros((len(ious), len(thresholds)), bool)
     any_box = np.zeros_like(largest)
     if len(plane) == 0:
         return largest, any_box
-    best = iou_matrix(boxes, true_boxes).max(axis=1)  # [K]
-    pick = largest_per_plane(plane, sizes, len(thresholds))
+    plus_one = convention == "wsolevaluation"
+    best = iou_matrix(boxes, true_boxes, plus_one=plus_one).max(axis=1)  # [K]
     has = pick >= 0
     largest[:, has] = best[pick[has]][None] >= ious
     for d, iou in enumerate(ious[:, 0]):
@@ -251,8 +352,12 @@ def cam_threshold_grid(num: int, cam_threshold: float) -> tuple[np.ndarray, int]
 class BoxAccumulator:
     """Pools the hits and coverage of (image, class) samples into the box metrics."""
 
-    def __init__(self, num_classes: int, thresholds: np.ndarray, cam_index: int):
-        self.thresholds, self.cam_index = thresholds, cam_index
+    def __init__(
+        self, num_classes: int, thresholds: np.ndarray, cam_index: int, convention: str = "exact"
+    ):
+        if convention not in CONVENTIONS:
+            raise ValueError(f"box_convention={convention!r}; expected one of {CONVENTIONS}.")
+        self.thresholds, self.cam_index, self.convention = thresholds, cam_index, convention
         t = len(thresholds)
         self.count = np.zeros(num_classes, np.int64)
         self.largest_hits = np.zeros((num_classes, len(V2_IOUS), t), np.int64)
@@ -262,7 +367,9 @@ class BoxAccumulator:
 
     def add(self, cls: int, prepared: np.ndarray, true_boxes: np.ndarray) -> None:
         """One sample: normalised map [H, W] of class `cls`, its true boxes [M, 4] on that map."""
-        largest, any_box = threshold_hits(prepared, true_boxes, self.thresholds)
+        largest, any_box = threshold_hits(
+            prepared, true_boxes, self.thresholds, convention=self.convention
+        )
         self.count[cls] += 1
         self.largest_hits[cls] += largest
         self.any_hits[cls] += any_box
@@ -300,6 +407,7 @@ class BoxAccumulator:
             "mask_in_box_at_best": float(in_box[best]),
             "box_coverage_at_in_box50": coverage_at_precision(coverage, in_box, 0.5),
             "num_loc_samples": float(total),
+            "box_convention_wsolevaluation": float(self.convention == "wsolevaluation"),
         }
         for iou, value in zip(V2_IOUS, per_iou):
             out[f"max_box_acc_v2_iou{round(iou * 100)}"] = float(value)

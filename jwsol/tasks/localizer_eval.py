@@ -59,7 +59,14 @@ class LocalizerEvaluator(Evaluator):
         self.max_side = int(e.box_max_side)
         self.geometry = heatmap_geometry(config)
         self.thresholds, cam_index = cam_threshold_grid(config)
-        self.box_metrics = localization.BoxAccumulator(len(class_names), self.thresholds, cam_index)
+        if e.box_convention not in localization.CONVENTIONS:
+            raise ConfigError(
+                f"eval.box_convention={e.box_convention!r}; expected one of "
+                f"{localization.CONVENTIONS}."
+            )
+        self.box_metrics = localization.BoxAccumulator(
+            len(class_names), self.thresholds, cam_index, e.box_convention
+        )
         self.cam_threshold = float(e.cam_threshold)
         self.recall_threshold, self.fbeta = float(e.recall_threshold), float(e.fbeta)
         self.num_figures, self.max_maps = int(e.num_figure_images), int(e.max_maps_per_image)

@@ -107,7 +107,9 @@ def _pad(batch: Batch, size: int) -> Batch:
 class Runner:
     """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
 
-    def __init__(self, task: Task, workdir: str, mode: str = "train"):
+    def __init__(
+        self, task: Task, workdir: str, mode: str = "train", wandb_project: str | None = None
+    ):
         config = task.config
         self.config, self.workdir, self.task = config, workdir, task
         self.mesh = sharding.make_mesh()
@@ -123,7 +125,7 @@ class Runner:
         self.checkpointer = checkpoint.Checkpointer(
             workdir, config.train.keep_checkpoints, writable=mode == "train"
         )
-        self.writer = run_writer.Writer(workdir)
+        self.writer = run_writer.Writer(workdir, wandb_project)
         self._data_counts: dict[str, float] = {}  # for the first metrics row of a fresh run
         # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
         self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
@@ -376,14 +378,17 @@ class Runner:
         self.writer.close()
 
 
-def run(task: Task, workdir: str, mode: str = "train") -> dict[str, float]:
+def run(
+    task: Task, workdir: str, mode: str = "train", wandb_project: str | None = None
+) -> dict[str, float]:
     """Trains `task` (resuming from the newest checkpoint in `workdir` that restores) or evaluates
-    it, holding the workdir's lock; returns the final metrics. `jwsol.tasks.build(config)` makes the task of a config."""
+    it, holding the workdir's lock; returns the final metrics. `jwsol.tasks.build(config)` makes the task of a config.
+    wandb_project: also mirror the run's scalars, images and config to this W&B project."""
     if mode not in ("train", "eval"):
         raise UserError(f"--mode={mode!r} is unknown; use train or eval.")
     lock.prepare_workdir(workdir)
     # One writer per workdir; with several processes, process 0 writes for all of them.
     held = lock.hold(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with held:
-        runner = Runner(task, workdir, mode)
+        runner = Runner(task, workdir, mode, wandb_project)
         return runner.train() if mode == "train" else runner.eval_only()

@@ -191,7 +191,7 @@ def test_compute_cached_reads_the_cache(tmp_path, monkeypatch):
     )
     with open(os.path.join(tmp_path, files[0]), "wb") as f:
         f.write(b"junk")
-    with pytest.raises(DataError, match="unreadable proposal cache"):
+    with pytest.raises(DataError, match="unreadable proposal file"):
         proposal_search.compute_cached(
             [image],
             ["img"],

@@ -222,17 +222,62 @@ def test_normalize_is_min_max_and_a_constant_map_is_zero():
 # Components -------------------------------------------------------------------------------------
 
 
+def reference_sweep(prepared, thresholds):
+    """The sweep as it was (before OpenCV): one 3-D labelling of every threshold plane, boxes
+    from find_objects, the largest per plane by size then row-major order. Kept as the reference
+    the faster `exact_boxes` must equal."""
+    planar = np.zeros((3, 3, 3), bool)
+    planar[1] = True  # 8-connectivity inside each plane, none across planes
+    stack = prepared[None] >= np.asarray(thresholds, np.float32)[:, None, None]
+    labels, count = ndimage.label(stack, structure=planar)
+    largest = np.full(len(thresholds), -1)
+    if count == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 4)), largest
+    slices = ndimage.find_objects(labels)
+    plane = np.array([s[0].start for s in slices])
+    boxes = np.array([[s[2].start, s[1].start, s[2].stop, s[1].stop] for s in slices], float)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    order = np.lexsort((np.arange(len(plane)), -sizes, plane))
+    planes, first = np.unique(plane[order], return_index=True)
+    largest[planes] = order[first]
+    return plane, boxes, largest
+
+
+def assert_same_sweep(got, want):
+    """Equal per plane: the same set of boxes and the same largest box."""
+    (plane, boxes, largest), (want_plane, want_boxes, want_largest) = got, want
+    np.testing.assert_array_equal(largest >= 0, want_largest >= 0)
+    for t in np.flatnonzero(want_largest >= 0):
+        mine = sorted(map(tuple, boxes[plane == t].tolist()))
+        assert mine == sorted(map(tuple, want_boxes[want_plane == t].tolist())), t
+        np.testing.assert_array_equal(boxes[largest[t]], want_boxes[want_largest[t]])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_component_boxes_equal_the_oracle_at_every_threshold(seed):
+def test_exact_boxes_equal_the_oracle_at_every_threshold(seed):
     prepared = smooth_heatmap(seed)
     thresholds = np.arange(50) / 50
-    plane, boxes, sizes = L.component_boxes(prepared, thresholds)
-    largest = L.largest_per_plane(plane, sizes, len(thresholds))
+    plane, boxes, largest = L.exact_boxes(prepared, thresholds)
     assert plane.max() == len(thresholds) - 1
     for t, threshold in enumerate(thresholds):
         mask = prepared >= np.float32(threshold)
-        np.testing.assert_array_equal(boxes[plane == t], oracle_boxes(mask, True))
+        got = sorted(map(tuple, boxes[plane == t].tolist()))
+        assert got == sorted(map(tuple, oracle_boxes(mask, True).tolist()))
         np.testing.assert_array_equal(boxes[largest[t]][None], oracle_boxes(mask, False))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_exact_boxes_equal_the_previous_implementation(seed):
+    rng = np.random.default_rng(seed)
+    size = (int(rng.integers(20, 70)), int(rng.integers(20, 70)))
+    if seed % 2:  # noise: many components, nested ones and ties
+        prepared = rng.random(size).astype(np.float32)
+    else:
+        cells = rng.normal(size=(5, 7))
+        prepared = L.normalize_heatmap(cv2.resize(cells, size[::-1], interpolation=cv2.INTER_CUBIC))
+    prepared = np.round(prepared * 20) / 20 if seed == 4 else prepared  # plateaus, equal sizes
+    thresholds = np.arange(100) / 100
+    assert_same_sweep(L.exact_boxes(prepared, thresholds), reference_sweep(prepared, thresholds))
 
 
 def test_boxes_use_pixel_edges_and_diagonal_neighbours_connect():
@@ -240,7 +285,7 @@ def test_boxes_use_pixel_edges_and_diagonal_neighbours_connect():
     heatmap[2:5, 3:7] = 1.0  # rows 2..4, columns 3..6
     np.testing.assert_array_equal(L.largest_box(heatmap, 0.5), [[3, 2, 7, 5]])
     diagonal = np.eye(4, dtype=np.float32)[:3]
-    np.testing.assert_array_equal(L.component_boxes(diagonal, [0.5])[1], [[0, 0, 3, 3]])
+    np.testing.assert_array_equal(L.exact_boxes(diagonal, [0.5])[1], [[0, 0, 3, 3]])
     assert L.largest_box(np.zeros((5, 5), np.float32), 0.5).shape == (0, 4)
     np.testing.assert_array_equal(L.largest_box(np.zeros((5, 6), np.float32), 0.0), [[0, 0, 6, 5]])
 
@@ -280,9 +325,8 @@ def flood_fill_boxes(mask):
 def test_components_match_flood_fill(seed):
     mask = np.random.default_rng(seed).uniform(size=(24, 30)) < 0.3
     boxes, sizes = flood_fill_boxes(mask)
-    _, got, got_sizes = L.component_boxes(mask.astype(np.float32), [0.5])
+    _, got, _ = L.exact_boxes(mask.astype(np.float32), [0.5])
     assert sorted(map(tuple, got.tolist())) == sorted(map(tuple, boxes))
-    assert sorted(got_sizes.tolist()) == sorted(sizes)
     assert L.largest_box(mask.astype(np.float32), 0.5).tolist() == [boxes[int(np.argmax(sizes))]]
 
 

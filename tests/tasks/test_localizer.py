@@ -317,3 +317,15 @@ def test_eval_mode_reproduces_the_final_metrics(smoke_run, idx_folder):
     for key, value in before.items():
         assert after[key] == pytest.approx(value, nan_ok=True), key
     assert os.path.exists(os.path.join(workdir, "figures", "heatmaps_eval_step000004.png"))
+
+
+def test_box_convention_is_reported_and_checked():
+    batch, outputs = _hand_made_case()
+    for convention, flag in (("exact", 0.0), ("wsolevaluation", 1.0)):
+        evaluator = loc_eval.LocalizerEvaluator(
+            _hand_config(box_convention=convention), ("a", "b"), figures=False
+        )
+        evaluator.add(batch, outputs)
+        assert evaluator.result()[0]["box_convention_wsolevaluation"] == flag
+    with pytest.raises(ConfigError, match="eval.box_convention='voc'"):
+        loc_eval.LocalizerEvaluator(_hand_config(box_convention="voc"), ("a", "b"))

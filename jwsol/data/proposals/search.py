@@ -147,9 +147,8 @@ def _starts(extent: float, side: float, stride: float) -> np.ndarray:
     return starts
 
 
-def _compute_one(args) -> np.ndarray:
-    item, settings = args
-    image = _decode(item)
+def propose(image: np.ndarray, settings: SearchSettings) -> np.ndarray:
+    """The proposals of `settings` for one RGB uint8 image [H, W, 3]: float32 [P, 4]."""
     if settings.method == "grid":
         return grid_boxes(
             image.shape[0],
@@ -160,6 +159,11 @@ def _compute_one(args) -> np.ndarray:
         )
     boxes = selective_search(image, mode=settings.mode, resize=settings.resize)
     return boxes[: settings.max_boxes] if settings.max_boxes > 0 else boxes
+
+
+def _compute_one(args) -> np.ndarray:
+    item, settings = args
+    return propose(_decode(item), settings)
 
 
 def _init_worker() -> None:
@@ -220,30 +224,70 @@ def cache_path(cache_dir: str, tag: str, split: str, settings: SearchSettings, i
     return os.path.join(os.path.expanduser(cache_dir), name)
 
 
-def save_boxes(path: str, ids: Sequence[str], boxes: Sequence[np.ndarray]) -> None:
-    """Writes per-image boxes atomically (concatenated with offsets) to an .npz file."""
+def save_boxes(
+    path: str,
+    ids: Sequence[str],
+    boxes: Sequence[np.ndarray],
+    scores: Sequence[np.ndarray] | None = None,
+    sizes: dict[str, tuple[int, int]] | None = None,
+    settings_key: str = "",
+) -> None:
+    """Writes per-image boxes atomically (concatenated with offsets) to an .npz file, with their
+    scores, image sizes {id: (height, width)} (every id's) and the settings' key when given."""
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in boxes])]).astype(np.int64)
     flat = np.concatenate(
         [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes] or [np.zeros([0, 4], np.float32)]
     )
+    arrays = {"ids": np.asarray(list(ids), dtype=str), "offsets": offsets, "boxes": flat}
+    if scores is not None:
+        arrays["scores"] = np.concatenate(
+            [np.asarray(s, np.float32).reshape(-1) for s in scores] or [np.zeros([0], np.float32)]
+        )
+    if sizes:
+        arrays["sizes"] = np.asarray([sizes[i] for i in ids], np.int64).reshape(-1, 2)
+    if settings_key:
+        arrays["settings"] = np.asarray(settings_key)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     buffer = io.BytesIO()
-    np.savez(buffer, ids=np.asarray(list(ids), dtype=str), offsets=offsets, boxes=flat)
+    np.savez(buffer, **arrays)
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(buffer.getvalue())
     os.replace(tmp, path)
 
 
-def load_boxes(path: str) -> tuple[list[str], list[np.ndarray]]:
-    """Reads a file written by `save_boxes`; DataError naming the file if it is unreadable."""
+def load_proposal_npz(path: str) -> dict:
+    """A file written by `save_boxes`: {'ids', 'boxes', 'scores' (None if absent), 'sizes'
+    ({} if absent), 'settings' ('' if absent)}; DataError naming the file if unreadable."""
     try:
         with np.load(path) as content:
             ids = [str(i) for i in content["ids"]]
             offsets, flat = content["offsets"], content["boxes"]
-    except Exception as e:  # zipfile/pickle/KeyError: the cache is corrupt
-        raise DataError(f"{path}: unreadable proposal cache ({e}); delete it to recompute.") from e
-    return ids, [flat[offsets[i] : offsets[i + 1]] for i in range(len(ids))]
+            scores, sizes = content.get("scores"), content.get("sizes")
+            settings = str(content["settings"]) if "settings" in content else ""
+    except Exception as e:  # zipfile/pickle/KeyError: the file is corrupt
+        raise DataError(
+            f"{path}: unreadable proposal file ({e}); delete it (a cache) or rewrite it."
+        ) from e
+    if len(offsets) != len(ids) + 1 or offsets[-1] != len(flat):
+        raise DataError(f"{path}: offsets do not match its {len(ids)} ids and {len(flat)} boxes.")
+
+    def cut(flat_values: np.ndarray) -> list[np.ndarray]:
+        return [flat_values[offsets[i] : offsets[i + 1]] for i in range(len(ids))]
+
+    return {
+        "ids": ids,
+        "boxes": cut(flat),
+        "scores": cut(scores) if scores is not None else None,
+        "sizes": {} if sizes is None else {i: tuple(int(v) for v in s) for i, s in zip(ids, sizes)},
+        "settings": settings,
+    }
+
+
+def load_boxes(path: str) -> tuple[list[str], list[np.ndarray]]:
+    """(ids, boxes) of a file written by `save_boxes`; DataError naming it if unreadable."""
+    content = load_proposal_npz(path)
+    return content["ids"], content["boxes"]
 
 
 def compute_cached(
