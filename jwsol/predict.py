@@ -70,16 +70,19 @@ def picture_names(files: Sequence[str]) -> list[str]:
     ]
 
 
-def _predictions(task, predictor, variables, image_set, batch_size: int, progress: bool):
-    """One record per image, in order: batches padded to `batch_size` for one jitted shape."""
+def _run_batches(task, predictor, variables, image_set, out: str, batch_size: int, progress: bool):
+    """One record per image, in order, each picture written as its batch is done (so heatmaps
+    never pile up): batches padded to `batch_size` for one jitted shape."""
     import jax
+    from PIL import Image
     from tqdm import tqdm
 
     from jwsol.training.loop import _numeric, _pad
 
     predict = jax.jit(task.predict)
+    names = picture_names(image_set.files)
     batches = predictor.batches(image_set.images, image_set.files, batch_size)
-    out = []
+    records = []
     with tqdm(
         total=len(image_set.files), desc="predict", unit="image", disable=not progress
     ) as bar:
@@ -89,9 +92,15 @@ def _predictions(task, predictor, variables, image_set, batch_size: int, progres
             padded["_valid"] = np.arange(batch_size) < n
             outputs = jax.device_get(predict(variables, padded))
             outputs = {k: np.asarray(v)[:n] for k, v in outputs.items()}
-            out.extend(predictor.records(batch, outputs))
+            for record in predictor.records(batch, outputs):
+                i = len(records)
+                record["image_id"] = i + 1
+                picture = predictor.picture(image_set.images[i], record)
+                Image.fromarray(picture).save(os.path.join(out, "pictures", names[i]))
+                # Keys with a leading '_' (e.g. heatmaps) are for the picture only.
+                records.append({k: v for k, v in record.items() if not k.startswith("_")})
             bar.update(n)
-    return out
+    return records
 
 
 def predict(
@@ -106,8 +115,6 @@ def predict(
 ) -> dict:
     """Predicts on the images under `paths` with the run in `workdir`; writes OUT/predictions.json
     and OUT/pictures/*.png (OUT defaults to workdir/predictions) and returns the JSON document."""
-    from PIL import Image
-
     from jwsol import tasks
     from jwsol.data import images
     from jwsol.training.task import PredictOptions
@@ -119,21 +126,16 @@ def predict(
         raise UserError(f"task {config.task!r} of {workdir} has no prediction on new images.")
     variables, restored = restore_variables(workdir, step)
     image_set = images.load(paths)
-    batch_size = batch_size or int(config.eval.batch_size)
-    records = _predictions(task, predictor, variables, image_set, batch_size, progress)
     out = out or os.path.join(workdir, "predictions")
     os.makedirs(os.path.join(out, "pictures"), exist_ok=True)
+    batch_size = batch_size or int(config.eval.batch_size)
+    records = _run_batches(task, predictor, variables, image_set, out, batch_size, progress)
     names = picture_names(image_set.files)
-    listed = []
-    for i, (path, image, record) in enumerate(zip(image_set.files, image_set.images, records)):
-        record["image_id"] = i + 1
-        Image.fromarray(predictor.picture(image, record)).save(
-            os.path.join(out, "pictures", names[i])
-        )
-        h, w = image.shape[:2]
-        listed.append(
-            {"id": i + 1, "file_name": path, "height": h, "width": w, "picture": names[i]}
-        )
+    listed = [
+        {"id": i + 1, "file_name": path, "height": image.shape[0], "width": image.shape[1],
+         "picture": names[i]}
+        for i, (path, image) in enumerate(zip(image_set.files, image_set.images))
+    ]  # fmt: skip
     document = {
         "workdir": os.path.abspath(workdir),
         "task": config.task,

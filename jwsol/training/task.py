@@ -83,7 +83,8 @@ class Predictor(abc.ABC):
 
     @abc.abstractmethod
     def records(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict]:
-        """One JSON-ready record per image of the (unpadded) batch; boxes in original pixels."""
+        """One JSON-ready record per image of the (unpadded) batch; boxes in original pixels.
+        Keys with a leading '_' (e.g. heatmaps) reach `picture` but are not written."""
 
     @abc.abstractmethod
     def picture(self, image: np.ndarray, record: dict) -> np.ndarray:
