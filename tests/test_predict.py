@@ -198,3 +198,120 @@ def test_eval_mode_writes_coco_detections_and_coco_ap(oicr_run, tmp_path):
     assert len(truth["images"]) == config.data.scenes.num_test
     assert {d["image_id"] for d in found} <= {i["id"] for i in truth["images"]}
     assert truth["images"][0]["file_name"] == "test_00000"
+
+
+# Other jobs ------------------------------------------------------------------------------------
+def test_top_classes_keep_the_best_k_above_the_threshold_and_always_the_best():
+    from jwsol.tasks.image_label_predict import top_classes
+
+    scores = np.array([0.2, 0.9, 0.05, 0.6])
+    assert top_classes(scores, "abcd", 3) == [(1, 0.9), (3, 0.6), (0, 0.2)]
+    assert top_classes(scores, "abcd", 0, threshold=0.5) == [(1, 0.9), (3, 0.6)]
+    assert top_classes(scores, "abcd", 2, threshold=0.95) == [(1, 0.9)]
+
+
+def test_localizer_heatmap_box_is_in_original_pixels(tmp_path):
+    """Score map 8 x 8 on an S px canvas, 1 on its left four columns: spread over the canvas
+    ('stretch'), it crosses 0.5 at canvas x = S / 2, the middle: x2 = 150 / 2 in a 150 px wide
+    original that the pipeline resized to fill the S x S canvas."""
+    from jwsol.tasks.image_label_predict import LocalizerPredictor
+
+    config = config_lib.load(
+        "configs/localizer.py:smoke",
+        {"data.cache_dir": str(tmp_path), "eval.heatmap_alignment": "stretch"},
+    )
+    task = tasks.build(config)
+    score_map = np.zeros((1, 8, 8, task.num_classes), np.float32)
+    score_map[0, :, :4, 2] = 1.0
+    logits = np.full((1, task.num_classes), -3.0)
+    logits[0, 2] = 2.0
+    side = config.data.image_size
+    batch = {"image_size": np.array([[side, side]]), "orig_size": np.array([[90, 150]])}
+    options = PredictOptions(top_k=1)
+    (record,) = LocalizerPredictor(task, options).records(
+        batch, {"logits": logits, "score_map": score_map}
+    )
+    (entry,) = record["classes"]
+    assert entry["category_id"] == 3 and entry["score"] == pytest.approx(1 / (1 + np.exp(-2)))
+    assert entry["bbox"] == [0.0, 0.0, 75.0, 90.0]
+    assert record["_maps"][0].heatmap.shape == (90, 150)
+
+
+def test_sliding_window_box_scales_from_the_canvas_to_the_original(tmp_path):
+    from jwsol.tasks.classifier_predict import SlidingWindowPredictor
+
+    config = config_lib.load("configs/sliding_window.py:smoke")
+    task = tasks.build(config)
+    g, size = task.geom, config.data.canvas_size
+    outputs = {
+        "label": np.array([7]),
+        "score": np.array([0.8]),
+        "box": np.array([[0.25, 0.0, 0.75, 0.5]], np.float32),  # in window sizes
+        "window_i": np.array([1]),
+        "window_j": np.array([0]),
+    }
+    batch = {"orig_size": np.array([[2 * size, 3 * size]])}  # (h, w): y x2, x x3
+    (record,) = SlidingWindowPredictor(task, PredictOptions()).records(batch, outputs)
+    x1, y1 = g.offset + 0.25 * g.size, g.offset + g.stride
+    x2, y2 = g.offset + 0.75 * g.size, g.offset + g.stride + 0.5 * g.size
+    expected = [3 * x1, 2 * y1, 3 * (x2 - x1), 2 * (y2 - y1)]
+    assert record["category_id"] == 8 and record["score"] == pytest.approx(0.8)
+    np.testing.assert_allclose(record["bbox"], expected, atol=0.01)
+
+
+def test_classifier_scores_are_the_softmax_best_first(tmp_path):
+    from jwsol.tasks.classifier_predict import ClassificationPredictor
+
+    task = type("T", (), {"class_names": ("a", "b", "c")})()
+    logits = np.array([[1.0, 3.0, 2.0]])
+    outputs = {"logits": logits, "cam_pred": np.ones((1, 2, 2))}
+    (record,) = ClassificationPredictor(task, PredictOptions(top_k=2)).records({}, outputs)
+    softmax = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    assert [e["name"] for e in record["classes"]] == ["b", "c"]
+    np.testing.assert_allclose([e["score"] for e in record["classes"]], softmax[[1, 2]], atol=1e-6)
+
+
+def _job_run(tmp_path_factory, spec):
+    workdir = str(tmp_path_factory.mktemp("run"))
+    cache = str(tmp_path_factory.mktemp("cache"))
+    config = config_lib.load(spec)
+    if "cache_dir" in config.data:
+        config.data.cache_dir = cache
+    loop.run(tasks.build(config), workdir)
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "configs/localizer.py:smoke",
+        "configs/resnet_voc.py:smoke",
+        "configs/resnet_tinyimagenet.py:smoke",
+        "configs/sliding_window.py:smoke",
+    ],
+)
+def test_each_job_predicts_on_its_smoke_run(spec, tmp_path_factory, tmp_path):
+    workdir = _job_run(tmp_path_factory, spec)
+    files = [
+        _write(tmp_path / "rgb.jpg", RNG.integers(0, 256, (70, 50, 3), dtype=np.uint8)),
+        _write(tmp_path / "rgba.png", RNG.integers(0, 256, (40, 90, 4), dtype=np.uint8)),
+        _write(tmp_path / "grey.png", RNG.integers(0, 256, (64, 64), dtype=np.uint8)),
+    ]
+    doc = predict.predict(workdir, files, str(tmp_path / "out"), progress=False, batch_size=2)
+    records = doc["predictions"]
+    assert [r["image_id"] for r in records] == [1, 2, 3]
+    for image, record in zip(doc["images"], records):
+        assert not any(k.startswith("_") for k in record)  # picture-only keys are not written
+        entries = record.get("classes", [record])
+        assert entries and entries[0]["score"] == max(e["score"] for e in entries)
+        for e in entries:
+            assert 1 <= e["category_id"] <= 10 or doc["task"] == "classification"
+            if e.get("bbox"):
+                x, y, w, h = e["bbox"]
+                assert 0 <= x and 0 <= y and w > 0 and h > 0
+                assert x + w <= image["width"] + 0.01 and y + h <= image["height"] + 0.01
+        picture = Image.open(os.path.join(tmp_path, "out", "pictures", image["picture"]))
+        assert picture.size[0] > 100
+    with open(os.path.join(tmp_path, "out", "predictions.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(doc))
