@@ -13,6 +13,29 @@ from jwsol.training.task import Batch, Evaluator
 from jwsol.viz.detections import ap_bar_chart, detections_figure
 
 
+def batch_detections(
+    batch: Batch,
+    region_scores: np.ndarray,
+    score_threshold: float,
+    nms_iou: float,
+    max_per_class: int,
+) -> tuple[np.ndarray, list[det_metrics.ImageDetections]]:
+    """(proposals [B, R, 4] in original-image pixels, each image's detections among its valid
+    proposals: per class score > threshold, then NMS, `metrics.detection.detect`)."""
+    proposals = augment.boxes_to_original(
+        batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+    )
+    scores = np.asarray(region_scores, np.float64)
+    found = []
+    for i, valid in enumerate(batch["proposal_mask"]):
+        found.append(
+            det_metrics.detect(
+                scores[i][valid], proposals[i][valid], score_threshold, nms_iou, max_per_class
+            )
+        )
+    return proposals, found
+
+
 class WSDDNEvaluator(Evaluator):
     """Detection AP, CorLoc, classification mAP and proposal recall over one eval pass."""
 
@@ -52,14 +75,13 @@ class WSDDNEvaluator(Evaluator):
         )
 
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
-        proposals, gt_boxes = self._original(batch, "proposals"), self._original(batch, "gt_boxes")
         scores = np.asarray(outputs["region_scores"], np.float64)
-        for i in range(len(proposals)):
+        proposals, found = batch_detections(
+            batch, scores, self.score_threshold, self.nms_iou, self.max_per_class
+        )
+        gt_boxes = self._original(batch, "gt_boxes")
+        for i, dets in enumerate(found):
             valid = batch["proposal_mask"][i]
-            dets = det_metrics.detect(
-                scores[i][valid], proposals[i][valid], self.score_threshold, self.nms_iou,
-                self.max_per_class,
-            )  # fmt: skip
             self.detections.append(dets)
             self.truth.append(self._truth(batch, i, gt_boxes))
             self.proposals.append(proposals[i][valid])

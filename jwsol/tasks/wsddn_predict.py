@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from jwsol.data import augment, detection, images
 from jwsol.metrics import coco
 from jwsol.metrics import detection as det_metrics
+from jwsol.tasks.image_label_predict import unlabelled_batches
+from jwsol.tasks.wsddn_eval import batch_detections
 from jwsol.training.task import Batch, PredictOptions, Predictor
 from jwsol.viz.detections import detections_figure
 
@@ -37,23 +38,17 @@ class DetectionPredictor(Predictor):
         self.max_per_image = int(options.max_per_image)
 
     def batches(self, images_: list[np.ndarray], files: list[str], batch_size: int):
-        data = self.task.config.data
-        recs = images.unlabelled_records(data, self.task.class_names, files, images_)
-        return detection.from_records(recs, data, batch_size).as_numpy_iterator()
+        return unlabelled_batches(self.task, images_, files, batch_size)
 
     def records(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict]:
-        proposals = augment.boxes_to_original(
-            batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
-        )
-        scores = np.asarray(outputs["region_scores"], np.float64)
+        _, found_per_image = batch_detections(
+            batch, outputs["region_scores"], self.score_threshold, self.nms_iou,
+            self.max_per_class,
+        )  # fmt: skip
         image_scores = np.asarray(outputs["image_scores"], np.float64)
         out = []
-        for i in range(len(proposals)):
+        for i, dets in enumerate(found_per_image):
             valid = batch["proposal_mask"][i]
-            dets = det_metrics.detect(
-                scores[i][valid], proposals[i][valid], self.score_threshold, self.nms_iou,
-                self.max_per_class,
-            )  # fmt: skip
             found = coco.image_results(best_detections(dets, self.max_per_image), image_id=0)
             for d in found:
                 del d["image_id"]  # the caller numbers the images
