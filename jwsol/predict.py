@@ -44,19 +44,45 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise UserError(f"{path} is not valid JSON ({e}); rerun training to rewrite it.") from e
 
 
+def _target(directory: str, step: int):
+    """The saved tree of checkpoint `step` as ShapeDtypeStructs on this process's first device:
+    a run saved on other devices (8 CPUs, a GPU) restores here whole."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    manager = ocp.CheckpointManager(directory, item_handlers=ocp.StandardCheckpointHandler())
+    try:
+        metadata = manager.item_metadata(step)
+    except Exception:  # noqa: BLE001  a damaged step: restore() then names it and walks back
+        return None
+    finally:
+        manager.close()
+    if metadata is None:
+        return None
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata.tree
+    )
+
+
 def restore_variables(workdir: str, step: int | None) -> tuple[dict, int]:
     """({'params': ..., **model_state}, step) of the newest checkpoint that restores (or `step`)."""
     from jwsol.training import checkpoint
 
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory):
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    # Checked first: the checkpointer would create the folder.
+    steps = [n for n in os.listdir(directory) if n.isdigit()] if os.path.isdir(directory) else []
+    if not steps:
         raise UserError(
-            f"no checkpoint in {os.path.abspath(directory)}; train first (train.py with this "
-            f"--workdir) or pass the folder of a run that saved one."
+            f"no checkpoint in {directory}; train first (train.py with this --workdir) or "
+            f"pass the folder of a run that saved one."
         )
     checkpointer = checkpoint.Checkpointer(workdir, keep=1, writable=False)
-    # No target structure: the saved tree is restored as it is, optimizer state included.
-    state = checkpointer.restore(None, step)
+    steps = checkpointer.all_steps()
+    # Every step of a run has the same tree; the optimizer state comes along, unused.
+    shape_step = step if step in steps else (steps[-1] if steps else None)
+    target = _target(checkpointer.directory, shape_step) if shape_step is not None else None
+    state = checkpointer.restore(target, step)
     checkpointer.close()
     return {"params": state["params"], **state["model_state"]}, int(state["step"])
 

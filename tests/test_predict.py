@@ -315,3 +315,18 @@ def test_each_job_predicts_on_its_smoke_run(spec, tmp_path_factory, tmp_path):
         assert picture.size[0] > 100
     with open(os.path.join(tmp_path, "out", "predictions.json")) as f:
         assert json.load(f) == json.loads(json.dumps(doc))
+
+
+@pytest.mark.slow
+def test_a_run_saved_on_eight_devices_predicts_on_one(tmp_path):
+    import subprocess
+    import sys
+
+    workdir = str(tmp_path / "run")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    args = ["--config", "configs/localizer.py:smoke", "--workdir", workdir]
+    args.append(f"--config.data.cache_dir={tmp_path / 'cache'}")
+    subprocess.run([sys.executable, "train.py", *args], env=env, check=True, capture_output=True)
+    image = _write(tmp_path / "i.png", RNG.integers(0, 256, (48, 80, 3), dtype=np.uint8))
+    doc = predict.predict(workdir, [image], str(tmp_path / "out"), progress=False)
+    assert doc["step"] == 4 and len(doc["predictions"][0]["classes"]) == 5
