@@ -73,6 +73,27 @@ def test_no_readable_image_and_missing_paths_are_data_errors(tmp_path):
         images.load([str(tmp_path / "missing.jpg")])
 
 
+def test_selective_search_proposals_are_cached_per_file_version(tmp_path, monkeypatch):
+    from jwsol.data.proposals import search
+
+    config = _oicr_config(str(tmp_path / "cache"), **{"data.proposals.method": "selective_search"})
+    scene = np.zeros((48, 64, 3), np.uint8)
+    scene[8:30, 10:40] = 200  # one bright object for selective search to find
+    path = _write(tmp_path / "scene.png", scene)
+    (first,) = images.image_proposals(config.data, [path], [scene])
+    assert len(first) and np.all(first[:, 2] <= 64) and np.all(first[:, 3] <= 48)
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("recomputed instead of reading the cache")
+
+    monkeypatch.setattr(search, "compute", no_compute)
+    (again,) = images.image_proposals(config.data, [path], [scene])
+    np.testing.assert_array_equal(again, first)
+    os.utime(path, ns=(0, 0))  # another version of the file: computed afresh
+    with pytest.raises(AssertionError, match="recomputed"):
+        images.image_proposals(config.data, [path], [scene])
+
+
 def test_picture_names_stay_distinct():
     names = predict.picture_names(["a/x.jpg", "b/x.png", "c/y.jpg"])
     assert names == ["x_0.png", "x_1.png", "y.png"]
