@@ -105,7 +105,7 @@ def _run_batches(task, predictor, variables, image_set, out: str, batch_size: in
 
     from jwsol.training.loop import _numeric, _pad
 
-    predict = jax.jit(task.predict)
+    predict = jax.jit(predictor.predict or task.predict)
     names = picture_names(image_set.files)
     batches = predictor.batches(image_set.images, image_set.files, batch_size)
     records = []

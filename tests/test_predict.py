@@ -280,6 +280,18 @@ def test_sliding_window_box_scales_from_the_canvas_to_the_original(tmp_path):
     np.testing.assert_allclose(record["bbox"], expected, atol=0.01)
 
 
+def test_multilabel_gradcam_keeps_the_image_part_of_the_canvas():
+    from jwsol.tasks.image_label_predict import canvas_map_on_image
+
+    # The image fills the canvas's top half; the padding's cells (bottom row) are the hottest.
+    cam = np.array([[4.0, 0.0], [9.0, 9.0]])
+    heat = canvas_map_on_image(cam, 64, (32, 64), (50, 100))
+    assert heat.shape == (50, 100) and heat.max() == pytest.approx(1.0)
+    # Left hot, right cold along the image; the padding's 9s only bleed in at the bottom edge.
+    assert heat[:25, :20].mean() > 0.5 > heat[:25, 80:].mean()
+    assert heat[0, 0] == pytest.approx(heat[:10].max(), abs=1e-6)
+
+
 def test_classifier_scores_are_the_softmax_best_first(tmp_path):
     from jwsol.tasks.classifier_predict import ClassificationPredictor
 

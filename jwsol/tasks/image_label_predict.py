@@ -11,7 +11,6 @@ from jwsol.data import detection, images
 from jwsol.metrics import coco, localization
 from jwsol.tasks.localizer_eval import heatmap_geometry
 from jwsol.training.task import Batch, PredictOptions, Predictor
-from jwsol.viz.detections import detections_figure
 from jwsol.viz.heatmaps import ClassMap, ImageMaps, heatmap_grid
 
 
@@ -44,6 +43,18 @@ def heatmap_picture(image: np.ndarray, maps: list[ClassMap], title: str) -> np.n
     """The image, then one heatmap overlay per class (with its box): uint8 [H', W', 3]."""
     empty = np.zeros([0, 4])
     return heatmap_grid([ImageMaps(image, empty, [], maps, title)], panel_inches=3.0)
+
+
+def canvas_map_on_image(
+    cam: np.ndarray, canvas: int, image_size: tuple[int, int], out_size: tuple[int, int]
+) -> np.ndarray:
+    """A map [h, w] over the padded S x S canvas (S = canvas) -> float32 [H', W'] in [0, 1]
+    over the image only: the image's top-left `image_size` part, stretched to `out_size`."""
+    from jwsol.viz import gradcam
+
+    h, w = image_size
+    on_canvas = gradcam.upsample(np.asarray(cam)[None], canvas, canvas)[:, :h, :w]
+    return gradcam.normalise(gradcam.upsample(on_canvas, *out_size))[0]
 
 
 class LocalizerPredictor(Predictor):
@@ -88,30 +99,51 @@ class LocalizerPredictor(Predictor):
 
 class MultiLabelPredictor(Predictor):
     """Per image `{"classes": [{category_id, name, score}]}`: the top-k classes by sigmoid
-    score (those at or below --score-threshold left out, the best kept)."""
+    score (those at or below --score-threshold left out, the best kept), and a picture of the
+    layer4 Grad-CAM of the best class over the whole resized image."""
 
     def __init__(self, task, options: PredictOptions):
         self.task, self.top_k = task, int(options.top_k)
         self.threshold = options.score_threshold
+        self.canvas = int(task.config.data.image_size)
 
     def batches(self, images_, files, batch_size):
         for batch in unlabelled_batches(self.task, images_, files, batch_size):
-            yield self.task._finish(batch)  # the crops and thumbnails its evaluation sees
+            finished = self.task._finish(batch)  # the crops and thumbnails its evaluation sees
+            yield dict(finished, canvas=batch["image"], image_size=batch["image_size"])
+
+    def predict(self, variables, batch):
+        """`Task.predict`'s scores (over the crops where the run used them), and the Grad-CAM of
+        the best class on the whole padded canvas (the ResNet pools globally: any size fits)."""
+        import jax.numpy as jnp
+
+        from jwsol.ops.gradcam import resnet_gradcam
+
+        outputs = self.task.predict(variables, batch)
+        best = jnp.argmax(outputs["logits"], axis=-1)
+        cam = resnet_gradcam(self.task.model, variables, batch["canvas"], best)
+        return dict(outputs, cam=cam["maps"])
 
     def records(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict]:
         names = self.task.class_names
-        return [
-            {
-                "classes": [
-                    class_entry(names, c, p)
-                    for c, p in top_classes(s, names, self.top_k, self.threshold)
-                ]
-            }
-            for s in np.asarray(outputs["scores"], np.float64)
-        ]
+        out = []
+        for i, scores in enumerate(np.asarray(outputs["scores"], np.float64)):
+            best = top_classes(scores, names, self.top_k, self.threshold)
+            out.append(
+                {
+                    "classes": [class_entry(names, c, p) for c, p in best],
+                    "_cam": outputs["cam"][i],
+                    "_image_size": tuple(int(v) for v in batch["image_size"][i]),
+                }
+            )
+        return out
 
     def picture(self, image: np.ndarray, record: dict) -> np.ndarray:
-        title = ", ".join(f"{e['name']} {e['score']:.2f}" for e in record["classes"])
+        heat = canvas_map_on_image(
+            record["_cam"], self.canvas, record["_image_size"], image.shape[:2]
+        )
+        best = record["classes"][0]
         empty = np.zeros([0, 4])
-        entry = {"image": image, "gt": empty, "boxes": empty, "text": [], "title": title}
-        return detections_figure([entry], ncols=1, inches=6.0)
+        maps = [ClassMap(best["name"], heat, empty, empty, f"p={best['score']:.2f}")]
+        title = ", ".join(f"{e['name']} {e['score']:.2f}" for e in record["classes"])
+        return heatmap_picture(image, maps, title)

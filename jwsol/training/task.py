@@ -74,6 +74,10 @@ class Predictor(abc.ABC):
     """A job run on a user's own images (`Task.predictor`): it makes the batches, turns the
     outputs of `Task.predict` into JSON records and draws a picture per image."""
 
+    # A pure, jittable (variables, batch) -> outputs used instead of `Task.predict` where the
+    # predictions need more (e.g. Grad-CAM maps); None: `Task.predict`.
+    predict = None
+
     @abc.abstractmethod
     def batches(
         self, images: list[np.ndarray], files: list[str], batch_size: int
