@@ -154,7 +154,8 @@ def predict(
     image_set = images.load(paths)
     out = out or os.path.join(workdir, "predictions")
     os.makedirs(os.path.join(out, "pictures"), exist_ok=True)
-    batch_size = batch_size or int(config.eval.batch_size)
+    # No padding beyond the images there are: a few photos need not fill an eval batch of 50.
+    batch_size = batch_size or min(int(config.eval.batch_size), len(image_set.files))
     records = _run_batches(task, predictor, variables, image_set, out, batch_size, progress)
     names = picture_names(image_set.files)
     listed = [
@@ -191,7 +192,12 @@ def _parser() -> errors.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--max-per-image", type=int, default=100, help="detections kept per image")
     p.add_argument("--top-k", type=int, default=5, help="classes listed per image (classifiers)")
-    p.add_argument("--batch-size", type=int, default=0, help="default: the run's eval.batch_size")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=0,
+        help="default: the run's eval.batch_size (at most the number of images)",
+    )
     return p
 
 
