@@ -17,6 +17,7 @@ from jwsol.training import loop
 from jwsol.training.task import PredictOptions
 
 RNG = np.random.default_rng(0)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _write(path, array):
@@ -363,3 +364,22 @@ def test_a_run_saved_on_eight_devices_predicts_on_one(tmp_path):
     image = _write(tmp_path / "i.png", RNG.integers(0, 256, (48, 80, 3), dtype=np.uint8))
     doc = predict.predict(workdir, [image], str(tmp_path / "out"), progress=False)
     assert doc["step"] == 4 and len(doc["predictions"][0]["classes"]) == 5
+
+
+@pytest.mark.slow
+def test_python_dash_m_form_reports_one_error_line(tmp_path):
+    import subprocess
+    import sys
+
+    image = _write(tmp_path / "i.png", RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    run = subprocess.run(
+        [sys.executable, "-m", "jwsol.predict", "--workdir", str(tmp_path), "--images", image],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        cwd=ROOT,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "config.json does not exist" in run.stderr
