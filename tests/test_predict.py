@@ -360,7 +360,8 @@ def test_a_run_saved_on_eight_devices_predicts_on_one(tmp_path):
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     args = ["--config", "configs/localizer.py:smoke", "--workdir", workdir]
     args.append(f"--config.data.cache_dir={tmp_path / 'cache'}")
-    subprocess.run([sys.executable, "train.py", *args], env=env, check=True, capture_output=True)
+    train = [sys.executable, "train.py", *args]
+    subprocess.run(train, env=env, check=True, capture_output=True, cwd=ROOT)
     image = _write(tmp_path / "i.png", RNG.integers(0, 256, (48, 80, 3), dtype=np.uint8))
     doc = predict.predict(workdir, [image], str(tmp_path / "out"), progress=False)
     assert doc["step"] == 4 and len(doc["predictions"][0]["classes"]) == 5
