@@ -91,6 +91,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.scales = ()
     config.eval.flip = False
     config.eval.train_corloc = False  # CorLoc on the training split too, at the final evaluation
+    # COCO AP, AP50, AP75 (pycocotools, an optional dependency) beside the VOC AP
+    config.eval.coco_ap = False
 
     if arg.base == "paper":
         d = config.data

@@ -233,11 +233,26 @@ def build(
     }
     if not 0 <= process_index < process_count:
         raise ConfigError(f"process_index {process_index} outside 0..{process_count - 1}.")
+    return _dataset(records, config_data, plan_kwargs)
+
+
+def _dataset(records: Records, config_data: ml_collections.ConfigDict, plan_kwargs: dict):
     ds = tf.data.Dataset.from_generator(
         _generator(records, plan_kwargs, int(config_data.max_proposals)),
         output_signature=_signature(records),
     )
+    train, seed = plan_kwargs["train"], plan_kwargs["seed"]
     transform = _make_transform(config_data, records.image_kind, train=train, seed=seed)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(plan.local_batch_size(batch_size, process_count), drop_remainder=train)
+    local = plan.local_batch_size(plan_kwargs["batch_size"], plan_kwargs["process_count"])
+    ds = ds.batch(local, drop_remainder=train)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def from_records(
+    records: Records, config_data: ml_collections.ConfigDict, batch_size: int
+) -> tf.data.Dataset:
+    """Evaluation batches (one ordered pass, last batch short) of records made elsewhere, e.g.
+    a user's own images (`jwsol.data.images.unlabelled_records`)."""
+    plan_kwargs = {"train": False, "seed": 0, "batch_size": batch_size, "shuffle": False}
+    return _dataset(records, config_data, dict(plan_kwargs, process_index=0, process_count=1))

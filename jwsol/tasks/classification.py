@@ -178,6 +178,11 @@ class ClassificationTask(Task):
         _, cam_true = gradcam_maps(head, layer4, batch["label"].astype(jnp.int32))
         return {"logits": logits, "cam_pred": cam_pred, "cam_true": cam_true}
 
+    def predictor(self, options):
+        from jwsol.tasks.classifier_predict import ClassificationPredictor
+
+        return ClassificationPredictor(self, options)
+
     def evaluator(self, ctx: EvalContext):
         del ctx  # every evaluation is the same
         d = self.config.data

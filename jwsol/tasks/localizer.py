@@ -100,6 +100,11 @@ class LocalizerTask(ImageLabelTask):
             "score": grads["score"]["kernel"],
         }
 
+    def predictor(self, options):
+        from jwsol.tasks.image_label_predict import LocalizerPredictor
+
+        return LocalizerPredictor(self, options)
+
     def evaluator(self, ctx: EvalContext) -> LocalizerEvaluator:
         e = self.config.eval
         boxes = bool(e.box_metrics_every_eval) or ctx.final  # the sweep is slow: final by default

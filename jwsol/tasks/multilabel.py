@@ -192,6 +192,11 @@ class MultiLabelTask(ImageLabelTask):
         logits = self._pool(self.model.apply(variables, self._images(batch), train=False), batch)
         return {"logits": logits, "scores": jax.nn.sigmoid(logits)}
 
+    def predictor(self, options):
+        from jwsol.tasks.image_label_predict import MultiLabelPredictor
+
+        return MultiLabelPredictor(self, options)
+
     def evaluator(self, ctx: EvalContext):
         del ctx  # every evaluation is the same
         e = self.config.eval

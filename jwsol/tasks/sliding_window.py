@@ -170,6 +170,11 @@ class SlidingWindowTask(Task):
         )
         return np.clip(box, 0, self.config.data.canvas_size)
 
+    def predictor(self, options):
+        from jwsol.tasks.classifier_predict import SlidingWindowPredictor
+
+        return SlidingWindowPredictor(self, options)
+
     def evaluator(self, ctx: EvalContext):
         del ctx  # every evaluation is the same
         return SlidingWindowEvaluator(self, self.config.eval.num_figure_images)

@@ -200,6 +200,11 @@ class WSDDNTask(ImageLabelTask):
         # The schedule's first evaluation also keeps its picture as detections_first.
         return WSDDNEvaluator(self, first=ctx.step == ctx.schedule[0])
 
+    def predictor(self, options):
+        from jwsol.tasks.wsddn_predict import DetectionPredictor
+
+        return DetectionPredictor(self, options)
+
     def grad_histograms(self, grads) -> dict[str, jax.Array]:
         layers = HISTOGRAM_LAYERS[self.config.model.backbone]
         out = {name: grads[scope][layer]["kernel"] for name, (scope, layer) in layers.items()}

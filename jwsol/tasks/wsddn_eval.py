@@ -7,10 +7,33 @@ from __future__ import annotations
 import numpy as np
 
 from jwsol.data import augment
+from jwsol.metrics import coco, multilabel
 from jwsol.metrics import detection as det_metrics
-from jwsol.metrics import multilabel
 from jwsol.training.task import Batch, Evaluator
 from jwsol.viz.detections import ap_bar_chart, detections_figure
+
+
+def batch_detections(
+    batch: Batch,
+    region_scores: np.ndarray,
+    score_threshold: float,
+    nms_iou: float,
+    max_per_class: int,
+) -> tuple[np.ndarray, list[det_metrics.ImageDetections]]:
+    """(proposals [B, R, 4] in original-image pixels, each image's detections among its valid
+    proposals: per class score > threshold, then NMS, `metrics.detection.detect`)."""
+    proposals = augment.boxes_to_original(
+        batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+    )
+    scores = np.asarray(region_scores, np.float64)
+    found = []
+    for i, valid in enumerate(batch["proposal_mask"]):
+        found.append(
+            det_metrics.detect(
+                scores[i][valid], proposals[i][valid], score_threshold, nms_iou, max_per_class
+            )
+        )
+    return proposals, found
 
 
 class WSDDNEvaluator(Evaluator):
@@ -30,6 +53,8 @@ class WSDDNEvaluator(Evaluator):
         self.proposals: list[np.ndarray] = []
         self.image_scores, self.labels, self.label_weights = [], [], []
         self.shown: list[dict] = []
+        self.image_ids: list[str] = []  # eval images in order, with their original (h, w)
+        self.sizes: list[tuple[int, int]] = []
         self.stream_tops: list[list[det_metrics.ImageDetections]] = []  # [stream][image]
         self.stream_shown: list[dict] = []
         self.train_tops: list[det_metrics.ImageDetections] = []
@@ -50,14 +75,13 @@ class WSDDNEvaluator(Evaluator):
         )
 
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
-        proposals, gt_boxes = self._original(batch, "proposals"), self._original(batch, "gt_boxes")
         scores = np.asarray(outputs["region_scores"], np.float64)
-        for i in range(len(proposals)):
+        proposals, found = batch_detections(
+            batch, scores, self.score_threshold, self.nms_iou, self.max_per_class
+        )
+        gt_boxes = self._original(batch, "gt_boxes")
+        for i, dets in enumerate(found):
             valid = batch["proposal_mask"][i]
-            dets = det_metrics.detect(
-                scores[i][valid], proposals[i][valid], self.score_threshold, self.nms_iou,
-                self.max_per_class,
-            )  # fmt: skip
             self.detections.append(dets)
             self.truth.append(self._truth(batch, i, gt_boxes))
             self.proposals.append(proposals[i][valid])
@@ -65,6 +89,10 @@ class WSDDNEvaluator(Evaluator):
                 self.shown.append(self._figure_entry(batch, i, scores[i], valid))
             if "stream_scores" in outputs:
                 self._add_streams(batch, i, outputs["stream_scores"][i], proposals[i], valid)
+        self.image_ids.extend(
+            i.decode() if isinstance(i, bytes) else str(i) for i in batch["image_id"]
+        )
+        self.sizes.extend(tuple(int(v) for v in hw) for hw in batch["orig_size"])
         self.image_scores.append(np.asarray(outputs["image_scores"]))
         self.labels.append(batch["labels"])
         self.label_weights.append(batch["label_weights"])
@@ -143,6 +171,8 @@ class WSDDNEvaluator(Evaluator):
         }
         if self.first:
             figures["detections_first"] = figures["detections"]
+        if self.task.config.eval.get("coco_ap", False):
+            metrics.update(coco.coco_ap(self.detections, self.truth, self.sizes, names))
         for name, tops in zip(self.task.stream_names, self.stream_tops):
             metrics[f"stream_corloc/{name}"] = det_metrics.corloc(
                 tops, self.truth, c, names, plus_one=False
@@ -155,3 +185,15 @@ class WSDDNEvaluator(Evaluator):
             )["corloc"]
             metrics["num_train_images"] = float(len(self.train_tops))
         return metrics, figures
+
+    def documents(self) -> dict:
+        """The detections in COCO's results format and the true boxes as a COCO dataset (image
+        i + 1 is the i-th eval image; file_name its id), for pycocotools and other tools."""
+        numbers = range(1, len(self.detections) + 1)
+        names = self.task.class_names
+        return {
+            "detections_coco.json": coco.results(self.detections, numbers),
+            "ground_truth_coco.json": coco.ground_truth(
+                self.truth, self.sizes, names, self.image_ids
+            ),
+        }

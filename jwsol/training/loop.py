@@ -233,7 +233,9 @@ class Runner:
         train = self.task.train_eval_batches(ctx, *where)
         for batch, outputs in self._predictions(variables, train):
             evaluator.add_train_batch(batch, outputs)
-        return evaluator.result()
+        result = evaluator.result()
+        self.documents = evaluator.documents() if ctx.final else {}  # written by _write_eval
+        return result
 
     def _context(self, step: int, final: bool) -> EvalContext:
         d = self.durations
@@ -253,6 +255,8 @@ class Runner:
         self.writer.images(step, figures)
         if final:
             self.writer.json("eval_metrics.json", dict(metrics, step=step))
+            for name, document in self.documents.items():
+                self.writer.json(name, document)
             if self.writer.enabled:
                 from jwsol.viz.curves import write_curves
 

@@ -55,6 +55,49 @@ class Evaluator(abc.ABC):
     def result(self) -> tuple[dict[str, float], dict[str, np.ndarray]]:
         """(metrics: flat name -> number, figures: name -> uint8 image [H, W, 3])."""
 
+    def documents(self) -> dict[str, Any]:
+        """JSON files the final evaluation writes beside eval_metrics.json (file name -> JSON
+        value, e.g. detections_coco.json), asked for after `result`; none by default."""
+        return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    """What `python -m jwsol.predict` asks of a job's predictions."""
+
+    score_threshold: float | None = None  # None: the run's eval.score_threshold where it has one
+    max_per_image: int = 100  # detections (or classes) kept per image, best first
+    top_k: int = 5  # classes listed per image by classifiers
+
+
+class Predictor(abc.ABC):
+    """A job run on a user's own images (`Task.predictor`): it makes the batches, turns the
+    outputs of `Task.predict` into JSON records and draws a picture per image."""
+
+    # A pure, jittable (variables, batch) -> outputs used instead of `Task.predict` where the
+    # predictions need more (e.g. Grad-CAM maps); None: `Task.predict`.
+    predict = None
+
+    @abc.abstractmethod
+    def batches(
+        self, images: list[np.ndarray], files: list[str], batch_size: int
+    ) -> Iterable[Batch]:
+        """Model inputs of `images` (uint8 RGB [H, W, 3] as read from `files`), in order; the last
+        batch may be short (the caller pads it)."""
+
+    @abc.abstractmethod
+    def records(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict]:
+        """One JSON-ready record per image of the (unpadded) batch; boxes in original pixels.
+        Keys with a leading '_' (e.g. heatmaps) reach `picture` but are not written."""
+
+    @abc.abstractmethod
+    def picture(self, image: np.ndarray, record: dict) -> np.ndarray:
+        """uint8 [H', W', 3]: the original `image` with what `record` found (boxes, heatmap)."""
+
+    def document(self, records: list[dict]) -> dict[str, Any]:
+        """The predictions part of the output JSON; each record carries `image_id` by then."""
+        return {"predictions": records}
+
 
 class Task(abc.ABC):
     """One job. Subclasses set `self.model` (a Flax module) in `__init__`."""
@@ -130,6 +173,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluator(self, ctx: EvalContext) -> Evaluator:
         """A fresh evaluator for the evaluation `ctx` (one pass over `eval_batches`)."""
+
+    def predictor(self, options: PredictOptions) -> Predictor | None:
+        """How `python -m jwsol.predict` runs this job on new images; None: it cannot."""
+        return None
 
     def grad_histograms(self, grads) -> dict[str, jax.Array]:
         """Gradients to log as histograms at log steps (name -> array); none by default."""

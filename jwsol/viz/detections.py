@@ -11,13 +11,15 @@ import numpy as np
 from jwsol.viz.boxes import draw_boxes, figure_to_array
 
 
-def detections_figure(shown: list[dict], ncols: int = 4) -> np.ndarray:
+def detections_figure(shown: list[dict], ncols: int = 4, inches: float = 2.6) -> np.ndarray:
     """Images with true boxes (green) and the top box of each labelled class (red, with the
-    class name and score), titled by an entry's optional "title". uint8 [H, W, 3]."""
+    class name and score), titled by an entry's optional "title"; each panel `inches` wide.
+    uint8 [H, W, 3]."""
     k = max(len(shown), 1)
     ncols = min(ncols, k)
     nrows = -(-k // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(2.6 * ncols, 2.6 * nrows), squeeze=False)
+    size = (inches * ncols, inches * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, entry in zip(axes.ravel(), shown):

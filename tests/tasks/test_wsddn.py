@@ -57,6 +57,8 @@ def _fake_batch(num_classes=3):
         "image_size": np.array([[100, 120], [100, 120]], np.int32),
         "scale_xy": np.full((2, 2), 2.0, np.float32),
         "flipped": flipped,
+        "image_id": np.array([b"test_00000", b"test_00001"]),
+        "orig_size": np.array([[50, 60], [50, 60]], np.int32),
     }, original_props
 
 
@@ -109,6 +111,31 @@ def test_evaluator_scores_in_original_coordinates(task):
     assert metrics["map"] == pytest.approx(1 / 3)
     assert metrics["corloc"] == pytest.approx(1 / 3)
     assert "detections_first" not in figures
+
+
+def test_evaluator_documents_are_coco_results_and_ground_truth(task):
+    from jwsol.tasks.wsddn_eval import WSDDNEvaluator
+
+    task.class_names, task.num_classes = ("a", "b", "c"), 3
+    batch, _ = _fake_batch()
+    region_scores = np.zeros((2, 3, 3), np.float32)
+    region_scores[0, 0, 0], region_scores[1, 0, 2] = 0.9, 0.7
+    evaluator = WSDDNEvaluator(task, first=False)
+    evaluator.add(batch, {"region_scores": region_scores, "image_scores": region_scores.sum(1)})
+    docs = evaluator.documents()
+    found, truth = docs["detections_coco.json"], docs["ground_truth_coco.json"]
+    # Original pixels, [x, y, w, h], category = class + 1, image i + 1 the i-th eval image.
+    assert [(d["image_id"], d["category_id"], d["bbox"]) for d in found] == [
+        (1, 1, [4.0, 6.0, 16.0, 24.0]),
+        (2, 3, [10.0, 10.0, 30.0, 30.0]),
+    ]
+    assert [(i["id"], i["file_name"], i["height"], i["width"]) for i in truth["images"]] == [
+        (1, "test_00000", 50, 60),
+        (2, "test_00001", 50, 60),
+    ]
+    assert [a["bbox"] for a in truth["annotations"]] == [
+        [4.0, 6.0, 16.0, 24.0], [30.0, 10.0, 20.0, 30.0], [10.0, 10.0, 30.0, 30.0]
+    ]  # fmt: skip
 
 
 def test_grad_histograms_are_conv1_conv2_fc7(task):
