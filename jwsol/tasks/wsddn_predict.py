@@ -14,6 +14,9 @@ from jwsol.training.task import Batch, PredictOptions, Predictor
 from jwsol.viz.detections import detections_figure
 
 PICTURE_BOXES = 20  # the picture shows the best few; the JSON keeps --max-per-image
+# ... of those scoring at least this: the JSON keeps the low scores AP needs, a person wants the
+# confident boxes only.
+PICTURE_MIN_SCORE = 0.3
 
 
 def best_detections(dets: det_metrics.ImageDetections, limit: int) -> det_metrics.ImageDetections:
@@ -63,7 +66,7 @@ class DetectionPredictor(Predictor):
         return out
 
     def picture(self, image: np.ndarray, record: dict) -> np.ndarray:
-        found = record["detections"][:PICTURE_BOXES]  # best first
+        found = [d for d in record["detections"][:PICTURE_BOXES] if d["score"] >= PICTURE_MIN_SCORE]
         names = self.task.class_names
         entry = {
             "image": image,
