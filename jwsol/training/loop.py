@@ -23,7 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from jwsol.errors import ConfigError, UserError
-from jwsol.training import checkpoint, cpu, lock, sharding
+from jwsol.training import checkpoint, cpu, lock, memory, sharding
 from jwsol.training import writer as run_writer
 from jwsol.training.optimizer import make_optimizer
 from jwsol.training.task import Batch, EvalContext, Task
@@ -300,6 +300,7 @@ class Runner:
             compiler_options=self.compiler_options,
         )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
+        self._check_memory(train_step, state, first, rng)
         log_every, checkpoint_every = self.durations.log_every, self.durations.checkpoint_every
         pending: list[dict] = []
         bar = tqdm(
@@ -338,6 +339,18 @@ class Runner:
         metrics = self._write_eval(self.total_steps, final=True, state=state)
         self.close()
         return metrics
+
+    def _check_memory(self, train_step, state: TrainState, batch: Batch, rng: jax.Array) -> None:
+        """Compiles the train step ahead of its first call (which reuses the executable) and
+        refuses it if its peak memory exceeds train.memory_budget_gib (`jwsol.training.memory`)."""
+        train = self.config.train
+        budget = memory.budget_bytes(train.memory_budget_gib, jax.local_devices()[0])
+        if budget is None:
+            return
+        compiled = train_step.lower(
+            state, sharding.to_global(_numeric(batch), self.mesh), rng
+        ).compile()
+        memory.check_step(compiled, budget, "train step", train.batch_size, train.dtype)
 
     def _flush(self, step: int, pending: list[dict], since: float, seen: int) -> dict:
         """Averages the pending step metrics, checks the loss is finite, and writes them."""
