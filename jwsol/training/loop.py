@@ -104,6 +104,29 @@ def _pad(batch: Batch, size: int) -> Batch:
     return {k: pad(v) for k, v in batch.items()}
 
 
+def train_step(task: Task, tx, schedule, state: TrainState, batch: Batch, rng: jax.Array):
+    """One optimizer step of `task` with the optax `tx` (learning rate `schedule`):
+    (state, batch, rng) -> (state, scalar metrics, gradient histograms). Pure; the loop jits it
+    (and so does benchmarks/memory_table.py)."""
+    rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=optax.tree.norm(grads),
+        param_norm=optax.tree.norm(params),
+        learning_rate=schedule(state.step),
+    )
+    hists = {f"hist/{k}": v for k, v in task.grad_histograms(grads).items()}
+    new_state = state.replace(
+        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+    )
+    return new_state, metrics, hists
+
+
 class Runner:
     """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
 
@@ -165,23 +188,7 @@ class Runner:
 
     # Steps ------------------------------------------------------------------------------------
     def _train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
-        rng = jax.random.fold_in(rng, state.step)
-        grad_fn = jax.value_and_grad(self.task.loss, has_aux=True)
-        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(
-            metrics,
-            loss=loss,
-            grad_norm=optax.tree.norm(grads),
-            param_norm=optax.tree.norm(params),
-            learning_rate=self.schedule(state.step),
-        )
-        hists = {f"hist/{k}": v for k, v in self.task.grad_histograms(grads).items()}
-        new_state = state.replace(
-            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
-        )
-        return new_state, metrics, hists
+        return train_step(self.task, self.tx, self.schedule, state, batch, rng)
 
     def _predictions(self, variables, batches):
         """(host batch, outputs) of each batch, padded to the eval batch for the jitted predict
