@@ -83,7 +83,7 @@ EOF
 }
 
 vs_torch() {  # vs_torch DTYPE
-  JWSOL_BENCH_SIZE=$SIZE JWSOL_BENCH_DTYPE=$1 JWSOL_BENCH_RESULTS="$OUT/vs_torch_$1" \
+  JWSOL_BENCH_SIZE=$SIZE JWSOL_BENCH_DTYPE=$1 JWSOL_BENCH_RESULTS="$OUT" \
     "$PYTHON" -m pytest benchmarks/test_vs_torch.py -q -s -p no:cacheprovider
 }
 
@@ -131,6 +131,8 @@ if memory.exists():
     for r in json.loads(memory.read_text())["rows"]:
         print(f"| {r['job']} | {r['backbone']} | {r['scale']} ({r['canvas']} px) | "
               f"{r['float32_gib']:.2f} | {r['bfloat16_gib']:.2f} |")
+for path in sorted(out.glob("vs_torch*.json")):  # benchmarks/test_vs_torch.py's tables
+    print(f"\n{path.name}:\n\n" + json.loads(path.read_text()).get("table", "(no table)"))
 for dtype in ("float32", "bfloat16"):
     path = out / f"main_{dtype}" / "eval_metrics.json"
     if path.exists():
