@@ -10,14 +10,18 @@ device without running it, and XLA's compiled memory analysis gives its per-devi
 data.image_size; a scale's canvas here is the longer side of a 4:3 image (VOC's usual shape)
 whose shorter side is the scale. Prints a Markdown table and writes `memory_table.json` to --out
 (default benchmarks/results/). `--smoke`: AlexNet at one small scale, 64 proposals.
+`--measure_cpu WSDDN,alexnet,480,float32` runs that one step on the CPU and compares the growth
+of the process's peak resident memory during the step with the estimate.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import json
 import math
+import resource
 import sys
 import time
 from pathlib import Path
@@ -57,8 +61,8 @@ def batch_shapes(size: int, proposals: int, num_classes: int) -> dict:
     }
 
 
-def step_peak(config_path: str, backbone: str, size: int, dtype: str, proposals: int) -> int:
-    """The compiled train step's peak bytes per device (never run)."""
+def compiled_step(config_path: str, backbone: str, size: int, dtype: str, proposals: int):
+    """(the compiled train step, its initial state's function of an rng, the batch shapes)."""
     config = config_lib.load(
         config_path,
         {
@@ -80,16 +84,62 @@ def step_peak(config_path: str, backbone: str, size: int, dtype: str, proposals:
         return loop.TrainState(jax.numpy.zeros((), np.int32), params, variables, tx.init(params))
 
     rng = jax.random.PRNGKey(0)
-    state = jax.eval_shape(init, rng)
     step = jax.jit(functools.partial(loop.train_step, task, tx, schedule), donate_argnums=0)
-    return memory.peak_bytes(step.lower(state, batch, rng).compile())
+    return step.lower(jax.eval_shape(init, rng), batch, rng).compile(), init, batch
+
+
+def step_peak(config_path: str, backbone: str, size: int, dtype: str, proposals: int) -> int:
+    """The compiled train step's peak bytes per device (never run)."""
+    return memory.peak_bytes(compiled_step(config_path, backbone, size, dtype, proposals)[0])
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def measure_cpu(job: str, backbone: str, scale: int, dtype: str) -> str:
+    """Runs one step on the CPU: the estimate's temporaries and new outputs against how much the
+    process's peak resident memory grows during the step (its arguments are resident before)."""
+    size = canvas(scale)
+    compiled, init, shapes = compiled_step(JOBS[job], backbone, size, dtype, PROPOSALS)
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(0, size - 200, (BATCH, PROPOSALS, 2))
+    batch = {k: np.zeros(v.shape, v.dtype) for k, v in shapes.items()}
+    batch["image"] = rng.normal(size=shapes["image"].shape).astype(np.float32)
+    batch["proposals"] = np.concatenate([corner, corner + 16 + 184 * rng.random(corner.shape)], -1)
+    batch["proposal_mask"][:] = True
+    batch["labels"][:, :3] = batch["label_weights"][:] = 1.0
+    args = jax.block_until_ready((jax.jit(init)(jax.random.PRNGKey(0)), jax.device_put(batch)))
+    # Freed heap that glibc keeps resident would absorb the step's buffers unseen: return it.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    before = _resident_bytes()
+    jax.block_until_ready(compiled(*args, jax.random.PRNGKey(1)))
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    stats = compiled.memory_analysis()
+    new = stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes
+    return (
+        f"{job} {backbone} {scale} ({size} px) {dtype}: estimated peak "
+        f"{memory.peak_bytes(compiled) / memory.GIB:.2f} GiB, of which temporaries and new "
+        f"outputs {new / memory.GIB:.2f} GiB; peak resident memory grew {growth / memory.GIB:.2f} "
+        f"GiB during the step"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="AlexNet at one small scale")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument(
+        "--measure_cpu",
+        metavar="JOB,TRUNK,SCALE,DTYPE",
+        help="run that one step on the CPU and compare its memory with the estimate",
+    )
     args = parser.parse_args(argv)
+    if args.measure_cpu:
+        job, backbone, scale, dtype = args.measure_cpu.split(",")
+        print(measure_cpu(job, backbone, int(scale), dtype))
+        return
     backbones = ("alexnet",) if args.smoke else ("alexnet", "vgg16")
     scales = (96,) if args.smoke else PAPER_SCALES
     proposals = 64 if args.smoke else PROPOSALS
