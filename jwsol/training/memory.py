@@ -64,11 +64,12 @@ def check_step(compiled: Any, budget: int, what: str, batch_size: int, dtype: st
     need = peak_bytes(compiled)
     if need is None or need <= budget:
         return
-    lower = [f"train.batch_size (now {batch_size})", "the input size (images, proposals)"]
+    remedies = [f"lower train.batch_size (now {batch_size}) or the input size (images, proposals)"]
     if dtype == "float32":
-        lower.append("or set train.dtype='bfloat16'")
+        remedies.append("set train.dtype='bfloat16'")
+    remedies.append("raise train.memory_budget_gib")
     raise MemoryBudgetError(
-        f"the {what} needs an estimated {need / GIB:.2f} GiB per device (XLA's compiled memory "
-        f"analysis), over the budget of {budget / GIB:.2f} GiB (train.memory_budget_gib; -1: "
-        f"the device's memory): lower {', '.join(lower)}, or raise train.memory_budget_gib."
+        f"the {what} needs an estimated {need / GIB:.3g} GiB per device (XLA's compiled memory "
+        f"analysis), over the budget of {budget / GIB:.3g} GiB (train.memory_budget_gib; -1: "
+        f"the device's memory): {', '.join(remedies[:-1])}, or {remedies[-1]}."
     )

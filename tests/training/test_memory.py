@@ -53,7 +53,7 @@ def test_a_step_over_budget_is_refused_before_it_runs(tmp_path):
         loop.run(tasks.build(config), workdir)
     message = str(error.value)
     assert "\n" not in message
-    assert "train step needs an estimated" in message and "budget of 0.00 GiB" in message
+    assert "train step needs an estimated" in message and "budget of 0.0001 GiB" in message
     assert f"train.batch_size (now {config.train.batch_size})" in message
     assert "train.dtype='bfloat16'" in message
     assert not os.path.exists(os.path.join(workdir, "checkpoints", "1"))
