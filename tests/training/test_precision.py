@@ -114,8 +114,9 @@ def test_unknown_dtype_is_one_config_error(tmp_path):
 
 @pytest.mark.parametrize("name", SMOKE_CONFIGS)
 def test_every_job_convolves_and_multiplies_in_bfloat16(name, tmp_path):
-    """The train step's jaxpr: every convolution and dot of the loss and its gradient runs on
-    bfloat16 operands (a float32 operand anywhere would promote the layer back to float32)."""
+    """The train step's and predict's jaxprs: every convolution and dot of the loss, its
+    gradient and the evaluation outputs runs on bfloat16 operands (a float32 operand anywhere
+    would promote the layer back to float32)."""
     config = load(name, str(tmp_path), **{"train.dtype": "bfloat16"})
     task = tasks.build(config)
     batch = _numeric(next(task.train_batches(0, config.train.batch_size, 0, 1)))
@@ -134,6 +135,11 @@ def test_every_job_convolves_and_multiplies_in_bfloat16(name, tmp_path):
     assert value.dtype == jnp.float32
     kept = jax.tree.leaves((new_state, grads))
     assert all(leaf.dtype == jnp.float32 for leaf in kept)
+    eval_batch = _numeric(next(iter(task.eval_batches(config.eval.batch_size, 0, 1))))
+    found = matmul_dtypes(jax.make_jaxpr(task.predict)(variables, eval_batch).jaxpr)
+    assert found and all(lhs == rhs == "bfloat16" for _, lhs, rhs in found), found
+    outputs = jax.tree.leaves(jax.eval_shape(task.predict, variables, eval_batch))
+    assert all(x.dtype == jnp.float32 for x in outputs if jnp.issubdtype(x.dtype, jnp.floating))
 
 
 # The smoke runs' metrics that average over many examples or labels, each with its tolerance
