@@ -152,6 +152,11 @@ class Runner:
         self._data_counts: dict[str, float] = {}  # for the first metrics row of a fresh run
         # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
         self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
+        # Steps over it are refused before they run (jwsol.training.memory); None: no check.
+        self.memory_budget = memory.budget_bytes(
+            config.train.memory_budget_gib, jax.local_devices()[0]
+        )
+        self._predict_checked: set[tuple] = set()  # batch shapes whose predict fits the budget
         self.predict = jax.jit(
             self.task.predict,
             in_shardings=(self.repl, self.data),
@@ -214,6 +219,7 @@ class Runner:
             numeric = _pad(_numeric(batch), self.local_eval_batch)
             numeric["_valid"] = np.arange(self.local_eval_batch) < n
             global_batch = sharding.to_global(numeric, self.mesh)
+            self._check_predict_memory(variables, global_batch)
             outputs = sharding.to_host(self.predict(variables, global_batch))
             if jax.process_count() == 1:
                 host_batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
@@ -350,14 +356,28 @@ class Runner:
     def _check_memory(self, train_step, state: TrainState, batch: Batch, rng: jax.Array) -> None:
         """Compiles the train step ahead of its first call (which reuses the executable) and
         refuses it if its peak memory exceeds train.memory_budget_gib (`jwsol.training.memory`)."""
-        train = self.config.train
-        budget = memory.budget_bytes(train.memory_budget_gib, jax.local_devices()[0])
-        if budget is None:
+        if self.memory_budget is None:
             return
+        train = self.config.train
         compiled = train_step.lower(
             state, sharding.to_global(_numeric(batch), self.mesh), rng
         ).compile()
-        memory.check_step(compiled, budget, "train step", train.batch_size, train.dtype)
+        memory.check_step(
+            compiled, self.memory_budget, "train step", "train.batch_size", train.batch_size,
+            train.dtype,
+        )  # fmt: skip
+
+    def _check_predict_memory(self, variables, batch: Batch) -> None:
+        """The same for the jitted predict, once per batch shape."""
+        shapes = tuple((k, v.shape) for k, v in sorted(batch.items()))
+        if self.memory_budget is None or shapes in self._predict_checked:
+            return
+        compiled = self.predict.lower(variables, batch).compile()
+        memory.check_step(
+            compiled, self.memory_budget, "evaluation step (predict)", "eval.batch_size",
+            self.config.eval.batch_size, self.config.train.dtype,
+        )  # fmt: skip
+        self._predict_checked.add(shapes)
 
     def _flush(self, step: int, pending: list[dict], since: float, seen: int) -> dict:
         """Averages the pending step metrics, checks the loss is finite, and writes them."""

@@ -58,13 +58,15 @@ def budget_bytes(budget_gib: float, device: jax.Device) -> int | None:
     return int(budget_gib * GIB) if budget_gib > 0 else None
 
 
-def check_step(compiled: Any, budget: int, what: str, batch_size: int, dtype: str) -> None:
-    """Raises MemoryBudgetError when `compiled` (the step `what`) needs more than `budget`
-    bytes per device."""
+def check_step(
+    compiled: Any, budget: int, what: str, batch_field: str, batch_size: int, dtype: str
+) -> None:
+    """Raises MemoryBudgetError when `compiled` (the step `what`, its batch size the config field
+    `batch_field` = `batch_size`) needs more than `budget` bytes per device."""
     need = peak_bytes(compiled)
     if need is None or need <= budget:
         return
-    remedies = [f"lower train.batch_size (now {batch_size}) or the input size (images, proposals)"]
+    remedies = [f"lower {batch_field} (now {batch_size}) or the input size (images, proposals)"]
     if dtype == "float32":
         remedies.append("set train.dtype='bfloat16'")
     remedies.append("raise train.memory_budget_gib")

@@ -54,8 +54,21 @@ def test_a_step_over_budget_is_refused_before_it_runs(tmp_path):
     message = str(error.value)
     assert "\n" not in message
     assert "train step needs an estimated" in message and "budget of 0.0001 GiB" in message
-    assert f"train.batch_size (now {config.train.batch_size})" in message
+    assert f"lower train.batch_size (now {config.train.batch_size})" in message
     assert "train.dtype='bfloat16'" in message
     assert not os.path.exists(os.path.join(workdir, "checkpoints", "1"))
     metrics = os.path.join(workdir, "metrics.jsonl")
     assert not os.path.exists(metrics) or os.path.getsize(metrics) == 0
+
+
+@pytest.mark.slow
+def test_an_evaluation_over_budget_is_refused_before_it_runs(tmp_path):
+    workdir = str(tmp_path / "run")
+    name, fields = "configs/sliding_window.py:smoke", {"train.progress_bar": False}
+    loop.run(tasks.build(config_lib.load(name, fields)), workdir)
+    config = config_lib.load(name, {**fields, "train.memory_budget_gib": 1e-4})
+    with pytest.raises(memory.MemoryBudgetError) as error:
+        loop.run(tasks.build(config), workdir, mode="eval")
+    message = str(error.value)
+    assert "\n" not in message and "the evaluation step (predict) needs an estimated" in message
+    assert f"eval.batch_size (now {config.eval.batch_size})" in message
