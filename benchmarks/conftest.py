@@ -3,8 +3,9 @@
 Benchmarks take these as fixtures of the same names (`machine_info`, `write_results`,
 `report_table`, `format_table`, `best_time`, `matmul_gflops`): each is the function below,
 except `machine_info`, which is its result for the session. Results go to
-`benchmarks/results/<name>.json` as {"name", "machine", "rows", ...extra}; tables registered
-with `report_table` are printed at the end of the pytest run (pytest captures test output).
+`benchmarks/results/<name>.json` (or `$JWSOL_BENCH_RESULTS/<name>.json`) as {"name", "machine",
+"rows", ...extra}; tables registered with `report_table` are printed at the end of the pytest
+run (pytest captures test output).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from typing import Any
 
 import pytest
 
-RESULTS_DIR = Path(__file__).parent / "results"
+# JWSOL_BENCH_RESULTS: another folder for the results (benchmarks/gpu.sh keeps a GPU's apart).
+RESULTS_DIR = Path(os.environ.get("JWSOL_BENCH_RESULTS") or Path(__file__).parent / "results")
 
 # Benchmarks import their helper modules (conv_speed.py) by name: pytest's importlib mode does
 # not put this folder on sys.path.
@@ -121,7 +123,7 @@ def machine_info() -> dict[str, Any]:
 def write_results(
     name: str, rows: list[dict[str, Any]], extra: dict[str, Any] | None = None
 ) -> Path:
-    """Write `benchmarks/results/<name>.json` with the machine described; returns the path."""
+    """Write `benchmarks/results/<name>.json` (or $JWSOL_BENCH_RESULTS/<name>.json) with the machine described; returns the path."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
     payload = {"name": name, "machine": machine_info(), "rows": rows, **(extra or {})}

@@ -98,6 +98,12 @@ def base_config(task: str) -> ml_collections.ConfigDict:
         # On CPU, compile steps with jwsol.training.cpu.cpu_compiler_options() (Eigen, not
         # YNNPACK): faster for some nets, slower for others, so opt in per job.
         "cpu_eigen": False,
+        # 'float32' | 'bfloat16': the model computes in this dtype; parameters, optimizer state,
+        # BatchNorm statistics and the loss stay float32 (jwsol.training.precision).
+        "dtype": "float32",
+        # A train step whose compiled peak memory exceeds this many GiB is refused before it
+        # runs. -1: the device's memory where JAX can tell (GPU, TPU), else no check; 0: none.
+        "memory_budget_gib": -1.0,
     })  # fmt: skip
     config.eval = ml_collections.ConfigDict({
         "batch_size": 256,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 
 from jwsol.errors import ConfigError
+from jwsol.training import precision
 
 TASKS = {
     "sliding_window": "jwsol.tasks.sliding_window:SlidingWindowTask",
@@ -16,8 +17,10 @@ TASKS = {
 
 
 def build(config):
-    """The task of `config` (a loaded job config), ready for `jwsol.training.loop.run`."""
-    return get(config.task)(config)
+    """The task of `config` (a loaded job config), ready for `jwsol.training.loop.run`, its model
+    computing in `config.train.dtype` (`jwsol.training.precision`)."""
+    precision.compute_dtype(config.train.dtype)  # an unknown dtype fails before any data is read
+    return precision.apply_to_task(get(config.task)(config), config.train.dtype)
 
 
 def get(name: str):

@@ -23,7 +23,7 @@ from absl import logging
 from tqdm import tqdm
 
 from jwsol.errors import ConfigError, UserError
-from jwsol.training import checkpoint, cpu, lock, sharding
+from jwsol.training import checkpoint, cpu, lock, memory, sharding
 from jwsol.training import writer as run_writer
 from jwsol.training.optimizer import make_optimizer
 from jwsol.training.task import Batch, EvalContext, Task
@@ -104,6 +104,29 @@ def _pad(batch: Batch, size: int) -> Batch:
     return {k: pad(v) for k, v in batch.items()}
 
 
+def train_step(task: Task, tx, schedule, state: TrainState, batch: Batch, rng: jax.Array):
+    """One optimizer step of `task` with the optax `tx` (learning rate `schedule`):
+    (state, batch, rng) -> (state, scalar metrics, gradient histograms). Pure; the loop jits it
+    (and so does benchmarks/memory_table.py)."""
+    rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+    (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(
+        metrics,
+        loss=loss,
+        grad_norm=optax.tree.norm(grads),
+        param_norm=optax.tree.norm(params),
+        learning_rate=schedule(state.step),
+    )
+    hists = {f"hist/{k}": v for k, v in task.grad_histograms(grads).items()}
+    new_state = state.replace(
+        step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+    )
+    return new_state, metrics, hists
+
+
 class Runner:
     """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
 
@@ -129,6 +152,11 @@ class Runner:
         self._data_counts: dict[str, float] = {}  # for the first metrics row of a fresh run
         # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
         self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
+        # Steps over it are refused before they run (jwsol.training.memory); None: no check.
+        self.memory_budget = memory.budget_bytes(
+            config.train.memory_budget_gib, jax.local_devices()[0]
+        )
+        self._predict_checked: set[tuple] = set()  # batch shapes whose predict fits the budget
         self.predict = jax.jit(
             self.task.predict,
             in_shardings=(self.repl, self.data),
@@ -165,23 +193,7 @@ class Runner:
 
     # Steps ------------------------------------------------------------------------------------
     def _train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
-        rng = jax.random.fold_in(rng, state.step)
-        grad_fn = jax.value_and_grad(self.task.loss, has_aux=True)
-        (loss, (model_state, metrics)), grads = grad_fn(state.params, state.model_state, batch, rng)
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = dict(
-            metrics,
-            loss=loss,
-            grad_norm=optax.tree.norm(grads),
-            param_norm=optax.tree.norm(params),
-            learning_rate=self.schedule(state.step),
-        )
-        hists = {f"hist/{k}": v for k, v in self.task.grad_histograms(grads).items()}
-        new_state = state.replace(
-            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
-        )
-        return new_state, metrics, hists
+        return train_step(self.task, self.tx, self.schedule, state, batch, rng)
 
     def _predictions(self, variables, batches):
         """(host batch, outputs) of each batch, padded to the eval batch for the jitted predict
@@ -207,6 +219,7 @@ class Runner:
             numeric = _pad(_numeric(batch), self.local_eval_batch)
             numeric["_valid"] = np.arange(self.local_eval_batch) < n
             global_batch = sharding.to_global(numeric, self.mesh)
+            self._check_predict_memory(variables, global_batch)
             outputs = sharding.to_host(self.predict(variables, global_batch))
             if jax.process_count() == 1:
                 host_batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
@@ -300,6 +313,7 @@ class Runner:
             compiler_options=self.compiler_options,
         )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
+        self._check_memory(train_step, state, first, rng)
         log_every, checkpoint_every = self.durations.log_every, self.durations.checkpoint_every
         pending: list[dict] = []
         bar = tqdm(
@@ -338,6 +352,32 @@ class Runner:
         metrics = self._write_eval(self.total_steps, final=True, state=state)
         self.close()
         return metrics
+
+    def _check_memory(self, train_step, state: TrainState, batch: Batch, rng: jax.Array) -> None:
+        """Compiles the train step ahead of its first call (which reuses the executable) and
+        refuses it if its peak memory exceeds train.memory_budget_gib (`jwsol.training.memory`)."""
+        if self.memory_budget is None:
+            return
+        train = self.config.train
+        compiled = train_step.lower(
+            state, sharding.to_global(_numeric(batch), self.mesh), rng
+        ).compile()
+        memory.check_step(
+            compiled, self.memory_budget, "train step", "train.batch_size", train.batch_size,
+            train.dtype,
+        )  # fmt: skip
+
+    def _check_predict_memory(self, variables, batch: Batch) -> None:
+        """The same for the jitted predict, once per batch shape."""
+        shapes = tuple((k, v.shape) for k, v in sorted(batch.items()))
+        if self.memory_budget is None or shapes in self._predict_checked:
+            return
+        compiled = self.predict.lower(variables, batch).compile()
+        memory.check_step(
+            compiled, self.memory_budget, "evaluation step (predict)", "eval.batch_size",
+            self.config.eval.batch_size, self.config.train.dtype,
+        )  # fmt: skip
+        self._predict_checked.add(shapes)
 
     def _flush(self, step: int, pending: list[dict], since: float, seen: int) -> dict:
         """Averages the pending step metrics, checks the loss is finite, and writes them."""
