@@ -1,0 +1,157 @@
+"""python -m jwsol.data.export: the scenes written as a VOCdevkit folder (and as a labelled
+folder) read back through the VOC (and folder) sources give the scenes' own images, boxes,
+labels and proposals; the VOC files by hand; the `.mat` writer against the reader."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import common
+from jwsol.data import export, voc
+from jwsol.data import records as records_lib
+from jwsol.data.proposals import mat as proposal_mat
+from jwsol.training import config as config_lib
+
+SCENES = "configs/oicr.py:smoke"
+NUM_TRAIN, NUM_TEST = 6, 4
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("cache"))
+    return export.load_scenes(SCENES, NUM_TRAIN, NUM_TEST, cache), cache
+
+
+@pytest.fixture(scope="module")
+def voc_out(scenes, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("export"))
+    assert export.main(["--format", "voc", "--out", out, "--config", SCENES, "--num-train",
+                        str(NUM_TRAIN), "--num-test", str(NUM_TEST), "--cache-dir", scenes[1],
+                        "--quality", "100"]) == 0  # fmt: skip
+    return out
+
+
+def voc_config(out: str, cache_dir: str):
+    """The VOC data section as configs/ sets it, pointed at the export; the scenes' cleaning."""
+    scenes_data = config_lib.load(SCENES).data
+    c = common.voc_data()
+    c.voc_root = os.path.join(out, "VOCdevkit")
+    c.proposals.mat_file = os.path.join(out, "selective_search_data", "voc_2007_{split}.mat")
+    c.proposals.min_size = scenes_data.proposals.min_size
+    c.cache_dir = cache_dir
+    return c
+
+
+def _by_name(rec, i):
+    """Image i's labels and true boxes keyed by class name (the export renames the classes)."""
+    names = [export.class_word(n) for n in rec.class_names]
+    labels = sorted(names[c] for c in np.flatnonzero(rec.labels[i]))
+    return labels, [names[c] for c in rec.gt_classes[i]]
+
+
+@pytest.mark.parametrize("voc_split, scenes_split", sorted(export.VOC_SPLITS.items()))
+def test_voc_export_reads_back_as_the_scenes(scenes, voc_out, tmp_path, voc_split, scenes_split):
+    want = scenes[0][scenes_split]
+    got = records_lib.load_records(voc_config(voc_out, str(tmp_path)), voc_split)
+    assert got.image_ids == want.image_ids and not got.skipped
+    assert got.class_names == tuple(sorted(export.class_word(n) for n in want.class_names))
+    np.testing.assert_array_equal(got.sizes, want.sizes)
+    for i in range(len(want)):
+        assert _by_name(got, i) == _by_name(want, i)
+        np.testing.assert_array_equal(got.gt_boxes[i], want.gt_boxes[i])
+        np.testing.assert_array_equal(got.gt_difficult[i], want.gt_difficult[i])
+        # The `.mat` stores float64 1-based boxes; read back in float32.
+        np.testing.assert_allclose(got.proposals[i], want.proposals[i], atol=1e-4)
+        pixels = np.asarray(Image.open(got.images[i]).convert("L"), np.float32)
+        assert np.abs(pixels - want.images[i]).mean() < 1.0  # JPEG at quality 100
+
+
+def test_voc_image_sets_and_per_class_files(scenes, voc_out):
+    train = scenes[0]["train"]
+    main = os.path.join(voc_out, "VOCdevkit", "VOC2007", "ImageSets", "Main")
+    ids = {s: voc.read_split_ids(os.path.dirname(os.path.dirname(main)), s) for s in voc.SPLITS}
+    assert ids["train"] + ids["val"] == ids["trainval"] == train.image_ids
+    assert len(ids["train"]) == NUM_TRAIN // 2 and ids["test"] == scenes[0]["test"].image_ids
+    word = export.class_word(train.class_names[train.gt_classes[0][0]])
+    with open(os.path.join(main, f"{word}_trainval.txt")) as f:
+        rows = dict(line.split() for line in f)
+    assert rows[train.image_ids[0]] == "1"
+    c = train.class_names.index(next(n for n in train.class_names if export.class_word(n) == word))
+    assert [rows[i] for i in train.image_ids] == ["1" if row[c] else "-1" for row in train.labels]
+
+
+def test_voc_xml_by_hand(tmp_path):
+    """Edge box (0, 1, 10, 12) is VOC's inclusive (1, 2, 10, 12); the difficult flag survives."""
+    boxes = np.array([[0, 1, 10, 12], [5, 5, 20, 30]], np.float32)
+    xml = export.voc_xml("img7", (40, 30), boxes, ["ankle_boot", "bag"], [False, True])
+    assert "<xmin>1</xmin><ymin>2</ymin><xmax>10</xmax><ymax>12</ymax>" in xml
+    path = str(tmp_path / "img7.xml")
+    with open(path, "w") as f:
+        f.write(xml)
+    ann = voc.parse_annotation(path, ("ankle_boot", "bag"))
+    assert (ann["height"], ann["width"]) == (40, 30)
+    np.testing.assert_array_equal(ann["boxes"], boxes)
+    np.testing.assert_array_equal(ann["classes"], [0, 1])
+    np.testing.assert_array_equal(ann["difficult"], [False, True])
+
+
+def test_class_flags_and_words_by_hand():
+    rec = records_lib.Records(
+        image_ids=["a"], images=[None], image_kind="raw", sizes=np.array([[9, 9]]),
+        labels=np.zeros([1, 4]), label_weights=np.ones([1, 4]),
+        gt_boxes=[np.zeros([3, 4])], gt_classes=[np.array([0, 2, 2])],
+        gt_difficult=[np.array([True, True, False])], proposals=[], proposal_scores=[],
+        has_scores=False, class_names=("a", "b", "c", "d"), skipped=[],
+    )  # fmt: skip
+    np.testing.assert_array_equal(export.class_flags(rec, 0, 4), [0, -1, 1, -1])
+    assert export.class_word("T-shirt/top") == "t_shirt_top"
+    assert export.class_word("Ankle boot") == "ankle_boot"
+
+
+def test_mat_writer_round_trip_by_hand(tmp_path):
+    path = str(tmp_path / "p.mat")
+    boxes = [np.array([[0, 1, 10, 12], [2.5, 3, 4, 8]], np.float32), np.zeros([0, 4], np.float32)]
+    proposal_mat.write_mat(path, ["x", "y"], boxes, [np.array([0.9, 0.1]), np.zeros([0])])
+    mat = proposal_mat.read_mat(path)
+    assert mat.ids == ["x", "y"]
+    np.testing.assert_array_equal(mat.boxes[0], [[2, 1, 12, 10], [4, 3.5, 8, 4]])  # y1 x1 y2 x2
+    np.testing.assert_allclose(mat.scores[0], [0.9, 0.1])
+    joined, _ = proposal_mat.join_mat(mat, {"x": (20, 30), "y": (20, 30)}, "yxyx")
+    np.testing.assert_array_equal(joined["x"][0], boxes[0])
+    assert joined["y"][0].shape == (0, 4)
+
+
+def test_folder_export_reads_back_as_the_scenes(scenes, tmp_path):
+    out = str(tmp_path / "own")
+    export.write_folder(scenes[0], out, quality=100)
+    for split, want in scenes[0].items():
+        for labels in (f"{split}.csv", f"{split}.json"):
+            c = common.detection_data()
+            c.source, c.folder.labels, c.cache_dir = (
+                "folder",
+                os.path.join(out, labels),
+                str(tmp_path),
+            )
+            c.proposals.method = "mat"
+            c.proposals.mat_file = os.path.join(out, f"proposals_{split}.mat")
+            c.train_split = split
+            got = records_lib.load_records(c, split)
+            assert got.image_ids == [f"{split}/{i}" for i in want.image_ids]
+            for i in range(len(want)):
+                assert _by_name(got, i)[0] == _by_name(want, i)[0]
+                np.testing.assert_allclose(got.proposals[i], want.proposals[i], atol=1e-4)
+                if labels.endswith(".json"):  # the COCO file carries the true boxes
+                    assert _by_name(got, i)[1] == _by_name(want, i)[1]
+                    np.testing.assert_array_equal(got.gt_boxes[i], want.gt_boxes[i])
+
+
+def test_export_errors_are_one_line(capsys, tmp_path):
+    assert export.main(["--format", "voc", "--out", str(tmp_path), "--num-train", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --num-train and --num-test must be >= 1."
+    args = ["--format", "voc", "--out", str(tmp_path), "--config", "configs/localizer.py"]
+    assert export.main(args) == 2
+    assert "export needs scenes" in capsys.readouterr().err
