@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -250,3 +253,58 @@ def test_a_checkpoint_scores_alike_through_the_scenes_and_the_voc_export(scenes,
         assert via_export[key] == via_scenes[key], key
     for key in ("map", "corloc", "corloc_train", "cls_map"):
         assert via_export[key] == pytest.approx(via_scenes[key], abs=0.05), key
+
+
+# ---------------------------------------------------------- docs/own_data.md, as written
+
+
+def doc_commands(section: str = "## Worked example") -> list[list[str]]:
+    """The commands of the first bash block after `section` in docs/own_data.md."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with open(os.path.join(root, "docs", "own_data.md")) as f:
+        text = f.read()
+    block = text[text.index(section) :].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [shlex.split(line) for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+
+
+def _smoke(args: list[str], tmp: str) -> list[str]:
+    """A doc command at smoke size in `tmp`: the smoke scenes, few of them, private caches."""
+    swap = {"configs/oicr.py:scenes": "configs/oicr.py:smoke", "200": "8", "50": "4"}
+    out = []
+    for arg in args:
+        arg = swap.get(arg, arg)
+        for path in ("data/own", "runs/own"):
+            arg = arg.replace(path, os.path.join(tmp, path))
+        out.append(arg)
+    if args[:3] == ["python", "-m", "jwsol.data.export"]:
+        out += ["--cache-dir", os.path.join(tmp, "cache")]
+    else:
+        out += [f"--config.data.cache_dir={os.path.join(tmp, 'cache')}"]
+    return [sys.executable] + out[1:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("labels", ["json", "csv"])
+def test_the_worked_example_trains_at_smoke_size(tmp_path, labels):
+    export_cmd, train_cmd, predict_cmd = doc_commands()
+    assert export_cmd[:6] == ["python", "-m", "jwsol.data.export", "--format", "folder", "--out"]
+    assert train_cmd[:2] == ["python", "train.py"] and predict_cmd[0] == "jwsol-predict"
+    assert os.path.join("data/own", predict_cmd[-1].split("data/own/", 1)[1]).startswith(
+        "data/own/test/"
+    )  # the picture predicted on is held out
+    tmp = str(tmp_path)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    for cmd in (export_cmd, train_cmd):
+        cmd = _smoke(cmd, tmp)
+        if labels == "csv":
+            cmd = [a.replace("{split}.json", "{split}.csv") for a in cmd]
+        done = subprocess.run(
+            cmd, check=False, cwd=root, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert os.path.exists(os.path.join(tmp, "data/own", predict_cmd[-1].split("data/own/", 1)[1]))
+    final = _read_json(os.path.join(tmp, "runs/own", "eval_metrics.json"))
+    assert final["num_images"] == 4 and np.isfinite(final["cls_map"])
+    if labels == "json":  # the COCO file's boxes make a detector's evaluation
+        assert np.isfinite(final["map"]) and np.isfinite(final["corloc"])
