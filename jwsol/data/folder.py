@@ -188,16 +188,9 @@ def class_names(spec: FolderSpec) -> tuple[str, ...]:
 
 def image_size(path: str) -> tuple[int, int]:
     """(height, width) of a JPEG or PNG from its header; DataError naming `path` if bad."""
-    from PIL import Image
-
     if not os.path.exists(path):
         raise DataError(f"image file {path} not found.")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            fmt = image.format
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
-        raise DataError(f"{path}: not a readable image ({e}).") from e
+    height, width, fmt = voc.read_header(path, path)
     if fmt not in IMAGE_FORMATS:
         raise DataError(f"{path}: a {fmt} image; expected one of {IMAGE_FORMATS}.")
     return height, width

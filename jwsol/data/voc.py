@@ -183,6 +183,19 @@ def image_labels(classes: np.ndarray, difficult: np.ndarray, policy: str, num_cl
     return labels, weights
 
 
+def read_header(opener, path: str) -> tuple[int, int, str]:
+    """(height, width, PIL's format name) from an image's header (`opener`: a path or a file
+    object); DataError naming `path` when PIL cannot read it."""
+    from PIL import Image
+
+    try:
+        with Image.open(opener) as image:
+            width, height = image.size
+            return height, width, image.format
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
+        raise DataError(f"{path}: unreadable image header ({e}).") from e
+
+
 def check_jpeg(path: str, data: bytes | None = None) -> tuple[int, int]:
     """(height, width) of a JPEG after cheap integrity checks; DataError naming `path` if bad.
 
@@ -190,8 +203,6 @@ def check_jpeg(path: str, data: bytes | None = None) -> tuple[int, int]:
     the end (a truncated download lacks it). Reads the header and the last kilobyte only,
     unless `data` (the whole file) is given.
     """
-    from PIL import Image
-
     try:
         if data is None:
             with open(path, "rb") as f:
@@ -208,12 +219,7 @@ def check_jpeg(path: str, data: bytes | None = None) -> tuple[int, int]:
         raise DataError(f"{path}: not a JPEG (no start-of-image marker); the file is corrupt.")
     if b"\xff\xd9" not in tail:
         raise DataError(f"{path}: JPEG has no end-of-image marker; the file is truncated.")
-    try:
-        with Image.open(opener) as image:
-            width, height = image.size
-            fmt = image.format
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
-        raise DataError(f"{path}: unreadable JPEG header ({e}).") from e
+    height, width, fmt = read_header(opener, path)
     if fmt != "JPEG":
         raise DataError(f"{path}: expected a JPEG, found {fmt}.")
     return height, width
