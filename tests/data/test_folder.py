@@ -214,3 +214,21 @@ def test_image_size_reads_png_and_jpeg_headers(tmp_path):
     Image.fromarray(np.zeros([4, 4], np.uint8)).save(str(tmp_path / "z.bmp"))
     with pytest.raises(DataError, match="a BMP image"):
         folder.image_size(str(tmp_path / "z.bmp"))
+
+
+@pytest.mark.parametrize(
+    "spec", ["configs/wsddn.py:smoke", "configs/oicr.py:smoke", "configs/localizer.py:smoke",
+             "configs/resnet_voc.py:smoke"],
+)  # fmt: skip
+def test_every_image_label_job_reads_a_folder(own, tmp_path, spec):
+    from jwsol import tasks
+    from jwsol.training import config as config_lib
+
+    config = config_lib.load(
+        spec, {"data.source": "folder", "data.folder.labels": str(own / "{split}.csv"),
+               "data.cache_dir": str(tmp_path / "cache"), "data.verify_images": False},
+    )  # fmt: skip
+    task = tasks.build(config)
+    assert task.class_names == ("cat", "dog") and task.num_train_examples == 2
+    batch = next(iter(task.train_batches(0, 2, 0, 1)))
+    assert sorted(map(tuple, batch["labels"].tolist())) == [(0, 0), (1, 1)]
