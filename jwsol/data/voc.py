@@ -149,7 +149,7 @@ def folder_classes(root: str) -> tuple[str, ...]:
         stem = entry.removesuffix(".txt")
         for split in SPLITS:
             if entry.endswith(".txt") and stem.endswith(f"_{split}") and stem != f"_{split}":
-                names.add(stem.removesuffix(f"_{split}"))
+                names.add(stem.removesuffix(f"_{split}").lower())  # as <name> is read
     return tuple(sorted(names)) or VOC_CLASSES
 
 
