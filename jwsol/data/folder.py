@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 
@@ -72,8 +73,14 @@ def read_labels(path: str) -> tuple[tuple[str, ...] | None, list[Row]]:
             f"{path}: labels file not found; set data.folder.labels to a CSV (file,labels) or a "
             "COCO JSON file ('{split}' is replaced by the split name)."
         )
-    rows = _read_coco(path) if path.lower().endswith(".json") else (None, _read_csv(path))
-    names, rows = rows
+    return _read_labels(path, os.path.getmtime(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_labels(path: str, mtime: float) -> tuple[tuple[str, ...] | None, list[Row]]:
+    """`read_labels` once per file version (class names and each split read the same file)."""
+    del mtime  # part of the cache key only
+    names, rows = _read_coco(path) if path.lower().endswith(".json") else (None, _read_csv(path))
     if not rows:
         raise DataError(
             f"{path}: no images listed; expected one row per image, e.g. `img001.jpg,cat dog`."
