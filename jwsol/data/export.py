@@ -37,7 +37,7 @@ import numpy as np
 from jwsol import errors
 from jwsol.data import records as records_lib
 from jwsol.data import voc
-from jwsol.data.proposals import mat as proposal_mat
+from jwsol.data.proposals import formats as proposal_formats
 from jwsol.errors import UserError
 
 FORMATS = ("voc", "folder")
@@ -108,6 +108,20 @@ def class_flags(rec: records_lib.Records, i: int, num_classes: int) -> np.ndarra
     return flags
 
 
+def write_proposals(path: str, rec: records_lib.Records, rows, ids: Sequence[str]) -> None:
+    """The proposals of images `rows` of `rec`, named `ids`, as a Fast R-CNN `.mat` file."""
+    rows = list(rows)
+    proposal_formats.write(
+        path,
+        proposal_formats.ProposalSet(
+            ids=list(ids),
+            boxes=[rec.proposals[i] for i in rows],
+            scores=[rec.proposal_scores[i] for i in rows] if rec.has_scores else None,
+            sizes={ids[k]: tuple(int(v) for v in rec.sizes[i]) for k, i in enumerate(rows)},
+        ),
+    )
+
+
 def _write_lines(path: str, lines: Sequence[str]) -> None:
     with open(path, "w") as f:
         f.writelines(line + "\n" for line in lines)
@@ -143,10 +157,9 @@ def write_voc(splits: dict[str, records_lib.Records], out: str, quality: int) ->
             for c, word in enumerate(words):
                 lines = [f"{rec.image_ids[i]} {flags[i, c]:2d}" for i in rows]
                 _write_lines(os.path.join(main, f"{word}_{name}.txt"), lines)
-            proposal_mat.write_mat(
+            write_proposals(
                 os.path.join(out, "selective_search_data", f"voc_2007_{name}.mat"),
-                [rec.image_ids[i] for i in rows], [rec.proposals[i] for i in rows],
-                [rec.proposal_scores[i] for i in rows] if rec.has_scores else None,
+                rec, rows, [rec.image_ids[i] for i in rows],
             )  # fmt: skip
     return devkit
 
@@ -181,10 +194,9 @@ def write_folder(splits: dict[str, records_lib.Records], out: str, quality: int)
         _write_lines(os.path.join(out, f"{split}.csv"), rows)
         with open(os.path.join(out, f"{split}.json"), "w") as f:
             json.dump(coco_json(rec, files, words), f)
-        proposal_mat.write_mat(
-            os.path.join(out, f"proposals_{split}.mat"),
-            [os.path.splitext(file)[0] for file in files], rec.proposals,
-            rec.proposal_scores if rec.has_scores else None,
+        write_proposals(
+            os.path.join(out, f"proposals_{split}.mat"), rec, range(len(rec)),
+            [os.path.splitext(file)[0] for file in files],
         )  # fmt: skip
     return out
 

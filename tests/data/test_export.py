@@ -17,7 +17,6 @@ from PIL import Image
 from configs import common
 from jwsol.data import export, voc
 from jwsol.data import records as records_lib
-from jwsol.data.proposals import mat as proposal_mat
 from jwsol.training import config as config_lib
 
 SCENES = "configs/oicr.py:smoke"
@@ -114,19 +113,6 @@ def test_class_flags_and_words_by_hand():
     np.testing.assert_array_equal(export.class_flags(rec, 0, 4), [0, -1, 1, -1])
     assert export.class_word("T-shirt/top") == "t_shirt_top"
     assert export.class_word("Ankle boot") == "ankle_boot"
-
-
-def test_mat_writer_round_trip_by_hand(tmp_path):
-    path = str(tmp_path / "p.mat")
-    boxes = [np.array([[0, 1, 10, 12], [2.5, 3, 4, 8]], np.float32), np.zeros([0, 4], np.float32)]
-    proposal_mat.write_mat(path, ["x", "y"], boxes, [np.array([0.9, 0.1]), np.zeros([0])])
-    mat = proposal_mat.read_mat(path)
-    assert mat.ids == ["x", "y"]
-    np.testing.assert_array_equal(mat.boxes[0], [[2, 1, 12, 10], [4, 3.5, 8, 4]])  # y1 x1 y2 x2
-    np.testing.assert_allclose(mat.scores[0], [0.9, 0.1])
-    joined, _ = proposal_mat.join_mat(mat, {"x": (20, 30), "y": (20, 30)}, "yxyx")
-    np.testing.assert_array_equal(joined["x"][0], boxes[0])
-    assert joined["y"][0].shape == (0, 4)
 
 
 def test_folder_export_reads_back_as_the_scenes(scenes, tmp_path):

@@ -223,31 +223,3 @@ def join_mat(
             scores = mat.scores[k] if mat.scores is not None else None
             joined[image_id] = (mat_to_xyxy(mat.boxes[k], order), scores)
     return joined, order
-
-
-def xyxy_to_mat(boxes: np.ndarray) -> np.ndarray:
-    """Edge-convention (x1, y1, x2, y2) -> the Fast R-CNN layout (y1, x1, y2, x2), 1-based
-    inclusive: the inverse of `mat_to_xyxy(raw, 'yxyx')`."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4) + np.array([1.0, 1.0, 0.0, 0.0])
-    return boxes[:, [1, 0, 3, 2]]
-
-
-def write_mat(path: str, ids: Sequence[str], boxes: Sequence[np.ndarray], scores=None) -> None:
-    """Writes a proposal file as Fast R-CNN ships them: `images` an [N, 1] cell of ids, `boxes`
-    a [1, N] cell of (y1, x1, y2, x2) 1-based arrays, and `boxScores` ([1, N] cell of [P, 1])
-    when `scores` is given. `boxes`: per image float [P, 4] edge-convention (x1, y1, x2, y2)."""
-    import scipy.io
-
-    n = len(ids)
-    images = np.empty([n, 1], dtype=object)
-    cells = np.empty([1, n], dtype=object)
-    for i, image_id in enumerate(ids):
-        images[i, 0] = str(image_id)
-        cells[0, i] = xyxy_to_mat(boxes[i])
-    content = {"images": images, "boxes": cells}
-    if scores is not None:
-        content["boxScores"] = np.empty([1, n], dtype=object)
-        for i in range(n):
-            content["boxScores"][0, i] = np.asarray(scores[i], np.float64).reshape(-1, 1)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    scipy.io.savemat(path, content)
