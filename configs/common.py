@@ -217,12 +217,20 @@ def fashion_mnist_pretrained(
 def detection_data() -> ml_collections.ConfigDict:
     """`config.data` of the detection builder (jwsol.data.detection), defaults for scenes."""
     c = ml_collections.ConfigDict()
-    c.source = "scenes"  # 'scenes' | 'voc_folder' | 'tfds'
+    c.source = "scenes"  # 'scenes' | 'voc_folder' | 'tfds' | 'folder' (your own images)
     c.train_split = "train"  # scenes: 'train'/'test'; VOC: 'train', 'val', 'trainval', 'test'
     c.eval_split = "test"
     c.voc_root = ""  # VOCdevkit folder (or its VOC2007/ inside) for source 'voc_folder'
     c.tfds_name = "voc/2007"
     c.tfds_data_dir = ""  # tfds data_dir for source 'tfds' ('' = tfds' default); never downloads
+    # Source 'folder' (jwsol.data.folder, docs/own_data.md): a labels file per split, a CSV
+    # `file,labels` (labels separated by spaces) or a COCO JSON; '{split}' is replaced by the
+    # split name. Image paths are relative to `images` ('' = the labels file's folder).
+    c.folder = ml_collections.ConfigDict({
+        "images": "",
+        "labels": "",
+        "classes": (),  # class names in label order; () = those of the train split's file
+    })  # fmt: skip
     # Generated scenes go to <cache_dir>/scenes, computed proposals to <cache_dir>/proposals.
     c.cache_dir = "~/.cache/jwsol"
     c.strict = False  # True: bad files raise DataError; False: counted, logged skips

@@ -19,13 +19,13 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jwsol.data import augment, mnist, proposals, scenes, voc
+from jwsol.data import augment, folder, mnist, proposals, scenes, voc
 from jwsol.data.proposals import mat as proposal_mat
 from jwsol.data.proposals import search as proposal_search
 from jwsol.errors import ConfigError, DataError
 from jwsol.ops.boxes_np import clip_boxes
 
-SOURCES = ("scenes", "voc_folder", "tfds")
+SOURCES = ("scenes", "voc_folder", "tfds", "folder")
 PROPOSAL_METHODS = ("selective_search", "grid", "mat", "none")
 # Skips logged one by one before only the count is kept (the total is always logged).
 _MAX_LOGGED_SKIPS = 20
@@ -40,6 +40,10 @@ def _class_names(c: RecordsSpec) -> tuple[str, ...]:
     if c.source == "scenes":
         s = c.scenes
         return mnist.class_names(s.mnist_source, s.mnist_tfds_name, s.mnist_folder)
+    if c.source == "folder":
+        return folder.class_names(c.folder)
+    if c.source == "voc_folder":
+        return voc.folder_classes(c.voc_root)
     return voc.VOC_CLASSES
 
 
@@ -76,6 +80,11 @@ def check_config(c: ml_collections.ConfigDict) -> None:
             )
     if c.source == "scenes" and c.proposals.method == "mat":
         raise ConfigError("data.proposals.method='mat' needs a VOC source; scenes compute theirs.")
+    if c.source == "folder" and not c.folder.labels:
+        raise ConfigError(
+            "data.folder.labels is empty; set it to your labels file, a CSV `file,labels` or a "
+            "COCO JSON ('{split}' is replaced by the split name; docs/own_data.md)."
+        )
     if c.proposals.method == "mat" and not c.proposals.mat_file:
         raise ConfigError(
             "data.proposals.mat_file is empty; set it or use method 'selective_search'."
@@ -190,6 +199,7 @@ class RecordsSpec:
     tfds_name: str = ""  # 'tfds'
     tfds_data_dir: str = ""
     scenes: scenes.SceneSettings | None = None  # 'scenes'
+    folder: folder.FolderSpec | None = None  # 'folder'
     # How fast, not what: left out of the key.
     num_workers: int = dataclasses.field(default=0, compare=False)
 
@@ -204,12 +214,20 @@ def proposal_spec(p: ml_collections.ConfigDict) -> ProposalSpec:
     return ProposalSpec(p.method, search=_settings(proposal_search.SearchSettings, p), **clean)
 
 
+def folder_spec(c: ml_collections.ConfigDict) -> folder.FolderSpec:
+    """The `FolderSpec` of `data.folder`; its classes come from the training split's file."""
+    f = c.folder
+    classes = tuple(str(n) for n in f.classes)
+    return folder.FolderSpec(f.images, f.labels, classes, c.train_split)
+
+
 def records_spec(c: ml_collections.ConfigDict) -> RecordsSpec:
     """The `RecordsSpec` of a detection data config (`configs/common.py:detection_data`)."""
     source = {
         "voc_folder": {"voc_root": c.voc_root},
         "tfds": {"tfds_name": c.tfds_name, "tfds_data_dir": c.tfds_data_dir},
         "scenes": {"scenes": scene_settings(c)},
+        "folder": {"folder": folder_spec(c)},
     }.get(c.source, {})
     return RecordsSpec(
         source=c.source, cache_dir=c.cache_dir, strict=bool(c.strict),
@@ -239,6 +257,10 @@ def _annotations(c: RecordsSpec, split: str, skips: Skips) -> tuple[list[dict], 
                 }
             )
         return anns, "raw", f"scenes_{settings.key()}"
+    if c.source == "folder":
+        anns = folder.load(c.folder, split, on_bad=skips, verify=bool(c.verify_images))
+        key = hashlib.sha1(os.path.abspath(c.folder.labels_file(split)).encode()).hexdigest()[:8]
+        return anns, "path", f"folder_{key}"
     if c.source == "voc_folder":
         anns = voc.load_folder(c.voc_root, split, on_bad=skips, verify=bool(c.verify_images))
         root_key = hashlib.sha1(os.path.abspath(c.voc_root).encode()).hexdigest()[:8]
@@ -358,6 +380,8 @@ def _load_records_cached(c: RecordsSpec, split: str) -> Records:
         labels, weights = voc.image_labels(
             ann["classes"], ann["difficult"], c.difficult_policy, len(names)
         )
+        if "label_classes" in ann:  # image-level labels given without boxes (source 'folder')
+            labels[ann["label_classes"]], weights[ann["label_classes"]] = 1.0, 1.0
         kept["ids"].append(ann["image_id"])
         kept["images"].append(ann["image"])
         kept["sizes"].append((ann["height"], ann["width"]))

@@ -44,7 +44,6 @@ VOC_CLASSES = (
     "train",
     "tvmonitor",
 )
-_CLASS_INDEX = {name: i for i, name in enumerate(VOC_CLASSES)}
 
 SPLITS = ("train", "val", "trainval", "test")
 _TFDS_SPLITS = {
@@ -84,8 +83,8 @@ def _number(node: ElementTree.Element, tag: str, xml_path: str) -> float:
         raise DataError(f"{xml_path}: <{tag}> is {text!r}, not a number.") from e
 
 
-def parse_annotation(xml_path: str) -> dict:
-    """Reads one VOC annotation XML.
+def parse_annotation(xml_path: str, classes: tuple[str, ...] = VOC_CLASSES) -> dict:
+    """Reads one VOC annotation XML whose object names are among `classes`.
 
     Returns a dict with
       image_id: str, the XML file's stem (e.g. '000005');
@@ -96,7 +95,7 @@ def parse_annotation(xml_path: str) -> dict:
         xmax - xmin + 1) and resizing maps boxes by a plain multiplication. Boxes are returned
         as stored (not clipped); `jwsol.ops.boxes_np.clip_boxes`/`data.proposals.valid_box_mask` clean them.
         `to_voc_inclusive` converts back;
-      classes: int32 [M], indices into VOC_CLASSES;
+      classes: int32 [M], indices into `classes`;
       difficult: bool [M]; truncated: bool [M] (a missing tag reads as False).
     Raises DataError naming the file for a missing/unparsable file, missing fields, non-numeric
     coordinates or an unknown class name.
@@ -111,11 +110,14 @@ def parse_annotation(xml_path: str) -> dict:
     if size is None:
         raise DataError(f"{xml_path}: missing <size>.")
     width, height = int(_number(size, "width", xml_path)), int(_number(size, "height", xml_path))
-    boxes, classes, difficult, truncated = [], [], [], []
+    index = {name: i for i, name in enumerate(classes)}
+    boxes, labels, difficult, truncated = [], [], [], []
     for obj in root.findall("object"):
         name = _text(obj, "name", xml_path).lower()
-        if name not in _CLASS_INDEX:
-            raise DataError(f"{xml_path}: unknown class {name!r}; expected one of VOC_CLASSES.")
+        if name not in index:
+            raise DataError(
+                f"{xml_path}: unknown class {name!r}; expected one of {', '.join(classes)}."
+            )
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise DataError(f"{xml_path}: object {name!r} has no <bndbox>.")
@@ -123,7 +125,7 @@ def parse_annotation(xml_path: str) -> dict:
             _number(bndbox, t, xml_path) for t in ("xmin", "ymin", "xmax", "ymax")
         )
         boxes.append([xmin - 1.0, ymin - 1.0, xmax, ymax])
-        classes.append(_CLASS_INDEX[name])
+        labels.append(index[name])
         difficult.append(_text(obj, "difficult", xml_path, default="0") == "1")
         truncated.append(_text(obj, "truncated", xml_path, default="0") == "1")
     return {
@@ -131,10 +133,24 @@ def parse_annotation(xml_path: str) -> dict:
         "width": width,
         "height": height,
         "boxes": np.asarray(boxes, np.float32).reshape(-1, 4),
-        "classes": np.asarray(classes, np.int32),
+        "classes": np.asarray(labels, np.int32),
         "difficult": np.asarray(difficult, bool),
         "truncated": np.asarray(truncated, bool),
     }
+
+
+def folder_classes(root: str) -> tuple[str, ...]:
+    """The classes of a VOCdevkit folder: the names of its per-class files
+    `ImageSets/Main/<class>_<split>.txt`, sorted (VOC 2007's give VOC_CLASSES); VOC_CLASSES
+    where it has none."""
+    main = os.path.join(find_voc_root(root), "ImageSets", "Main")
+    names = set()
+    for entry in os.listdir(main) if os.path.isdir(main) else ():
+        stem = entry.removesuffix(".txt")
+        for split in SPLITS:
+            if entry.endswith(".txt") and stem.endswith(f"_{split}") and stem != f"_{split}":
+                names.add(stem.removesuffix(f"_{split}").lower())  # as <name> is read
+    return tuple(sorted(names)) or VOC_CLASSES
 
 
 def to_voc_inclusive(boxes: np.ndarray) -> np.ndarray:
@@ -167,6 +183,19 @@ def image_labels(classes: np.ndarray, difficult: np.ndarray, policy: str, num_cl
     return labels, weights
 
 
+def read_header(opener, path: str) -> tuple[int, int, str]:
+    """(height, width, PIL's format name) from an image's header (`opener`: a path or a file
+    object); DataError naming `path` when PIL cannot read it."""
+    from PIL import Image
+
+    try:
+        with Image.open(opener) as image:
+            width, height = image.size
+            return height, width, image.format
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
+        raise DataError(f"{path}: unreadable image header ({e}).") from e
+
+
 def check_jpeg(path: str, data: bytes | None = None) -> tuple[int, int]:
     """(height, width) of a JPEG after cheap integrity checks; DataError naming `path` if bad.
 
@@ -174,8 +203,6 @@ def check_jpeg(path: str, data: bytes | None = None) -> tuple[int, int]:
     the end (a truncated download lacks it). Reads the header and the last kilobyte only,
     unless `data` (the whole file) is given.
     """
-    from PIL import Image
-
     try:
         if data is None:
             with open(path, "rb") as f:
@@ -192,12 +219,7 @@ def check_jpeg(path: str, data: bytes | None = None) -> tuple[int, int]:
         raise DataError(f"{path}: not a JPEG (no start-of-image marker); the file is corrupt.")
     if b"\xff\xd9" not in tail:
         raise DataError(f"{path}: JPEG has no end-of-image marker; the file is truncated.")
-    try:
-        with Image.open(opener) as image:
-            width, height = image.size
-            fmt = image.format
-    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError...
-        raise DataError(f"{path}: unreadable JPEG header ({e}).") from e
+    height, width, fmt = read_header(opener, path)
     if fmt != "JPEG":
         raise DataError(f"{path}: expected a JPEG, found {fmt}.")
     return height, width
@@ -273,18 +295,20 @@ def _drop_undecodable(records: list[dict], names: list[str], on_bad: OnBad) -> l
 def load_folder(
     root: str, split: str, *, on_bad: OnBad = raise_on_bad, verify: bool = False
 ) -> list[dict]:
-    """Annotations of a VOCdevkit split, each with `image` = the JPEG's path.
+    """Annotations of a VOCdevkit split, each with `image` = the JPEG's path and `classes`
+    indexing `folder_classes(root)`.
 
     Images whose XML or JPEG is missing or bad are reported through `on_bad` and left out;
     with `verify`, every JPEG is also decoded once (`decode_errors`, about 3 ms an image).
     """
     voc_dir = find_voc_root(root)
+    classes = folder_classes(root)
     records = []
     for image_id in read_split_ids(voc_dir, split):
         xml_path = os.path.join(voc_dir, "Annotations", f"{image_id}.xml")
         jpeg_path = os.path.join(voc_dir, "JPEGImages", f"{image_id}.jpg")
         try:
-            ann = parse_annotation(xml_path)
+            ann = parse_annotation(xml_path, classes)
         except DataError as e:
             on_bad(xml_path, str(e).removeprefix(f"{xml_path}: "))
             continue

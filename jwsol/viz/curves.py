@@ -78,7 +78,8 @@ def curve_data(
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """{panel name: {'train': (steps, values), 'test': (steps, values)}}, each present only if
     logged. `panels` default: `default_panels`, leaving out names that never had a finite value
-    (e.g. the AP of a class without positives). A requested name with no value is a DataError."""
+    (e.g. the AP of a class without positives); so are requested names logged only as NaN. A
+    requested name never logged is a DataError."""
     requested = bool(panels)
     panels = list(panels) if panels else default_panels(rows)
     if not panels:
@@ -96,7 +97,9 @@ def curve_data(
             steps, values = series(rows, key)
             if len(steps):
                 lines[label] = (steps, values)
-        if not lines and requested:
+        # A name logged only as NaN (e.g. map of a data set without true boxes) is left out;
+        # one never logged is a misspelt panel.
+        if not lines and requested and not any(key in keys for key, _ in pairs):
             raise DataError(f"no values of {name!r} or {EVAL_PREFIX + name!r} in metrics.jsonl.")
         if lines:
             data[name] = lines

@@ -428,7 +428,8 @@ LEAVES_RECORDS_ALONE = {
     "max_proposals": 3, "proposals.num_workers": 3,
     # Read by other sources or methods only:
     "voc_root": "/voc", "tfds_name": "x", "tfds_data_dir": "/x", "proposals.mat_file": "x",
-    "proposals.mat_order": "xyxy",
+    "proposals.mat_order": "xyxy", "folder.images": "/img", "folder.labels": "x.csv",
+    "folder.classes": ("a",),
 }  # fmt: skip
 
 
@@ -476,3 +477,20 @@ def test_records_key_of_other_sources_and_methods():
     other = common.voc_data()
     other.source, other.tfds_data_dir = "tfds", "/x"
     assert records_lib.records_spec(tfds) != records_lib.records_spec(other)
+
+
+def test_records_key_of_a_folder():
+    from configs import common
+
+    base = common.detection_data()
+    base.source, base.folder.labels = "folder", "/own/{split}.csv"
+    spec = records_lib.records_spec(base)
+    for key, value in {
+        "folder.images": "/img", "folder.labels": "/x.csv", "folder.classes": ("a",),
+        "train_split": "x",  # names the classes
+    }.items():  # fmt: skip
+        changed = common.detection_data()
+        changed.update_from_flattened_dict(
+            {"source": "folder", "folder.labels": "/own/{split}.csv", key: value}
+        )
+        assert records_lib.records_spec(changed) != spec, key

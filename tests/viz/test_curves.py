@@ -58,6 +58,9 @@ def test_a_star_panel_groups_every_evaluated_series_with_that_prefix():
     assert curves.plot_curves(rows, ["loss", "ap/*"]).ndim == 3
     with pytest.raises(DataError, match="no values of 'ar/\\*'"):
         curves.curve_data(rows, ["ar/*"])
+    # Logged, but never finite (no true boxes to score): left out, not an error.
+    nan_map = [{"step": 5, "loss": 1.0}, {"step": 10, "eval/map": float("nan")}]
+    assert set(curves.curve_data(nan_map, ["loss", "map"])) == {"loss"}
 
 
 def test_command_writes_the_png(tmp_path):
