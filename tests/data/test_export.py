@@ -307,3 +307,21 @@ def test_the_worked_example_trains_at_smoke_size(tmp_path, labels):
     assert final["num_images"] == 4 and np.isfinite(final["cls_map"])
     if labels == "json":  # the COCO file's boxes make a detector's evaluation
         assert np.isfinite(final["map"]) and np.isfinite(final["corloc"])
+    # The doc's last line: the trained run predicts on the held-out image.
+    predict = [sys.executable, "-m", "jwsol.predict"] + [
+        a.replace("data/own", os.path.join(tmp, "data/own")).replace(
+            "runs/own", os.path.join(tmp, "runs/own")
+        )
+        for a in predict_cmd[1:]
+    ]
+    done = subprocess.run(
+        predict + ["--out", os.path.join(tmp, "pred")], check=False, cwd=root, env=env,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = _read_json(os.path.join(tmp, "pred", "predictions.json"))
+    assert [im["file_name"] for im in doc["images"]] == [predict[-1]] and not doc["skipped"]
+    names = [c["name"] for c in doc["categories"]]
+    assert "t_shirt_top" in names and len(names) == 10  # the folder's own class names
+    assert all(1 <= d["category_id"] <= 10 and d["image_id"] == 1 for d in doc["detections"])
+    assert os.path.exists(os.path.join(tmp, "pred", "pictures", "test_00000.png"))
