@@ -3,7 +3,7 @@
 For each job the jwsol step is what the loop jits (the task's loss, or for the ResNets the
 model and loss their tasks use, and the optimizer of the job's config, `make_optimizer`), and
 the torch step is the same model, loss and optimizer in torch (benchmarks/torch_jobs.py), on the
-same random batch. Torch runs with 2 threads (`TORCH_THREADS`). After `WARMUP` steps each, the
+same random batch, glibc's malloc tuned as train.py does (`cpu.tune_malloc`). Torch runs with 2 threads (`TORCH_THREADS`). After `WARMUP` steps each, the
 two are timed alternately, A B A B, `rounds` steps each; reported: the median and the best ms
 per step and the ratio jwsol / torch of the medians (< 1: jwsol faster). Results: a table in the
 pytest summary and benchmarks/results/vs_torch.json (other sizes and dtypes:
@@ -38,6 +38,7 @@ from jwsol import losses, tasks
 from jwsol.data import canvas
 from jwsol.models.resnet import ResNet
 from jwsol.ops import roi_pool as jwsol_roi_pool
+from jwsol.training import cpu
 from jwsol.training.config import load
 from jwsol.training.optimizer import make_optimizer
 
@@ -78,6 +79,8 @@ SHAPES = {
     },
 }  # fmt: skip
 ROWS: dict[str, dict[str, Any]] = {}
+# As train.py does by default: glibc keeps freed buffers (both sides profit alike).
+MALLOC_TUNED = cpu.tune_malloc()
 
 
 def _selected_jobs() -> tuple[str, ...]:
@@ -333,6 +336,7 @@ def test_step_vs_torch(job):
         "jwsol_s_all": seconds["jwsol"],
         "torch_s_all": seconds["torch"],
         "load_average_1min": round(os.getloadavg()[0], 2),
+        "malloc_tuned": MALLOC_TUNED,
     }
 
 
