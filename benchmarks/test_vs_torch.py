@@ -180,7 +180,7 @@ def _resnet_loss(model, job: str):
 
 
 def jwsol_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
-    """(run: () -> loss, the job's jwsol train step on `batch`, jitted and warmed-up once)."""
+    """(run: () -> loss, number of parameters): the job's jwsol train step on `batch`, jitted."""
     if job.startswith("resnet"):
         depth = 18 if job == "resnet18" else 50
         model = ResNet(depth, NUM_CLASSES[job], small_input=job == "resnet18")
@@ -216,7 +216,7 @@ def jwsol_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
         state[:] = new
         return float(loss)  # waits for the step
 
-    return run
+    return run, sum(x.size for x in jax.tree.leaves(params))
 
 
 # ------------------------------------------------------------------------------ torch side
@@ -227,7 +227,7 @@ def _nchw(x: np.ndarray, device) -> torch.Tensor:
 
 
 def torch_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
-    """(run: () -> loss): the job's model, loss and optimizer in torch, on `batch`."""
+    """(run: () -> loss, number of parameters): the job's model, loss and optimizer in torch."""
     device = _torch_device()
     torch.manual_seed(0)
     images = _nchw(batch["image"], device)
@@ -270,9 +270,10 @@ def torch_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
             loss_fn = lambda m: bce(m(images), t["labels"])
     model = model.to(device)
     step = tj.train_step(model, loss_fn, tj.optimizer(model.parameters(), config.optimizer), DTYPE)
+    count = sum(p.numel() for p in model.parameters())
     if device.type == "cuda":
-        return lambda: (step(), torch.cuda.synchronize())[0]
-    return step
+        return (lambda: (step(), torch.cuda.synchronize())[0]), count
+    return step, count
 
 
 # --------------------------------------------------------------------------------- timing
@@ -317,10 +318,10 @@ def test_step_vs_torch(job):
     if job == "sliding_window":  # crops: the windows of a shape.pixels square
         geom = tasks.build(config).model.window_geometry(shape.pixels)
     batch = make_batch(job, shape, geom)
-    runs = {
-        "jwsol": jwsol_step(job, shape, config, batch),
-        "torch": torch_step(job, shape, config, batch),
-    }
+    ours, ours_count = jwsol_step(job, shape, config, batch)
+    theirs, theirs_count = torch_step(job, shape, config, batch)
+    assert ours_count == theirs_count, f"{job}: the torch model is not the jwsol model"
+    runs = {"jwsol": ours, "torch": theirs}
     seconds = alternate(runs, ROUNDS[SIZE])
     median = {name: statistics.median(s) for name, s in seconds.items()}
     ROWS[job] = {
@@ -328,6 +329,7 @@ def test_step_vs_torch(job):
         "images": shape.batch,
         "pixels": shape.pixels,
         "proposals": shape.proposals,
+        "parameters": ours_count,
         "jwsol_ms": median["jwsol"] * 1e3,
         "torch_ms": median["torch"] * 1e3,
         "jwsol_best_ms": min(seconds["jwsol"]) * 1e3,
