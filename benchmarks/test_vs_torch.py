@@ -183,7 +183,10 @@ def jwsol_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
     """(run: () -> loss, number of parameters): the job's jwsol train step on `batch`, jitted."""
     if job.startswith("resnet"):
         depth = 18 if job == "resnet18" else 50
-        model = ResNet(depth, NUM_CLASSES[job], small_input=job == "resnet18")
+        chunk = config.model.get("conv_batch_chunk", 0)
+        model = ResNet(
+            depth, NUM_CLASSES[job], small_input=job == "resnet18", conv_batch_chunk=chunk
+        )
         variables = jax.jit(model.init)(jax.random.key(0), batch["image"][:1])
         loss_fn = _resnet_loss(_mixed(model), job)
     else:

@@ -59,3 +59,19 @@ def test_xla_is_lax_and_unknown_impl_is_an_error():
     np.testing.assert_array_equal(conv2d(x, k), _reference(x, k, 1, ((0, 0), (0, 0))))
     with pytest.raises(ValueError, match="conv impl='fft'"):
         conv2d(x, k, impl="fft")
+
+
+@pytest.mark.parametrize(("impl", "chunk"), [("xla", 2), ("xla", 3), ("im2col", 2)])
+def test_batch_chunks_equal_the_whole_batch(impl, chunk):
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.standard_normal((5, 8, 8, 3)), jnp.float32)  # 5: a short last chunk
+    kernel = jnp.asarray(rng.standard_normal((3, 3, 3, 4)), jnp.float32)
+    pads = ((1, 1), (1, 1))
+    expected = _reference(x, kernel, 2, pads)
+    np.testing.assert_allclose(conv2d(x, kernel, 2, pads, impl, batch_chunk=chunk), expected,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+
+    def grad_w(c):
+        return jax.grad(lambda k: jnp.sum(conv2d(x, k, 2, pads, impl, c) ** 2))(kernel)
+
+    np.testing.assert_allclose(grad_w(chunk), grad_w(0), rtol=1e-4, atol=1e-4)
