@@ -153,6 +153,8 @@ def _config(job: str, shape: Shape):
             "wsddn": "wsddn.py", "oicr": "wsddn.py", "resnet18": "resnet_tinyimagenet.py",
             "resnet50": "resnet_voc.py:resize448"}[job]  # fmt: skip
     config = load(str(CONFIGS / name))
+    if job in ("localizer", "wsddn", "oicr"):
+        config.data.source = "tfds"  # VOC's 20 class names without reading a VOC folder
     if job in ("wsddn", "oicr"):
         config.model.fc_features = shape.fc
         config.data.max_proposals = shape.proposals
