@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         {
             "depth": 18,  # ResNet-18/34/50
             "small_input": True,  # 3x3 stride-1 stem, no max pool: layer4 is 8x8 for 64x64 input
+            # Convs on chunks of this many examples (0: the whole batch at once): same numbers,
+            # faster on XLA:CPU at large batches (docs/speed.md).
+            "conv_batch_chunk": 16,
         }
     )
     config.pretrained = common.pretrained("resnet18")  # pretrained.path: converted weights

@@ -42,7 +42,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "size": 224,  # crop side
         "thumbnail": 96,  # side of the images in figures/ranked_images.png
     })  # fmt: skip
-    config.model = ml_collections.ConfigDict({"depth": 50, "small_input": False})
+    # conv_batch_chunk: convs on chunks of that many examples (0: whole batch; docs/speed.md)
+    config.model = ml_collections.ConfigDict(
+        {"depth": 50, "small_input": False, "conv_batch_chunk": 0}
+    )
     config.pretrained = common.pretrained("resnet50", "weights/resnet50")
     config.pretrained.exclude = ("params/fc",)  # 20 classes, not ImageNet's 1000
     config.train.batch_size = 8

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from jwsol.models.alexnet import torch_default_kernel_init
+from jwsol.ops.conv import conv2d
 
 # depth -> (residual block kind, blocks per stage), as torchvision's resnet18/34/50.
 STAGE_SIZES = {
@@ -41,8 +42,28 @@ ACTIVATION_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4")
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
-def _conv(features: int, kernel: int, stride: int, name: str) -> nn.Conv:
-    """Bias-free conv with torch's padding kernel // 2 written out (never 'SAME' when strided)."""
+class ChunkedConv(nn.Module):
+    """`nn.Conv` without bias (same `kernel` parameter, so ported weights fit) computed
+    `batch_chunk` examples at a time (`jwsol.ops.conv.conv2d`). [N, H, W, C] -> [N, h, w, F]."""
+
+    features: int
+    kernel: int
+    stride: int
+    batch_chunk: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (self.kernel, self.kernel, x.shape[-1], self.features)
+        kernel = self.param("kernel", conv_kernel_init, shape).astype(x.dtype)
+        pad = ((self.kernel // 2,) * 2,) * 2
+        return conv2d(x, kernel, self.stride, pad, batch_chunk=self.batch_chunk)
+
+
+def _conv(features: int, kernel: int, stride: int, name: str, batch_chunk: int = 0) -> nn.Module:
+    """Bias-free conv with torch's padding kernel // 2 written out (never 'SAME' when strided);
+    with batch_chunk > 0 computed that many examples at a time (`ChunkedConv`)."""
+    if batch_chunk > 0:
+        return ChunkedConv(features, kernel, stride, batch_chunk, name=name)
     pad = kernel // 2
     return nn.Conv(
         features,
@@ -67,15 +88,19 @@ class BasicBlock(nn.Module):
 
     features: int
     stride: int = 1
+    batch_chunk: int = 0  # ChunkedConv's: 0 = nn.Conv
     expansion: ClassVar[int] = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: [N, H, W, Cin] -> [N, H/stride, W/stride, features]."""
         use_avg = not train
-        out = nn.relu(_batch_norm("bn1")(_conv(self.features, 3, self.stride, "conv1")(x), use_avg))
-        out = _batch_norm("bn2")(_conv(self.features, 3, 1, "conv2")(out), use_avg)
-        return nn.relu(out + _shortcut(x, self.features, self.stride, train))
+        c = self.batch_chunk
+        out = nn.relu(
+            _batch_norm("bn1")(_conv(self.features, 3, self.stride, "conv1", c)(x), use_avg)
+        )
+        out = _batch_norm("bn2")(_conv(self.features, 3, 1, "conv2", c)(out), use_avg)
+        return nn.relu(out + _shortcut(x, self.features, self.stride, train, c))
 
 
 class Bottleneck(nn.Module):
@@ -83,28 +108,32 @@ class Bottleneck(nn.Module):
 
     features: int
     stride: int = 1
+    batch_chunk: int = 0
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         """x: [N, H, W, Cin] -> [N, H/stride, W/stride, 4 * features]."""
         use_avg = not train
-        out = nn.relu(_batch_norm("bn1")(_conv(self.features, 1, 1, "conv1")(x), use_avg))
+        c = self.batch_chunk
+        out = nn.relu(_batch_norm("bn1")(_conv(self.features, 1, 1, "conv1", c)(x), use_avg))
         out = nn.relu(
-            _batch_norm("bn2")(_conv(self.features, 3, self.stride, "conv2")(out), use_avg)
+            _batch_norm("bn2")(_conv(self.features, 3, self.stride, "conv2", c)(out), use_avg)
         )
-        out = _batch_norm("bn3")(_conv(4 * self.features, 1, 1, "conv3")(out), use_avg)
-        return nn.relu(out + _shortcut(x, 4 * self.features, self.stride, train))
+        out = _batch_norm("bn3")(_conv(4 * self.features, 1, 1, "conv3", c)(out), use_avg)
+        return nn.relu(out + _shortcut(x, 4 * self.features, self.stride, train, c))
 
 
-def _shortcut(x: jax.Array, out_features: int, stride: int, train: bool) -> jax.Array:
+def _shortcut(
+    x: jax.Array, out_features: int, stride: int, train: bool, batch_chunk: int = 0
+) -> jax.Array:
     """Identity, or torchvision's downsample (1x1 conv with stride + BN) when the shape changes.
 
     Called inside a block's compact __call__, so the submodules belong to the block.
     """
     if stride == 1 and x.shape[-1] == out_features:
         return x
-    x = _conv(out_features, 1, stride, "downsample_conv")(x)
+    x = _conv(out_features, 1, stride, "downsample_conv", batch_chunk)(x)
     return _batch_norm("downsample_bn")(x, use_running_average=not train)
 
 
@@ -115,13 +144,14 @@ class ResNetStage(nn.Module):
     features: int
     num_blocks: int
     stride: int
+    batch_chunk: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         block_cls = BasicBlock if self.block == "basic" else Bottleneck
         for j in range(self.num_blocks):
             stride = self.stride if j == 0 else 1
-            x = block_cls(self.features, stride, name=f"block{j}")(x, train=train)
+            x = block_cls(self.features, stride, self.batch_chunk, name=f"block{j}")(x, train=train)
         return x
 
 
@@ -136,19 +166,26 @@ class ResNet(nn.Module):
     depth: int = 50
     num_classes: int | None = 1000
     small_input: bool = False
+    # > 0: every conv runs on chunks of this many examples (ChunkedConv; faster on XLA:CPU for
+    # large batches, docs/speed.md); the numbers are nn.Conv's within float32 rounding.
+    conv_batch_chunk: int = 0
 
     def setup(self) -> None:
         if self.depth not in STAGE_SIZES:
             raise ValueError(f"ResNet depth={self.depth!r}: expected one of {sorted(STAGE_SIZES)}")
         block, sizes = STAGE_SIZES[self.depth]
         if self.small_input:
-            self.conv1 = _conv(64, 3, 1, "conv1")
+            self.conv1 = _conv(64, 3, 1, "conv1", self.conv_batch_chunk)
         else:
-            self.conv1 = _conv(64, 7, 2, "conv1")
+            self.conv1 = _conv(64, 7, 2, "conv1", self.conv_batch_chunk)
         self.bn1 = _batch_norm("bn1")
         strides = (1, 2, 2, 2)
         for k, (width, size, stride) in enumerate(zip(STAGE_WIDTHS, sizes, strides), start=1):
-            setattr(self, f"layer{k}", ResNetStage(block, width, size, stride, name=f"layer{k}"))
+            setattr(
+                self,
+                f"layer{k}",
+                ResNetStage(block, width, size, stride, self.conv_batch_chunk, name=f"layer{k}"),
+            )
         if self.num_classes is not None:
             self.fc = nn.Dense(self.num_classes, kernel_init=torch_default_kernel_init, name="fc")
 

@@ -102,8 +102,9 @@ class ClassificationTask(Task):
         )
         self.class_names = names
         self.model = ResNet(
-            depth=config.model.depth, num_classes=len(names), small_input=config.model.small_input
-        )
+            depth=config.model.depth, num_classes=len(names), small_input=config.model.small_input,
+            conv_batch_chunk=config.model.get("conv_batch_chunk", 0),
+        )  # fmt: skip
         self.aug = classification_data.Augment.from_config(config.augment)
         self.data_kwargs = {"image_size": d.image_size, "mean": tuple(d.mean), "std": tuple(d.std)}
         logging.info(

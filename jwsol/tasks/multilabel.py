@@ -130,6 +130,7 @@ class MultiLabelTask(ImageLabelTask):
             depth=config.model.depth,
             num_classes=self.num_classes,
             small_input=config.model.small_input,
+            conv_batch_chunk=config.model.get("conv_batch_chunk", 0),
         )
         merge.require(config.pretrained, f"resnet{config.model.depth}")  # before the data
 

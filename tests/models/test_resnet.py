@@ -141,3 +141,29 @@ def test_train_mode_batch_norm_matches_torch(resnet18):
     np.testing.assert_allclose(
         new["var"], 0.9 * stats["var"] + 0.1 * unbiased * (n - 1) / n, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_conv_batch_chunks_give_the_same_variables_outputs_and_gradients(depth):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 32, 32, 3)), jnp.float32)
+    whole = ResNet(depth, 5, small_input=True)
+    chunked = ResNet(depth, 5, small_input=True, conv_batch_chunk=2)
+    variables = jax.jit(whole.init)(jax.random.key(0), x[:1])
+    assert jax.tree.structure(jax.eval_shape(chunked.init, jax.random.key(0), x[:1])) == (
+        jax.tree.structure(variables)
+    )
+
+    def loss(model, params):
+        out, _ = model.apply({**variables, "params": params}, x, train=True,
+                             mutable=["batch_stats"])  # fmt: skip
+        return jnp.sum(out**2), out
+
+    (_, ours), g_ours = jax.value_and_grad(lambda p: loss(chunked, p), has_aux=True)(
+        variables["params"]
+    )
+    (_, ref), g_ref = jax.value_and_grad(lambda p: loss(whole, p), has_aux=True)(
+        variables["params"]
+    )
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(ref))))
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * float(jnp.max(jnp.abs(b))) + 1e-7)

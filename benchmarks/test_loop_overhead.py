@@ -1,0 +1,130 @@
+"""The loop's time outside the jitted step, per job: the target is at most 5% of the step.
+
+For each job's config (offline variants: the scenes and Fashion-MNIST data sets) the step that
+`jwsol.training.loop.Runner` jits is run two ways, alternately, `STEPS` steps each:
+
+- `step`: on one fixed batch already on the device, waiting for every step: the step alone;
+- `loop`: as `Runner.train` does it: the next host batch from `task.train_batches` (its tf.data
+  pipeline runs on the same cores meanwhile), `sharding.to_global`, the step dispatched
+  asynchronously, its metrics kept and fetched at the end.
+
+overhead = (loop - step) / step, per step. Also reported: the wall time spent inside
+`next(batches)` and `to_global`, per step. Results: a table and
+benchmarks/results/loop_overhead.json.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import jax
+import pytest
+
+from jwsol import tasks
+from jwsol.training import loop, sharding
+from jwsol.training.config import load
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SIZE = os.environ.get("JWSOL_BENCH_SIZE", "default")
+JOBS = {  # job -> (config, steps per timed run)
+    "sliding_window": ("sliding_window.py", 30),
+    "localizer": ("localizer.py:scenes", 5),
+    "wsddn": ("wsddn.py:scenes", 5),
+    "resnet18": ("resnet_tinyimagenet.py:fashion_mnist", 5),
+    "resnet_voc": ("resnet_voc.py:scenes", 5),
+}
+SMOKE = {"sliding_window": ("sliding_window.py:smoke", 4), "wsddn": ("wsddn.py:smoke", 2)}
+ROUNDS = 2
+ROWS: dict[str, dict] = {}
+
+
+def _runner(config_name: str, workdir: str):
+    config = load(str(CONFIGS / config_name))
+    config.train.progress_bar = False
+    task = tasks.build(config)
+    runner = loop.Runner(task, workdir)
+    batches = task.train_batches(0, config.train.batch_size, 0, 1)
+    first = next(batches)
+    state = runner.create_state(first)
+    step = jax.jit(
+        runner._train_step,
+        in_shardings=(runner.repl, runner.data, runner.repl),
+        out_shardings=(runner.repl, runner.repl, runner.repl),
+        donate_argnums=0,
+        compiler_options=runner.compiler_options,
+    )
+    return runner, batches, first, state, step
+
+
+@pytest.mark.parametrize("job", list(SMOKE if SIZE == "smoke" else JOBS))
+def test_loop_overhead(job, tmp_path):
+    config_name, steps = (SMOKE if SIZE == "smoke" else JOBS)[job]
+    runner, batches, first, state, step = _runner(config_name, str(tmp_path))
+    rng = jax.device_put(jax.random.PRNGKey(1), runner.repl)
+    fixed = sharding.to_global(loop._numeric(first), runner.mesh)
+    state, metrics, _ = step(state, fixed, rng)  # compile
+    jax.block_until_ready(metrics)
+    best = {"step": float("inf"), "loop": float("inf")}
+    inside = {"next": 0.0, "to_global": 0.0}
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics, _ = step(state, fixed, rng)
+            jax.block_until_ready(metrics)
+        best["step"] = min(best["step"], (time.perf_counter() - start) / steps)
+
+        pending, spent = [], {"next": 0.0, "to_global": 0.0}
+        start = time.perf_counter()
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            global_batch = sharding.to_global(loop._numeric(batch), runner.mesh)
+            t2 = time.perf_counter()
+            state, metrics, _ = step(state, global_batch, rng)
+            pending.append(metrics)
+            spent["next"] += t1 - t0
+            spent["to_global"] += t2 - t1
+        jax.device_get(pending)
+        seconds = (time.perf_counter() - start) / steps
+        if seconds < best["loop"]:
+            best["loop"] = seconds
+            inside = {k: v / steps for k, v in spent.items()}
+    runner.close()
+    ROWS[job] = {
+        "job": job,
+        "config": config_name,
+        "batch_size": runner.config.train.batch_size,
+        "step_ms": best["step"] * 1e3,
+        "loop_ms": best["loop"] * 1e3,
+        "outside_ms": (best["loop"] - best["step"]) * 1e3,
+        "overhead": (best["loop"] - best["step"]) / best["step"],
+        "next_ms": inside["next"] * 1e3,
+        "to_global_ms": inside["to_global"] * 1e3,
+        "load_average_1min": round(os.getloadavg()[0], 1),
+    }
+
+
+def test_report(write_results, report_table, format_table):
+    if not ROWS:
+        pytest.skip("no job ran")
+    rows = list(ROWS.values())
+    columns = [
+        ("job", "job", ""),
+        ("batch_size", "batch", "d"),
+        ("step_ms", "step ms", ".1f"),
+        ("loop_ms", "loop ms", ".1f"),
+        ("outside_ms", "outside ms", ".1f"),
+        ("overhead", "outside/step", ".3f"),
+        ("next_ms", "next() ms", ".2f"),
+        ("to_global_ms", "to_global ms", ".2f"),
+        ("load_average_1min", "load", ".1f"),
+    ]
+    report_table(
+        f"loop time outside the jitted step (best of {ROUNDS} alternated runs)",
+        format_table(rows, columns),
+    )
+    name = "loop_overhead" if SIZE == "default" else f"loop_overhead_{SIZE}"
+    write_results(name, rows)
