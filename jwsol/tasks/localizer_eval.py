@@ -10,7 +10,8 @@ import numpy as np
 from jwsol import losses
 from jwsol.data import augment
 from jwsol.errors import ConfigError
-from jwsol.metrics import localization, multilabel
+from jwsol.metrics import coco, localization, multilabel
+from jwsol.metrics.detection import ImageDetections, ImageGroundTruth
 from jwsol.models.localizer import score_map_geometry
 from jwsol.training.task import Batch, Evaluator
 from jwsol.viz.heatmaps import ImageMaps, heatmap_grid, image_maps, localization_curves
@@ -73,6 +74,7 @@ class LocalizerEvaluator(Evaluator):
         self.figure_suffix, self.figure_title = figure_suffix, figure_title
         self.logits, self.scores, self.labels, self.weights = [], [], [], []
         self.shown = {"train": [], "eval": []}
+        self.kept: list[dict] = []  # per eval image, what `documents` needs (small score maps)
 
     # Per batch ------------------------------------------------------------------------------
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
@@ -91,6 +93,29 @@ class LocalizerEvaluator(Evaluator):
                     self._score_sample(cls, score_map, truth, self._image_size(batch, n))
             if show:
                 self.shown["eval"].append(self._figure_row(batch, outputs, n, samples))
+        self._keep(batch, outputs)
+
+    def _keep(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
+        """Each image's score maps [h, w, C], class probabilities and true boxes in original
+        pixels, for the COCO documents of the final evaluation."""
+        if not self.boxes or "orig_size" not in batch or "image_id" not in batch:
+            return
+        truth = augment.boxes_to_original(
+            batch["gt_boxes"], batch["scale_xy"], batch["image_size"], batch["flipped"]
+        )
+        for n in range(len(batch["image"])):
+            gt = np.asarray(batch["gt_mask"])[n]
+            image_id = batch["image_id"][n]
+            self.kept.append({
+                "score_map": np.asarray(outputs["score_map"][n], np.float32),
+                "probs": self.scores[-1][n],
+                "image_size": self._image_size(batch, n),
+                "orig_size": tuple(int(v) for v in batch["orig_size"][n]),
+                "id": image_id.decode() if isinstance(image_id, bytes) else str(image_id),
+                "truth": ImageGroundTruth(
+                    truth[n][gt], batch["gt_classes"][n][gt], batch["gt_difficult"][n][gt]
+                ),
+            })  # fmt: skip
 
     def add_figure_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         """Training images (`LocalizerTask.figure_batches`): drawn in heatmaps_train only."""
@@ -178,3 +203,36 @@ class LocalizerEvaluator(Evaluator):
                     self.thresholds, curves, self.cam_threshold, samples + self.figure_title
                 )
         return metrics, figures
+
+    # COCO documents -------------------------------------------------------------------------
+    def _detections(self, kept: dict) -> ImageDetections:
+        """One box per class: its heatmap's largest component at eval.cam_threshold, placed at
+        the original resolution (the predictor's extraction), scored by the class probability."""
+        boxes, scores, labels = [], [], []
+        for c, p in enumerate(kept["probs"]):
+            heat = localization.heatmap_to_image(
+                kept["score_map"][..., c], self.canvas, kept["image_size"], kept["orig_size"],
+                self.geometry,
+            )  # fmt: skip
+            box = localization.largest_box(localization.normalize_heatmap(heat), self.cam_threshold)
+            if len(box):
+                boxes.append(box[0]), scores.append(float(p)), labels.append(c)
+        return ImageDetections(
+            np.asarray(boxes, np.float64).reshape(-1, 4),
+            np.asarray(scores),
+            np.asarray(labels, int),
+        )
+
+    def documents(self) -> dict:
+        """The localizer's boxes as COCO results (one per image and class) and the true boxes as
+        a COCO dataset (image i + 1 is the i-th eval image), as the detectors write them."""
+        if not self.kept:
+            return {}
+        numbers = range(1, len(self.kept) + 1)
+        return {
+            "detections_coco.json": coco.results([self._detections(k) for k in self.kept], numbers),
+            "ground_truth_coco.json": coco.ground_truth(
+                [k["truth"] for k in self.kept], [k["orig_size"] for k in self.kept], self.names,
+                [k["id"] for k in self.kept],
+            ),
+        }  # fmt: skip

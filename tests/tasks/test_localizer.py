@@ -127,6 +127,43 @@ def test_evaluator_computes_the_hand_made_case():
     assert figures["heatmaps_eval"].dtype == np.uint8 and figures["heatmaps_eval"].ndim == 3
 
 
+def test_evaluator_writes_coco_documents_in_original_pixels():
+    """Image A is a 32 x 32 resize of a 64 x 48 original (scale 0.5 x, 2/3 y); B is unscaled.
+    One detection per (image, class): the largest component at cam threshold 0.2, at the
+    original resolution, scored by the class's sigmoid."""
+    batch, outputs = _hand_made_case()
+    batch.update(
+        orig_size=np.array([[48, 64], [32, 32]], np.int32),
+        scale_xy=np.array([[0.5, 2 / 3], [1.0, 1.0]], np.float32),
+        flipped=np.array([False, False]),
+    )
+    evaluator = loc_eval.LocalizerEvaluator(_hand_config(), ("a", "b"))
+    evaluator.add(batch, outputs)
+    docs = evaluator.documents()
+    found = {(d["image_id"], d["category_id"]): d for d in docs["detections_coco.json"]}
+    assert set(found) == {(1, 1), (1, 2), (2, 2)}  # B's class 0 map is all zero: no component
+    # A, class 0: the block (columns 6..15, rows 4..11 of the map) upsampled bilinearly with
+    # half-pixel centres: output column j samples map column u = (j + 0.5) / 2 - 0.5, row i
+    # samples (i + 0.5) / 1.5 - 0.5. Columns 11 (u = 5.25: 0.25 >= 0.2) to 32 (u = 15.75) and rows
+    # 6 (u = 3.83: 0.83) to 17 (u = 11.17: 0.83) pass; column 10 and row 5 (0.17) do not.
+    assert found[1, 1]["bbox"] == pytest.approx([11, 6, 22, 12])
+    assert found[1, 1]["score"] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    # A, class 1: the largest component is the wrong 20 x 10 block: columns to 40 (u = 19.75),
+    # rows to 14 (u = 9.5).
+    assert found[1, 2]["bbox"] == pytest.approx([0, 0, 41, 15])
+    assert found[2, 2]["bbox"] == pytest.approx([0, 0, 10, 20])
+    truth = docs["ground_truth_coco.json"]
+    assert [(im["file_name"], im["height"], im["width"]) for im in truth["images"]] == [
+        ("A", 48, 64), ("B", 32, 32),
+    ]  # fmt: skip
+    a0 = [t for t in truth["annotations"] if t["image_id"] == 1 and t["category_id"] == 1]
+    assert a0[0]["bbox"] == pytest.approx([12, 6, 20, 12]) and a0[0]["iscrowd"] == 0
+    assert [t["iscrowd"] for t in truth["annotations"] if t["image_id"] == 2] == [0, 1]
+    quick = loc_eval.LocalizerEvaluator(_hand_config(), ("a", "b"), boxes=False, figures=False)
+    quick.add(batch, outputs)
+    assert quick.documents() == {}  # intermediate evaluations keep nothing
+
+
 def test_evaluator_draws_figure_batches_without_scoring_them_and_skips_boxes_when_asked():
     batch, outputs = _hand_made_case()
     first = {k: v[:1] for k, v in batch.items()}
@@ -304,6 +341,11 @@ def test_smoke_run_writes_metrics_and_figures(smoke_run):
     }
     assert not any("step000003" in name for name in figures)
     assert "eval/loss" in evals[0] and np.isfinite(evals[0]["eval/loss"])
+    # The final evaluation's boxes as COCO results, one per (image, class) with a component.
+    detections = read_json(workdir, "detections_coco.json")
+    truth = read_json(workdir, "ground_truth_coco.json")
+    assert len(truth["images"]) == 12 and 0 < len(detections) <= 12 * len(truth["categories"])
+    assert {d["image_id"] for d in detections} <= {im["id"] for im in truth["images"]}
 
 
 @pytest.mark.slow
