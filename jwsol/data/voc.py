@@ -142,7 +142,10 @@ def parse_annotation(xml_path: str, classes: tuple[str, ...] = VOC_CLASSES) -> d
 def folder_classes(root: str) -> tuple[str, ...]:
     """The classes of a VOCdevkit folder: the names of its per-class files
     `ImageSets/Main/<class>_<split>.txt`, sorted (VOC 2007's give VOC_CLASSES); VOC_CLASSES
-    where it has none."""
+    where it has none or no folder is configured (`root` empty: a model built without data, e.g.
+    to port weights, benchmark or inspect it)."""
+    if not root:
+        return VOC_CLASSES
     main = os.path.join(find_voc_root(root), "ImageSets", "Main")
     names = set()
     for entry in os.listdir(main) if os.path.isdir(main) else ():
