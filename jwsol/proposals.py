@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from jwsol import errors
+from jwsol.data import voc
 from jwsol.data.proposals import formats, search
 from jwsol.errors import DataError
 
@@ -56,15 +57,13 @@ def list_images(folder: str) -> list[tuple[str, str]]:
 
 def image_sizes(folder: str) -> dict[str, tuple[int, int]]:
     """{id: (height, width)} of the images under `folder`, from their headers."""
-    from PIL import Image
-
     sizes = {}
     for image_id, path in list_images(folder):
         try:
-            with Image.open(path) as image:
-                sizes[image_id] = (image.height, image.width)
-        except OSError:
+            height, width, _ = voc.read_header(path, path)
+        except DataError:
             continue  # unreadable files get no size, hence no inside-the-image check
+        sizes[image_id] = (height, width)
     return sizes
 
 
