@@ -15,7 +15,8 @@ Variants (grammar: configs/common.py):
                            schedule (configs/wsddn.py:scenes).
   configs/oicr.py:smoke    tiny and fast, on made-up objects.
 Modifiers: `k=N` refinement streams (0 = WSDDN), `tta` (test scales and flips on scenes),
-`scratch` (no pretrained trunk), `steps=N`, `res=S`; e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
+`scratch` (no pretrained trunk), `steps=N`, `res=S`, `reg` (a box regression head trained on
+the last stream's pseudo boxes, Yang et al. ICCV 2019); e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
 """
 
 import os
@@ -33,7 +34,7 @@ PAPER_SCALES = (480, 576, 688, 864, 1200)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(
-        arg, bases=("scenes", "smoke"), k=3, tta=False, steps=0, res=0, scratch=False
+        arg, bases=("scenes", "smoke"), k=3, tta=False, steps=0, res=0, scratch=False, reg=False
     )
     if arg.k < 0:
         raise ValueError(f"configs/oicr.py: k={arg.k}; expected 0 or more refinement streams.")
@@ -48,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss.ignore_below = 0.0
     config.eval.score_source = "refine" if arg.k else "mil"
     config.eval.train_corloc = True  # CorLoc as the field reports it: on the training split
+    config.model.box_regression = arg.reg
     if not arg.base:
         _paper(config)
     if arg.tta and arg.base:

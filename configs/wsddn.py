@@ -52,6 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "det_temperature": 1.0,  # softmax(x / T) over regions (hbilen/WSDDN: 2)
         "box_score_scale": 0.0,  # pooled features x (1 + this x proposal score); paper: 10
         "num_refinements": 0,  # OICR's refinement streams (configs/oicr.py); 0 = WSDDN alone
+        # A per-class box regression head on fc7, trained on the last stream's pseudo boxes and
+        # applied at test time (Yang et al., ICCV 2019; configs/oicr.py `reg`).
+        "box_regression": False,
         # Trunk init before pretrained weights (if any) replace it: 'torch' (torch's default) or
         # 'he' (N(0, 2 / fan_in) kernels, for training from scratch).
         "init": "torch",
@@ -65,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "refine_weights": (),
         "fg_iou": 0.5,
         "ignore_below": 0.0,
+        "regression_weight": 1.0,  # the box regression's smooth L1 (model.box_regression)
     })  # fmt: skip
     config.train.batch_size = 1
     config.train.num_epochs = 5

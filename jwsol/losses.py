@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jwsol.ops import box_coder
 from jwsol.ops import boxes as box_ops
 
 
@@ -134,6 +135,33 @@ def oicr_refinement_loss(
     """
     picked = jnp.take_along_axis(probs, labels[..., None], axis=-1)[..., 0]
     per_region = -weights * jnp.log(jnp.maximum(picked, eps)) * mask
+    count = jnp.maximum(jnp.sum(mask, axis=1), 1)
+    return jnp.mean(jnp.sum(per_region, axis=1) / count)
+
+
+def box_regression_loss(
+    deltas: jax.Array,
+    proposals: jax.Array,
+    labels: jax.Array,
+    weights: jax.Array,
+    targets: jax.Array,
+    mask: jax.Array,
+) -> jax.Array:
+    """OICR's box regression (Yang et al., ICCV 2019): weighted smooth L1 towards pseudo boxes.
+
+    Args:
+      deltas: [N, R, C, 4] the head's per-class deltas (`jwsol.ops.box_coder`).
+      proposals: [N, R, 4]; labels [N, R] in 0..C, weights [N, R] and targets [N, R, 4] from
+        `jwsol.ops.oicr.pseudo_targets`; mask: [N, R] bool, True for real proposals.
+    Returns the scalar sum over foreground proposals (labels > 0) of w_r x smooth L1 (beta 1,
+    summed over the 4 deltas of the labelled class) / (valid proposals), mean over images, as
+    Fast R-CNN averages over every sampled region.
+    """
+    cls = jnp.maximum(labels - 1, 0)
+    picked = jnp.take_along_axis(deltas, cls[..., None, None], axis=2)[:, :, 0]  # [N, R, 4]
+    wanted = jax.lax.stop_gradient(box_coder.encode(proposals, targets))
+    per_region = jnp.sum(optax.huber_loss(picked, wanted, delta=1.0), axis=-1)
+    per_region = per_region * weights * ((labels > 0) & mask)
     count = jnp.maximum(jnp.sum(mask, axis=1), 1)
     return jnp.mean(jnp.sum(per_region, axis=1) / count)
 

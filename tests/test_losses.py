@@ -112,3 +112,35 @@ def test_oicr_refinement_loss_matches_torch_weighted_cross_entropy():
     ).reshape(2, 5) * torch.tensor(weights) * torch.tensor(mask)  # fmt: skip
     want = (per.sum(1) / torch.tensor(mask).sum(1)).mean()
     np.testing.assert_allclose(float(got), float(want), rtol=1e-5)
+
+
+def test_box_regression_loss_matches_a_numpy_loop():
+    rng = np.random.default_rng(1)
+    n, r, c = 2, 6, 3
+    xy = rng.uniform(0, 50, (n, r, 2))
+    proposals = np.concatenate([xy, xy + rng.uniform(5, 30, (n, r, 2))], -1).astype(np.float32)
+    targets = proposals + rng.normal(0, 4, (n, r, 4)).astype(np.float32)
+    deltas = rng.normal(0, 2, (n, r, c, 4)).astype(np.float32)
+    labels = rng.integers(0, c + 1, (n, r)).astype(np.int32)
+    weights = rng.uniform(size=(n, r)).astype(np.float32)
+    mask = np.array([[1] * 6, [1, 1, 1, 1, 0, 0]], bool)
+    got = losses.box_regression_loss(deltas, proposals, labels, weights, targets, mask)
+    per_image = []
+    for i in range(n):
+        total = 0.0
+        for j in range(r):
+            if not mask[i, j] or labels[i, j] == 0:
+                continue
+            p, t = proposals[i, j].astype(np.float64), targets[i, j].astype(np.float64)
+            pw, ph, tw, th = p[2] - p[0], p[3] - p[1], t[2] - t[0], t[3] - t[1]
+            want = [
+                ((t[0] + tw / 2) - (p[0] + pw / 2)) / pw / 0.1,
+                ((t[1] + th / 2) - (p[1] + ph / 2)) / ph / 0.1,
+                np.log(tw / pw) / 0.2,
+                np.log(th / ph) / 0.2,
+            ]
+            diff = np.abs(deltas[i, j, labels[i, j] - 1] - np.array(want))
+            smooth = np.where(diff < 1, 0.5 * diff**2, diff - 0.5)
+            total += weights[i, j] * smooth.sum()
+        per_image.append(total / mask[i].sum())
+    np.testing.assert_allclose(float(got), np.mean(per_image), rtol=1e-4)

@@ -284,7 +284,8 @@ def detect(
 ) -> ImageDetections:
     """One image's detections: per class, scores > threshold, then NMS.
 
-    region_scores: [R, C] of the valid proposals, boxes: [R, 4]. max_per_class > 0 keeps the
+    region_scores: [R, C] of the valid proposals, boxes: [R, 4], or [R, C, 4] with a box per
+    class (box regression). max_per_class > 0 keeps the
     best that many per class after NMS. Returns ImageDetections(boxes [K, 4], scores [K],
     labels [K]), classes in order, each by descending score.
     """
@@ -293,10 +294,11 @@ def detect(
         keep = np.nonzero(region_scores[:, c] > score_threshold)[0]
         if not len(keep):
             continue
-        kept = keep[nms_numpy(boxes[keep], region_scores[keep, c], nms_iou)]
+        class_boxes = boxes[:, c] if boxes.ndim == 3 else boxes
+        kept = keep[nms_numpy(class_boxes[keep], region_scores[keep, c], nms_iou)]
         if max_per_class > 0:
             kept = kept[:max_per_class]
-        out_boxes.append(boxes[kept])
+        out_boxes.append(class_boxes[kept])
         out_scores.append(region_scores[kept, c])
         out_labels.append(np.full(len(kept), c, np.int64))
     if not out_boxes:
@@ -309,13 +311,15 @@ def detect(
 def top_boxes(region_scores: np.ndarray, boxes: np.ndarray, classes) -> ImageDetections:
     """The top-scoring box of each class in `classes` (what CorLoc scores), no threshold/NMS.
 
-    region_scores: [R, C] of the valid proposals, boxes: [R, 4]; no proposal: no detection.
+    region_scores: [R, C] of the valid proposals, boxes: [R, 4] (or [R, C, 4], a box per
+    class); no proposal: no detection.
     """
     classes = np.asarray(classes, np.int64)
     if not len(boxes) or not len(classes):
         return ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64))
     top = np.argmax(region_scores[:, classes], axis=0)
-    return ImageDetections(boxes[top], region_scores[top, classes], classes)
+    picked = boxes[top, classes] if boxes.ndim == 3 else boxes[top]
+    return ImageDetections(picked, region_scores[top, classes], classes)
 
 
 def proposal_recall(

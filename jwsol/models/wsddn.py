@@ -95,6 +95,8 @@ class WSDDN(nn.Module):
       box_score_scale: pooled features are multiplied by 1 + box_score_scale * proposal score
         (hbilen/WSDDN uses 10 with Edge Boxes scores); with 0, or all-zero scores, no change.
       num_refinements: K, OICR's refinement streams (0: WSDDN alone).
+      box_regression: a per-class box regression head on fc7 (Yang et al., ICCV 2019), trained
+        on the last stream's pseudo boxes (`jwsol.losses.box_regression_loss`).
     """
 
     num_classes: int = 20
@@ -111,6 +113,7 @@ class WSDDN(nn.Module):
     det_temperature: float = 1.0
     box_score_scale: float = 0.0
     num_refinements: int = 0
+    box_regression: bool = False
 
     @nn.compact
     def __call__(
@@ -126,7 +129,8 @@ class WSDDN(nn.Module):
 
         Returns dict: cls_logits, det_logits, cls_probs, det_probs, region_scores [N, R, C],
         image_scores [N, C], fc7 [N, R, fc_features], and with K refinements refine_probs
-        [N, K, R, C + 1] (softmax over background + classes). Dropout needs a 'dropout' rng
+        [N, K, R, C + 1] (softmax over background + classes), with box_regression box_deltas
+        [N, R, C, 4] (`jwsol.ops.box_coder`). Dropout needs a 'dropout' rng
         when train.
         """
         if self.pooling not in POOLINGS:
@@ -167,4 +171,10 @@ class WSDDN(nn.Module):
                 for k in range(self.num_refinements)
             ]
             out["refine_probs"] = jax.nn.softmax(jnp.stack(refine, axis=1), axis=-1)
+        if self.box_regression:
+            # Fast R-CNN's small init: regression starts near the identity (deltas ~ 0).
+            deltas = nn.Dense(
+                4 * self.num_classes, kernel_init=nn.initializers.normal(0.001), name="bbox_pred"
+            )(fc7)
+            out["box_deltas"] = deltas.reshape(*deltas.shape[:-1], self.num_classes, 4)
         return out

@@ -11,6 +11,10 @@ proposals whose best IoU is below it get weight 0 (pcl.pytorch's BG_THRESH_LO ru
 IoU is `jwsol.ops.boxes.pairwise_iou` (continuous coordinates, no `+1`). Padded proposals
 (mask False) never become pseudo boxes and get weight 0; an image without a positive class (or
 without a valid proposal) gives every proposal label 0 and weight 0.
+
+Box regression (`pseudo_targets`, as Yang et al., ICCV 2019 add to OICR): a foreground
+proposal's target is the pseudo box it was labelled from, so a regression head learns to move
+proposals onto the boxes the classifier trusts.
 """
 
 from __future__ import annotations
@@ -66,6 +70,26 @@ def pseudo_labels(
       mask: [R] bool, True for real proposals.
     Returns (labels [R] int32 in 0..C, 0 = background; weights [R] float32).
     """
+    labels, weights, _ = pseudo_targets(
+        region_scores, proposals, image_labels, mask, fg_iou=fg_iou, ignore_below=ignore_below
+    )
+    return labels, weights
+
+
+def pseudo_targets(
+    region_scores: jax.Array,
+    proposals: jax.Array,
+    image_labels: jax.Array,
+    mask: jax.Array,
+    *,
+    fg_iou: float = 0.5,
+    ignore_below: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`pseudo_labels` and each proposal's pseudo box, the box regression's target.
+
+    Same arguments; returns (labels [R], weights [R], boxes [R, 4]: the pseudo box each
+    proposal overlaps most, meaningful where labels > 0).
+    """
     index, score, valid = pseudo_boxes(region_scores, image_labels, mask)
     proposals = jnp.asarray(proposals, jnp.float32)
     overlaps = pairwise_iou(proposals, proposals[index])
@@ -77,7 +101,9 @@ def pseudo_labels(
     if ignore_below > 0:
         weights = jnp.where(best < ignore_below, 0.0, weights)
     keep = jnp.asarray(mask) & jnp.any(valid)
-    return jnp.where(keep, labels, 0), jnp.where(keep, weights, 0.0).astype(jnp.float32)
+    labels = jnp.where(keep, labels, 0)
+    weights = jnp.where(keep, weights, 0.0).astype(jnp.float32)
+    return labels, weights, proposals[index][nearest]
 
 
 def batched_pseudo_labels(
@@ -95,3 +121,19 @@ def batched_pseudo_labels(
         jax.lax.stop_gradient(region_scores), proposals, image_labels, mask
     )
     return labels, jax.lax.stop_gradient(weights)
+
+
+def batched_pseudo_targets(
+    region_scores: jax.Array,
+    proposals: jax.Array,
+    image_labels: jax.Array,
+    mask: jax.Array,
+    *,
+    fg_iou: float = 0.5,
+    ignore_below: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`pseudo_targets` over a batch: labels [N, R], weights [N, R], boxes [N, R, 4], without
+    gradient."""
+    fn = functools.partial(pseudo_targets, fg_iou=fg_iou, ignore_below=ignore_below)
+    out = jax.vmap(fn)(jax.lax.stop_gradient(region_scores), proposals, image_labels, mask)
+    return jax.tree.map(jax.lax.stop_gradient, out)

@@ -35,3 +35,15 @@ def canvas_sizes(canvas: int, base: int, scales) -> tuple[int, ...]:
     if not scales:
         return (canvas,)
     return tuple(max(16, round(canvas * float(s) / base)) for s in scales)
+
+
+def unview_boxes(boxes: jax.Array, canvas: int, size: int, flip: bool) -> jax.Array:
+    """Boxes [..., 4] of a `view(..., size, flip)` back in the `canvas`-sided batch's pixels
+    (the inverse of the view's proposal mapping)."""
+    boxes = boxes.astype(jnp.float32)
+    if flip:
+        x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
+        boxes = jnp.stack([size - x2, y1, size - x1, y2], axis=-1)
+    if size != canvas:
+        boxes = boxes * (canvas / size)
+    return boxes

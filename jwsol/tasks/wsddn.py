@@ -29,12 +29,13 @@ from jwsol.data import detection
 from jwsol.errors import ConfigError
 from jwsol.models.alexnet import INIT_SCHEMES, init_alexnet
 from jwsol.models.wsddn import BACKBONES, POOLINGS, WSDDN
-from jwsol.ops import oicr, tta
+from jwsol.ops import tta
+from jwsol.tasks import oicr as oicr_part
 from jwsol.tasks.image_labels import ImageLabelTask
 from jwsol.tasks.wsddn_eval import WSDDNEvaluator
 from jwsol.training.task import Batch, EvalContext
 
-SCORE_SOURCES = ("mil", "refine")
+SCORE_SOURCES = oicr_part.SCORE_SOURCES
 
 # Layers whose gradients are logged as TensorBoard histograms (issue: conv1, conv2 and fc7).
 HISTOGRAM_LAYERS = {
@@ -79,8 +80,9 @@ class WSDDNTask(ImageLabelTask):
             det_temperature=float(m.det_temperature),
             box_score_scale=float(m.box_score_scale),
             num_refinements=int(m.num_refinements),
+            box_regression=bool(m.box_regression),
         )
-        self._check_oicr(config)
+        oicr_part.check_config(config)
         self.stream_names = ("mil",) + tuple(f"refine{k + 1}" for k in range(m.num_refinements))
         e = config.eval
         base = (
@@ -88,24 +90,6 @@ class WSDDNTask(ImageLabelTask):
         )
         self.canvas_sizes = tta.canvas_sizes(int(config.data.image_size), int(base), e.scales)
         self.flips = (False, True) if e.flip else (False,)
-
-    @staticmethod
-    def _check_oicr(config) -> None:
-        k, lc, e = int(config.model.num_refinements), config.loss, config.eval
-        if k < 0:
-            raise ConfigError(f"model.num_refinements={k}: expected 0 (WSDDN) or more (OICR).")
-        if len(lc.refine_weights) != k:
-            raise ConfigError(
-                f"loss.refine_weights={tuple(lc.refine_weights)} needs one weight per refinement "
-                f"stream (model.num_refinements={k})."
-            )
-        if e.score_source not in SCORE_SOURCES:
-            raise ConfigError(f"eval.score_source={e.score_source!r}; expected {SCORE_SOURCES}.")
-        if e.score_source == "refine" and k == 0:
-            raise ConfigError(
-                "eval.score_source='refine' needs refinement streams: set model.num_refinements "
-                "> 0 or eval.score_source='mil'."
-            )
 
     def _apply(self, variables, batch, train: bool, rng=None, mutable=False):
         """The model's outputs; with a `mutable` list (e.g. ['batch_stats'], or [] for a model
@@ -141,32 +125,17 @@ class WSDDNTask(ImageLabelTask):
             )  # fmt: skip
             metrics["spatial"] = jnp.mean(reg)
             loss = loss + lc.spatial_weight * jnp.mean(reg)
-        if "refine_probs" in out:
-            loss = loss + self._refinement_loss(out, batch, metrics)
+        if "refine_probs" in out or "box_deltas" in out:
+            loss = loss + oicr_part.refinement_loss(lc, out, batch, metrics)
         return loss, (model_state, metrics)
-
-    def _refinement_loss(self, out, batch, metrics) -> jax.Array:
-        """OICR: stream k learns from pseudo-labels of stream k - 1 (stream 1 from WSDDN)."""
-        lc, total = self.config.loss, 0.0
-        source = out["region_scores"]
-        for k, weight in enumerate(lc.refine_weights):
-            probs = out["refine_probs"][:, k]
-            labels, weights = oicr.batched_pseudo_labels(
-                source, batch["proposals"], batch["labels"], batch["proposal_mask"],
-                fg_iou=float(lc.fg_iou), ignore_below=float(lc.ignore_below),
-            )  # fmt: skip
-            stream = losses.oicr_refinement_loss(probs, labels, weights, batch["proposal_mask"])
-            metrics[f"refine{k + 1}"] = stream
-            total = total + float(weight) * stream
-            source = probs[..., 1:]
-        return total
 
     def predict(self, variables, batch):
         """Scores averaged over the views of eval.scales x eval.flip: region_scores [N, R, C]
         (eval.score_source: WSDDN's, or the mean of the refinement streams without
-        background), image_scores [N, C] (WSDDN's), and with refinements stream_scores
-        [N, 1 + K, R, C] (WSDDN, refine1..K)."""
-        views = []
+        background), image_scores [N, C] (WSDDN's), with refinements stream_scores
+        [N, 1 + K, R, C] (WSDDN, refine1..K), and with box regression boxes [N, R, C, 4] (each
+        view's regressed boxes in batch pixels, averaged, clipped to the image)."""
+        views, canvas = [], batch["image"].shape[1]
         for size in self.canvas_sizes:
             for flip in self.flips:
                 image, proposals = tta.view(batch["image"], batch["proposals"], size, flip)
@@ -174,16 +143,22 @@ class WSDDNTask(ImageLabelTask):
                 streams = [out["region_scores"][:, None]]
                 if "refine_probs" in out:
                     streams.append(out["refine_probs"][..., 1:])
-                views.append((jnp.concatenate(streams, axis=1), out["image_scores"]))
-        streams = sum(v[0] for v in views) / len(views)
-        image_scores = sum(v[1] for v in views) / len(views)
+                view = {"streams": jnp.concatenate(streams, axis=1), "image": out["image_scores"]}
+                if "box_deltas" in out:
+                    deltas = out["box_deltas"]
+                    view["boxes"] = oicr_part.view_boxes(deltas, proposals, canvas, size, flip)
+                views.append(view)
+        mean = {key: sum(v[key] for v in views) / len(views) for key in views[0]}
+        streams = mean["streams"]
         if self.config.eval.score_source == "refine":
             region_scores = jnp.mean(streams[:, 1:], axis=1)
         else:
             region_scores = streams[:, 0]
-        outputs = {"region_scores": region_scores, "image_scores": image_scores}
+        outputs = {"region_scores": region_scores, "image_scores": mean["image"]}
         if streams.shape[1] > 1:
             outputs["stream_scores"] = streams
+        if "boxes" in mean:
+            outputs["boxes"] = oicr_part.clip_to_images(mean["boxes"], batch["image_size"])
         return outputs
 
     def train_eval_batches(self, ctx, batch_size, process_index, process_count):

@@ -13,24 +13,33 @@ from jwsol.training.task import Batch, Evaluator
 from jwsol.viz.detections import ap_bar_chart, detections_figure
 
 
+def original_boxes(batch: Batch, boxes: np.ndarray) -> np.ndarray:
+    """boxes [B, ..., 4] in batch pixels -> original-image pixels (resize and flip undone)."""
+    boxes = np.asarray(boxes)
+    flat = boxes.reshape(len(boxes), -1, 4)
+    flat = augment.boxes_to_original(flat, batch["scale_xy"], batch["image_size"], batch["flipped"])
+    return flat.reshape(boxes.shape)
+
+
 def batch_detections(
     batch: Batch,
     region_scores: np.ndarray,
     score_threshold: float,
     nms_iou: float,
     max_per_class: int,
+    boxes: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[det_metrics.ImageDetections]]:
     """(proposals [B, R, 4] in original-image pixels, each image's detections among its valid
-    proposals: per class score > threshold, then NMS, `metrics.detection.detect`)."""
-    proposals = augment.boxes_to_original(
-        batch["proposals"], batch["scale_xy"], batch["image_size"], batch["flipped"]
-    )
+    proposals: per class score > threshold, then NMS, `metrics.detection.detect`). With `boxes`
+    [B, R, C, 4] (box regression, batch pixels) the detections take each class's box."""
+    proposals = original_boxes(batch, batch["proposals"])
+    detected = proposals if boxes is None else original_boxes(batch, boxes)
     scores = np.asarray(region_scores, np.float64)
     found = []
     for i, valid in enumerate(batch["proposal_mask"]):
         found.append(
             det_metrics.detect(
-                scores[i][valid], proposals[i][valid], score_threshold, nms_iou, max_per_class
+                scores[i][valid], detected[i][valid], score_threshold, nms_iou, max_per_class
             )
         )
     return proposals, found
@@ -59,13 +68,7 @@ class WSDDNEvaluator(Evaluator):
         self.stream_shown: list[dict] = []
         self.train_tops: list[det_metrics.ImageDetections] = []
         self.train_truth: list[det_metrics.ImageGroundTruth] = []
-
-    @staticmethod
-    def _original(batch: Batch, key: str) -> np.ndarray:
-        """batch[key] boxes [N, M, 4] in original-image pixels (resize and flip undone)."""
-        return augment.boxes_to_original(
-            batch[key], batch["scale_xy"], batch["image_size"], batch["flipped"]
-        )
+        self.proposal_tops: list[det_metrics.ImageDetections] = []  # with box regression
 
     @staticmethod
     def _truth(batch: Batch, i: int, gt_boxes: np.ndarray) -> det_metrics.ImageGroundTruth:
@@ -76,17 +79,24 @@ class WSDDNEvaluator(Evaluator):
 
     def add(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         scores = np.asarray(outputs["region_scores"], np.float64)
+        boxes = outputs.get("boxes")
         proposals, found = batch_detections(
-            batch, scores, self.score_threshold, self.nms_iou, self.max_per_class
+            batch, scores, self.score_threshold, self.nms_iou, self.max_per_class, boxes
         )
-        gt_boxes = self._original(batch, "gt_boxes")
+        gt_boxes = original_boxes(batch, batch["gt_boxes"])
         for i, dets in enumerate(found):
             valid = batch["proposal_mask"][i]
             self.detections.append(dets)
             self.truth.append(self._truth(batch, i, gt_boxes))
             self.proposals.append(proposals[i][valid])
+            if boxes is not None:  # CorLoc of the same scores on the unregressed proposals
+                classes = np.nonzero(batch["labels"][i] > 0.5)[0]
+                self.proposal_tops.append(
+                    det_metrics.top_boxes(scores[i][valid], proposals[i][valid], classes)
+                )
             if len(self.shown) < self.num_figure_images:
-                self.shown.append(self._figure_entry(batch, i, scores[i], valid))
+                shown = batch["proposals"][i] if boxes is None else boxes[i]
+                self.shown.append(self._figure_entry(batch, i, scores[i], valid, shown))
             if "stream_scores" in outputs:
                 self._add_streams(batch, i, outputs["stream_scores"][i], proposals[i], valid)
         self.image_ids.extend(
@@ -107,27 +117,28 @@ class WSDDNEvaluator(Evaluator):
             self.stream_tops[s].append(tops)
         if len(self.stream_shown) < self.num_figure_images:
             for s, scores in enumerate(streams):
-                entry = self._figure_entry(batch, i, scores, valid)
+                entry = self._figure_entry(batch, i, scores, valid, batch["proposals"][i])
                 entry["title"] = self.task.stream_names[s]
                 self.stream_shown.append(entry)
 
     def add_train_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
         """Training-split images: only their top boxes, for CorLoc as the field reports it."""
-        proposals, gt_boxes = self._original(batch, "proposals"), self._original(batch, "gt_boxes")
+        boxes = original_boxes(batch, outputs.get("boxes", batch["proposals"]))
+        gt_boxes = original_boxes(batch, batch["gt_boxes"])
         scores = np.asarray(outputs["region_scores"], np.float64)
-        for i in range(len(proposals)):
+        for i in range(len(boxes)):
             valid = batch["proposal_mask"][i]
             classes = np.nonzero(batch["labels"][i] > 0.5)[0]
-            tops = det_metrics.top_boxes(scores[i][valid], proposals[i][valid], classes)
+            tops = det_metrics.top_boxes(scores[i][valid], boxes[i][valid], classes)
             self.train_tops.append(tops)
             self.train_truth.append(self._truth(batch, i, gt_boxes))
 
-    def _figure_entry(self, batch: Batch, i: int, scores: np.ndarray, valid: np.ndarray) -> dict:
+    def _figure_entry(self, batch: Batch, i: int, scores, valid, boxes) -> dict:
         """What the detections picture needs of image i, in the batch's (resized) pixels: the
-        top box of each class the image is labelled with."""
+        top box of each class the image is labelled with (boxes [R, 4] or [R, C, 4])."""
         h, w = batch["image_size"][i]
         classes = np.nonzero(batch["labels"][i] > 0.5)[0]
-        tops = det_metrics.top_boxes(scores[valid], batch["proposals"][i][valid], classes)
+        tops = det_metrics.top_boxes(scores[valid], np.asarray(boxes)[valid], classes)
         gt = batch["gt_mask"][i]
         return {
             "image": augment.denormalize(batch["image"][i][:h, :w]),
@@ -179,6 +190,10 @@ class WSDDNEvaluator(Evaluator):
             )["corloc"]
         if self.stream_shown:
             figures["streams"] = detections_figure(self.stream_shown, len(self.stream_tops))
+        if self.proposal_tops:
+            metrics["corloc_proposals"] = det_metrics.corloc(
+                self.proposal_tops, self.truth, c, names, plus_one=False
+            )["corloc"]
         if self.train_tops:
             metrics["corloc_train"] = det_metrics.corloc(
                 self.train_tops, self.train_truth, c, names, plus_one=False

@@ -46,7 +46,7 @@ class DetectionPredictor(Predictor):
     def records(self, batch: Batch, outputs: dict[str, np.ndarray]) -> list[dict]:
         _, found_per_image = batch_detections(
             batch, outputs["region_scores"], self.score_threshold, self.nms_iou,
-            self.max_per_class,
+            self.max_per_class, outputs.get("boxes"),
         )  # fmt: skip
         image_scores = np.asarray(outputs["image_scores"], np.float64)
         out = []

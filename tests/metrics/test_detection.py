@@ -244,6 +244,21 @@ def test_detect_thresholds_then_suppresses_per_class():
     assert none.boxes.shape == (0, 4) and len(none.scores) == len(none.labels) == 0
 
 
+def test_detect_and_top_boxes_take_each_class_its_own_box():
+    # Box regression gives every proposal a box per class [R, C, 4]: proposal 0 is the best for
+    # both classes but moved differently; class 0's two moved boxes overlap and NMS drops one.
+    boxes = np.array(
+        [[[0, 0, 10, 10], [50, 50, 60, 60]], [[1, 0, 11, 10], [20, 20, 30, 30]]], np.float64
+    )
+    scores = np.array([[0.9, 0.8], [0.5, 0.4]])
+    dets = D.detect(scores, boxes, score_threshold=1e-3, nms_iou=0.4)
+    np.testing.assert_array_equal(dets.labels, [0, 1, 1])
+    np.testing.assert_array_equal(dets.boxes, [[0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 30, 30]])
+    tops = D.top_boxes(scores, boxes, [1, 0])
+    np.testing.assert_array_equal(tops.boxes, [[50, 50, 60, 60], [0, 0, 10, 10]])
+    np.testing.assert_allclose(tops.scores, [0.8, 0.9])
+
+
 def test_proposal_recall():
     truth = [np.array([[0, 0, 9, 9], [20, 20, 29, 29]]), np.array([[0, 0, 9, 9]]), np.zeros((0, 4))]
     proposals = [np.array([[0, 0, 9, 4], [21, 21, 29, 29]]), np.zeros((0, 4)), np.ones((3, 4))]

@@ -15,8 +15,9 @@ def _iou(a, b):
     return inter / union if union > 0 else 0.0
 
 
-def _reference(scores, boxes, image_labels, mask, fg_iou=0.5, ignore_below=0.0):
-    """The OICR rule as loops: pseudo boxes per present class in order, then per proposal."""
+def _reference(scores, boxes, image_labels, mask, fg_iou=0.5, ignore_below=0.0, targets=None):
+    """The OICR rule as loops: pseudo boxes per present class in order, then per proposal;
+    with a `targets` array [R, 4], each proposal's nearest pseudo box is written into it."""
     scores = np.array(scores, np.float64)
     scores[~mask] = -np.inf
     num_r = len(boxes)
@@ -41,7 +42,9 @@ def _reference(scores, boxes, image_labels, mask, fg_iou=0.5, ignore_below=0.0):
             value = _iou(boxes[r], boxes[index])
             if value > best_iou:
                 best_iou, best_g = value, g
-        c, _, score = gt[best_g]
+        c, index, score = gt[best_g]
+        if targets is not None:
+            targets[r] = boxes[index]
         labels[r] = c + 1 if best_iou >= fg_iou else 0
         weights[r] = 0.0 if (ignore_below > 0 and best_iou < ignore_below) else score
     return labels, weights
@@ -72,6 +75,22 @@ def test_matches_the_loop_reference_on_random_cases(coarse, ignore_below):
         want_labels, want_weights = _reference(scores, boxes, image_labels, mask, 0.5, ignore_below)
         np.testing.assert_array_equal(np.asarray(labels), want_labels)
         np.testing.assert_allclose(np.asarray(weights), want_weights, rtol=1e-6)
+
+
+def test_pseudo_targets_are_the_nearest_pseudo_box_of_the_loop_reference():
+    rng = np.random.default_rng(11)
+    fn = jax.jit(oicr.pseudo_targets)
+    for _ in range(40):
+        scores, boxes, image_labels, mask = _random_case(rng)
+        labels, weights, targets = fn(scores, boxes, image_labels, mask)
+        want_targets = np.zeros_like(boxes)
+        want_labels, want_weights = _reference(
+            scores, boxes, image_labels, mask, targets=want_targets
+        )
+        np.testing.assert_array_equal(np.asarray(labels), want_labels)
+        np.testing.assert_allclose(np.asarray(weights), want_weights, rtol=1e-6)
+        fg = want_labels > 0
+        np.testing.assert_array_equal(np.asarray(targets)[fg], want_targets[fg])
 
 
 def test_one_proposal_best_for_two_classes_wins_only_the_first():

@@ -46,3 +46,15 @@ def test_rescale_moves_boxes_with_the_canvas():
 )
 def test_canvas_sizes_scale_the_canvas_by_scale_over_base(canvas, base, scales, want):
     assert tta.canvas_sizes(canvas, base, scales) == want
+
+
+@pytest.mark.parametrize("size, flip", [(64, True), (80, False), (48, True)])
+def test_unview_boxes_undoes_the_views_proposal_mapping(size, flip):
+    rng = np.random.default_rng(size)
+    xy = rng.uniform(0, 40, (2, 5, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 20, (2, 5, 2))], -1).astype(np.float32)
+    images = np.zeros((2, 64, 64, 3), np.float32)
+    _, moved = tta.view(images, boxes, size, flip)
+    np.testing.assert_allclose(
+        np.asarray(tta.unview_boxes(moved, 64, size, flip)), boxes, atol=1e-4
+    )

@@ -245,6 +245,7 @@ def oicr_config(cache_dir, variant="smoke", **overrides):
         ({"loss.refine_weights": (1.0,)}, "one weight per refinement stream"),
         ({"model.num_refinements": 0, "loss.refine_weights": ()}, "needs refinement streams"),
         ({"eval.score_source": "best"}, "eval.score_source='best'"),
+        ({"loss.regression_weight": -1.0}, "loss.regression_weight=-1.0"),
     ],
 )
 def test_oicr_config_errors_name_the_field(tmp_path, overrides, message):
@@ -292,6 +293,51 @@ def test_oicr_predict_averages_refinement_streams_and_flipped_views(tmp_path):
         np.testing.assert_allclose(both[key], (out[key] + np.asarray(other[key])) / 2, rtol=1e-5)
 
 
+def test_box_regression_moves_each_views_boxes_back_into_the_batch(tmp_path):
+    import jax
+
+    from jwsol.tasks.wsddn import WSDDNTask
+
+    overrides = {"model.box_regression": True, "eval.flip": True}
+    flip = WSDDNTask(oicr_config(str(tmp_path), "smoke,k=1", **overrides))
+    plain = WSDDNTask(oicr_config(str(tmp_path), "smoke,k=1", **{"model.box_regression": True}))
+    batch = _predict_batch()
+    batch["proposals"] = batch["proposals"] * 0.8 + 4  # room to move inside the 64 px canvas
+    batch["image_size"] = np.array([[64, 64], [64, 64]], np.int32)
+    variables = plain.init_variables(jax.random.key(0), batch)
+    # Every class's deltas are dx = 1: each box moves right by a tenth of its width (STDS).
+    head = variables["params"]["bbox_pred"]
+    head["kernel"] = np.zeros_like(head["kernel"])
+    head["bias"] = np.tile(np.array([1.0, 0, 0, 0], np.float32), plain.num_classes)
+    boxes = np.asarray(plain.predict(variables, batch)["boxes"])
+    assert boxes.shape == (2, 6, plain.num_classes, 4)
+    p = batch["proposals"]
+    shift = np.stack([0.1 * (p[..., 2] - p[..., 0]), 0 * p[..., 0]] * 2, -1)
+    np.testing.assert_allclose(
+        boxes, np.repeat((p + shift)[:, :, None], plain.num_classes, 2), atol=1e-4
+    )
+    # Mirrored, "right" is left in the batch: the two views' boxes average to the proposals.
+    both = np.asarray(flip.predict(variables, batch)["boxes"])
+    np.testing.assert_allclose(both, np.repeat(p[:, :, None], plain.num_classes, 2), atol=1e-4)
+
+
+def test_evaluator_scores_regressed_boxes_and_keeps_the_proposals_corloc(task):
+    from jwsol.tasks.wsddn_eval import WSDDNEvaluator
+
+    task.class_names, task.num_classes = ("a", "b", "c"), 3
+    task.stream_names = ("mil",)
+    batch, _ = _fake_batch()
+    scores = np.zeros((2, 3, 3), np.float32)
+    scores[0, 0, 0], scores[0, 1, 1], scores[1, 0, 2] = 0.9, 0.8, 0.7
+    boxes = np.repeat(batch["proposals"][:, :, None], 3, axis=2).copy()
+    boxes[0, 0, 0] = boxes[0, 2, 0]  # class a's top proposal regressed onto another place
+    evaluator = WSDDNEvaluator(task, first=False)
+    evaluator.add(batch, {"region_scores": scores, "image_scores": scores.sum(1), "boxes": boxes})
+    metrics, _ = evaluator.result()
+    assert metrics["corloc_proposals"] == pytest.approx(1.0)
+    assert metrics["corloc"] == pytest.approx(2 / 3)
+
+
 def test_oicr_evaluator_scores_every_stream_and_the_training_split(task):
     from jwsol.tasks.wsddn_eval import WSDDNEvaluator
 
@@ -319,7 +365,7 @@ def test_oicr_evaluator_scores_every_stream_and_the_training_split(task):
 @pytest.mark.slow
 def test_oicr_smoke_run_reports_streams_tta_and_training_corloc(tmp_path):
     workdir = str(tmp_path / "run")
-    config = oicr_config(str(tmp_path / "cache"), "smoke,tta,k=2")
+    config = oicr_config(str(tmp_path / "cache"), "smoke,tta,k=2,reg")
     loop.run(tasks.build(config), workdir)
     final = read_json(os.path.join(workdir, "eval_metrics.json"))
     for key in ("map", "corloc", "corloc_train", "stream_corloc/mil", "stream_corloc/refine2"):
@@ -328,4 +374,5 @@ def test_oicr_smoke_run_reports_streams_tta_and_training_corloc(tmp_path):
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         train = json.loads(f.readline())
     assert train["refine1"] > 0 and train["refine2"] > 0  # the streams' training losses
+    assert train["box_regression"] >= 0 and np.isfinite(final["corloc_proposals"])
     assert any(name.startswith("streams") for name in os.listdir(os.path.join(workdir, "figures")))
