@@ -260,6 +260,7 @@ def detection_data() -> ml_collections.ConfigDict:
     c.proposals.mat_order = "yxyx"  # 'yxyx' (Fast R-CNN files) | 'xyxy' | 'auto' (checked)
     c.proposals.mode = "fast"  # selective search strategy: 'fast' | 'quality'
     c.proposals.resize = 0  # run selective search with the longer side at this size (0 = native)
+    c.proposals.also_resize = ()  # and again at these longer sides, new boxes appended
     c.proposals.max_boxes = 0  # keep selective search's first N (0 = all)
     # 'grid': box sides (original pixels), aspect ratios (w / h), step as a fraction of the side.
     # NOTE: the grid is not ranked; set max_proposals >= its size (1,891 boxes at 128x128).

@@ -145,6 +145,22 @@ def test_selective_search_finds_rectangles():
     np.testing.assert_array_equal(proposal_search.selective_search(image), boxes)
 
 
+def test_also_resize_appends_the_new_boxes_of_each_scale_once():
+    image, _ = _two_rectangles()
+    native = proposal_search.selective_search(image, mode="fast")
+    upscaled = proposal_search.selective_search(image, mode="fast", resize=240)
+    both = proposal_search.propose(image, proposal_search.SearchSettings(also_resize=(240,)))
+    np.testing.assert_array_equal(both[: len(native)], native)  # the first scale leads
+    seen = {tuple(b) for b in native}
+    new = [b for b in upscaled if tuple(b) not in seen]
+    new = [b for i, b in enumerate(new) if all(tuple(b) != tuple(a) for a in new[:i])]
+    np.testing.assert_array_equal(both[len(native) :], np.array(new).reshape(-1, 4))
+    capped = proposal_search.SearchSettings(also_resize=(240,), max_boxes=len(native) + 1)
+    assert len(proposal_search.propose(image, capped)) == len(native) + 1
+    # The cache key of settings without it is the one made before the field existed.
+    assert proposal_search.SearchSettings().key() != capped.key()
+
+
 def test_grid_boxes_by_hand():
     boxes = proposal_search.grid_boxes(20, 30, sizes=[10], ratios=[1.0], stride=0.5)
     # x starts 0, 5, 10, 15, 20 (last flush with 30); y starts 0, 5, 10.

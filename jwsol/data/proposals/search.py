@@ -32,6 +32,9 @@ class SearchSettings:
     mode: selective search strategy, 'fast' or 'quality'.
     resize: run selective search on the image scaled so its longer side is `resize` pixels
       (0 = native size); boxes are scaled back. Upscaling small canvases raises recall.
+    also_resize: run selective search again at each of these longer sides and append the boxes
+      the earlier runs did not find (in that order, before max_boxes): small objects that one
+      scale merges with a neighbour stand apart at another.
     max_boxes: keep the first `max_boxes` in selective search's ranking (0 = all).
     grid_sizes, grid_ratios, grid_stride: for 'grid': box sides (pixels, of the original
       image), aspect ratios w/h, and the step as a fraction of the box side.
@@ -40,15 +43,17 @@ class SearchSettings:
     method: str = "selective_search"
     mode: str = "fast"
     resize: int = 0
+    also_resize: tuple[int, ...] = ()
     max_boxes: int = 0
     grid_sizes: tuple[int, ...] = (24, 32, 48, 64)
     grid_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     grid_stride: float = 0.25
 
     def key(self) -> str:
-        return hashlib.sha1(
-            json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
-        ).hexdigest()[:12]
+        fields = dataclasses.asdict(self)
+        if not self.also_resize:  # added later: caches made before it keep their key
+            del fields["also_resize"]
+        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _decode(item) -> np.ndarray:
@@ -158,6 +163,10 @@ def propose(image: np.ndarray, settings: SearchSettings) -> np.ndarray:
             settings.grid_stride,
         )
     boxes = selective_search(image, mode=settings.mode, resize=settings.resize)
+    for size in settings.also_resize:
+        more = selective_search(image, mode=settings.mode, resize=int(size))
+        boxes = np.concatenate([boxes, more])
+        boxes = boxes[unique_boxes(boxes)]
     return boxes[: settings.max_boxes] if settings.max_boxes > 0 else boxes
 
 
