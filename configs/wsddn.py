@@ -94,6 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # mirror images.
     config.eval.scales = ()
     config.eval.flip = False
+    # The views above only at the final evaluation (and --mode=eval, jwsol-predict): the
+    # evaluations during training then cost one view.
+    config.eval.views_final_only = False
     config.eval.train_corloc = False  # CorLoc on the training split too, at the final evaluation
     # COCO AP, AP50, AP75 (pycocotools, an optional dependency) beside the VOC AP
     config.eval.coco_ap = False

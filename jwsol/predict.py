@@ -3,7 +3,7 @@ python -m jwsol.predict --workdir RUN --images PATH... [--out DIR] (docs/predict
 
 Restores the run's saved config (RUN/config.json) and its newest (or --step) checkpoint, reads
 the JPEG/PNG files and folders given, prepares them as the job's config says (proposals
-computed and cached where the model needs them), runs `Task.predict` jitted in batches (the
+computed and cached where the model needs them), runs `Task.final_predict` jitted in batches (the
 last one padded) and writes OUT/predictions.json (one record per image; detections in the COCO
 results format, boxes [x, y, w, h] in original pixels) and OUT/pictures/<image>.png. What each
 job predicts: its `Task.predictor` (jwsol/training/task.py).
@@ -105,7 +105,7 @@ def _run_batches(task, predictor, variables, image_set, out: str, batch_size: in
 
     from jwsol.training.loop import _numeric, _pad
 
-    predict = jax.jit(predictor.predict or task.predict)
+    predict = jax.jit(predictor.predict or task.final_predict)
     names = picture_names(image_set.files)
     batches = predictor.batches(image_set.images, image_set.files, batch_size)
     records = []

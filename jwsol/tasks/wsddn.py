@@ -88,8 +88,11 @@ class WSDDNTask(ImageLabelTask):
         base = (
             config.data.image_size if config.data.resize_mode == "fixed" else config.data.eval_scale
         )
-        self.canvas_sizes = tta.canvas_sizes(int(config.data.image_size), int(base), e.scales)
-        self.flips = (False, True) if e.flip else (False,)
+        canvas = int(config.data.image_size)
+        flips = (False, True) if e.flip else (False,)
+        self.final_views = (tta.canvas_sizes(canvas, int(base), e.scales), flips)
+        # eval.views_final_only: the evaluations during training see the pipeline's view alone.
+        self.views = ((canvas,), (False,)) if e.views_final_only else self.final_views
 
     def _apply(self, variables, batch, train: bool, rng=None, mutable=False):
         """The model's outputs; with a `mutable` list (e.g. ['batch_stats'], or [] for a model
@@ -130,14 +133,21 @@ class WSDDNTask(ImageLabelTask):
         return loss, (model_state, metrics)
 
     def predict(self, variables, batch):
-        """Scores averaged over the views of eval.scales x eval.flip: region_scores [N, R, C]
+        return self._predict(variables, batch, *self.views)
+
+    def final_predict(self, variables, batch):
+        return self._predict(variables, batch, *self.final_views)
+
+    def _predict(self, variables, batch, sizes, flips):
+        """Scores averaged over the views `sizes` x `flips` (canvas sides, mirrored or not; from
+        eval.scales x eval.flip): region_scores [N, R, C]
         (eval.score_source: WSDDN's, or the mean of the refinement streams without
         background), image_scores [N, C] (WSDDN's), with refinements stream_scores
         [N, 1 + K, R, C] (WSDDN, refine1..K), and with box regression boxes [N, R, C, 4] (each
         view's regressed boxes in batch pixels, averaged, clipped to the image)."""
         views, canvas = [], batch["image"].shape[1]
-        for size in self.canvas_sizes:
-            for flip in self.flips:
+        for size in sizes:
+            for flip in flips:
                 image, proposals = tta.view(batch["image"], batch["proposals"], size, flip)
                 out = self._apply(variables, dict(batch, image=image, proposals=proposals), False)
                 streams = [out["region_scores"][:, None]]

@@ -156,12 +156,15 @@ class Runner:
         self.memory_budget = memory.budget_bytes(
             config.train.memory_budget_gib, jax.local_devices()[0]
         )
-        self._predict_checked: set[tuple] = set()  # batch shapes whose predict fits the budget
-        self.predict = jax.jit(
-            self.task.predict,
-            in_shardings=(self.repl, self.data),
-            out_shardings=self.data,
-            compiler_options=self.compiler_options,
+        self._predict_checked: set[tuple] = set()  # (final, batch shapes) that fit the budget
+        self.predict, self.final_predict = (
+            jax.jit(
+                fn,
+                in_shardings=(self.repl, self.data),
+                out_shardings=self.data,
+                compiler_options=self.compiler_options,
+            )
+            for fn in (self.task.predict, self.task.final_predict)
         )
 
     # State ------------------------------------------------------------------------------------
@@ -195,7 +198,7 @@ class Runner:
     def _train_step(self, state: TrainState, batch: Batch, rng: jax.Array):
         return train_step(self.task, self.tx, self.schedule, state, batch, rng)
 
-    def _predictions(self, variables, batches):
+    def _predictions(self, variables, batches, final: bool = False):
         """(host batch, outputs) of each batch, padded to the eval batch for the jitted predict
         and trimmed again: padded examples never reach an evaluator.
 
@@ -219,8 +222,9 @@ class Runner:
             numeric = _pad(_numeric(batch), self.local_eval_batch)
             numeric["_valid"] = np.arange(self.local_eval_batch) < n
             global_batch = sharding.to_global(numeric, self.mesh)
-            self._check_predict_memory(variables, global_batch)
-            outputs = sharding.to_host(self.predict(variables, global_batch))
+            predict = self.final_predict if final else self.predict
+            self._check_predict_memory(predict, variables, global_batch, final)
+            outputs = sharding.to_host(predict(variables, global_batch))
             if jax.process_count() == 1:
                 host_batch = {k: np.asarray(v)[:n] for k, v in batch.items()}
                 outputs = {k: v[:n] for k, v in outputs.items()}
@@ -239,12 +243,14 @@ class Runner:
         evaluator = self.task.evaluator(ctx)
         variables = state.variables()
         where = (self.config.eval.batch_size, jax.process_index(), jax.process_count())
-        for batch, outputs in self._predictions(variables, self.task.eval_batches(*where)):
+        final = ctx.final
+        for batch, outputs in self._predictions(variables, self.task.eval_batches(*where), final):
             evaluator.add(batch, outputs)
-        for batch, outputs in self._predictions(variables, self.task.figure_batches(ctx, *where)):
+        figure_batches = self.task.figure_batches(ctx, *where)
+        for batch, outputs in self._predictions(variables, figure_batches, final):
             evaluator.add_figure_batch(batch, outputs)
         train = self.task.train_eval_batches(ctx, *where)
-        for batch, outputs in self._predictions(variables, train):
+        for batch, outputs in self._predictions(variables, train, final):
             evaluator.add_train_batch(batch, outputs)
         result = evaluator.result()
         self.documents = evaluator.documents() if ctx.final else {}  # written by _write_eval
@@ -367,12 +373,12 @@ class Runner:
             train.dtype,
         )  # fmt: skip
 
-    def _check_predict_memory(self, variables, batch: Batch) -> None:
-        """The same for the jitted predict, once per batch shape."""
-        shapes = tuple((k, v.shape) for k, v in sorted(batch.items()))
+    def _check_predict_memory(self, predict, variables, batch: Batch, final: bool) -> None:
+        """The same for the jitted predict (or final_predict), once per batch shape."""
+        shapes = (final,) + tuple((k, v.shape) for k, v in sorted(batch.items()))
         if self.memory_budget is None or shapes in self._predict_checked:
             return
-        compiled = self.predict.lower(variables, batch).compile()
+        compiled = predict.lower(variables, batch).compile()
         memory.check_step(
             compiled, self.memory_budget, "evaluation step (predict)", "eval.batch_size",
             self.config.eval.batch_size, self.config.train.dtype,

@@ -170,6 +170,11 @@ class Task(abc.ABC):
     def predict(self, variables: Variables, batch: Batch) -> dict[str, jax.Array]:
         """Eval-mode outputs, each with the example axis first. Pure and jittable."""
 
+    def final_predict(self, variables: Variables, batch: Batch) -> dict[str, jax.Array]:
+        """`predict` for the final evaluation, --mode=eval and `jwsol.predict`: a job whose
+        last evaluation is worth more compute (test-time views) overrides it. Default: predict."""
+        return self.predict(variables, batch)
+
     @abc.abstractmethod
     def evaluator(self, ctx: EvalContext) -> Evaluator:
         """A fresh evaluator for the evaluation `ctx` (one pass over `eval_batches`)."""

@@ -291,6 +291,17 @@ def test_oicr_predict_averages_refinement_streams_and_flipped_views(tmp_path):
     both = flip.predict(variables, batch)
     for key in ("region_scores", "image_scores", "stream_scores"):
         np.testing.assert_allclose(both[key], (out[key] + np.asarray(other[key])) / 2, rtol=1e-5)
+    # eval.views_final_only: the evaluations during training see one view, the final one both.
+    late = WSDDNTask(
+        oicr_config(
+            str(tmp_path), "smoke,k=2", **{"eval.flip": True, "eval.views_final_only": True}
+        )
+    )
+    np.testing.assert_allclose(
+        late.predict(variables, batch)["region_scores"], out["region_scores"]
+    )
+    final = late.final_predict(variables, batch)["region_scores"]
+    np.testing.assert_allclose(final, both["region_scores"], rtol=1e-6)
 
 
 def test_box_regression_moves_each_views_boxes_back_into_the_batch(tmp_path):

@@ -101,6 +101,31 @@ def test_eval_mode_reproduces_eval_metrics(idx_folder, uninterrupted, tmp_path):
     assert set(earlier) == set(metrics)
 
 
+def test_the_final_evaluation_runs_final_predict_and_the_others_predict(
+    idx_folder, uninterrupted, tmp_path, monkeypatch
+):
+    from jwsol.tasks.sliding_window import SlidingWindowTask
+
+    traced = []  # which function each jitted predict traced (once per function and shape)
+    predict = SlidingWindowTask.predict
+
+    def every(self, variables, batch):
+        traced.append("predict")
+        return predict(self, variables, batch)
+
+    def final(self, variables, batch):
+        traced.append("final_predict")
+        return predict(self, variables, batch)
+
+    monkeypatch.setattr(SlidingWindowTask, "predict", every)
+    monkeypatch.setattr(SlidingWindowTask, "final_predict", final)
+    loop.run(tasks.build(smoke(idx_folder, **{"train.eval_every": 3})), str(tmp_path))
+    assert traced == ["predict", "final_predict"]  # step 3, then the final step 6
+    traced.clear()
+    loop.run(tasks.build(smoke(idx_folder)), uninterrupted[0], mode="eval")
+    assert traced == ["final_predict"]
+
+
 def test_eval_without_checkpoint_is_a_clear_error(idx_folder, tmp_path):
     with pytest.raises(Exception, match="no checkpoint in .*train first"):
         loop.run(tasks.build(smoke(idx_folder)), str(tmp_path), mode="eval")
