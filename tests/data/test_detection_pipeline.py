@@ -421,6 +421,7 @@ SHAPES_RECORDS = {
     "proposals.method": "grid", "proposals.mode": "quality", "proposals.resize": 64,
     "proposals.max_boxes": 10, "proposals.grid_sizes": (8,), "proposals.grid_ratios": (1.0,),
     "proposals.grid_stride": 0.5, "proposals.min_size": 2, "proposals.top_k": 5,
+    "proposals.also_resize": (64,),
 }  # fmt: skip
 LEAVES_RECORDS_ALONE = {
     "train_split": "x", "eval_split": "x", "image_size": 9, "resize_mode": "shorter_side",
