@@ -25,19 +25,20 @@ def parse_arg(
     aliases: dict[str, str] | None = None,
     **spec,
 ) -> ml_collections.ConfigDict:
-    """Parses a variant string into a ConfigDict {base, **spec}.
+    """Parses a variant string into a ConfigDict {base, given, **spec}.
 
     Args:
       arg: e.g. 'scenes,robust,steps=2000' (None or '' for the default variant).
       bases: the allowed base words; the result's `base` is the one given, or ''.
       aliases: word -> its expansion, e.g. {'scenes_robust': 'scenes,robust'}.
       **spec: modifier -> default; a bare word sets a bool modifier True, `key=value` parses the
-        value with the default's type (bool: true/false/1/0).
+        value with the default's type (bool: true/false/1/0). `given` lists the modifiers the
+        string named, so a base may choose another default for the others.
 
     Raises ValueError naming the allowed words for an unknown word or key, a bad value, a bare
     word for a non-bool modifier, or more than one base word.
     """
-    result = ml_collections.ConfigDict({"base": "", **spec})
+    result = ml_collections.ConfigDict({"base": "", "given": (), **spec})
     words = []
     for word in (arg or "").split(","):
         word = word.strip()
@@ -61,6 +62,8 @@ def parse_arg(
             result[key] = True
         else:
             raise fail(f"{key!r} needs a value ({key}=...)")
+        if key in spec:
+            result.given = (*result.given, key)
     return result
 
 

@@ -106,12 +106,13 @@ def test_parse_arg_base_and_typed_modifiers():
     a = common.parse_arg("scenes,steps=2000,res=256,lr=0.5", bases=("scenes",), steps=0, res=0,
                          lr=1.0, name="x", flag=False)  # fmt: skip
     assert a.to_dict() == {
-        "base": "scenes", "steps": 2000, "res": 256, "lr": 0.5, "name": "x", "flag": False
+        "base": "scenes", "steps": 2000, "res": 256, "lr": 0.5, "name": "x", "flag": False,
+        "given": ("steps", "res", "lr"),
     }  # fmt: skip
     assert isinstance(a.steps, int) and isinstance(a.lr, float)
     b = common.parse_arg(" flag , name=y,flag=false", flag=True, name="")
-    assert (b.base, b.flag, b.name) == ("", False, "y")
-    assert common.parse_arg(None, steps=3).to_dict() == {"base": "", "steps": 3}
+    assert (b.base, b.flag, b.name, b.given) == ("", False, "y", ("flag", "name", "flag"))
+    assert common.parse_arg(None, steps=3).to_dict() == {"base": "", "given": (), "steps": 3}
     assert common.parse_arg("", bases=("a",)).base == ""
 
 
