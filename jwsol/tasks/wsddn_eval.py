@@ -98,7 +98,10 @@ class WSDDNEvaluator(Evaluator):
                 shown = batch["proposals"][i] if boxes is None else boxes[i]
                 self.shown.append(self._figure_entry(batch, i, scores[i], valid, shown))
             if "stream_scores" in outputs:
-                self._add_streams(batch, i, outputs["stream_scores"][i], proposals[i], valid)
+                regressed = None if boxes is None else (scores[i], boxes[i])
+                self._add_streams(
+                    batch, i, outputs["stream_scores"][i], proposals[i], valid, regressed
+                )
         self.image_ids.extend(
             i.decode() if isinstance(i, bytes) else str(i) for i in batch["image_id"]
         )
@@ -107,8 +110,9 @@ class WSDDNEvaluator(Evaluator):
         self.labels.append(batch["labels"])
         self.label_weights.append(batch["label_weights"])
 
-    def _add_streams(self, batch, i, streams, proposals, valid) -> None:
-        """Top box of each labelled class in every stream (MIL, refine1..K) of image i."""
+    def _add_streams(self, batch, i, streams, proposals, valid, regressed=None) -> None:
+        """Top box of each labelled class in every stream (MIL, refine1..K) of image i; with
+        box regression, the picture adds the detector's (scores, boxes [R, C, 4]) `regressed`."""
         classes = np.nonzero(batch["labels"][i] > 0.5)[0]
         if not self.stream_tops:
             self.stream_tops = [[] for _ in streams]
@@ -119,6 +123,10 @@ class WSDDNEvaluator(Evaluator):
             for s, scores in enumerate(streams):
                 entry = self._figure_entry(batch, i, scores, valid, batch["proposals"][i])
                 entry["title"] = self.task.stream_names[s]
+                self.stream_shown.append(entry)
+            if regressed is not None:
+                entry = self._figure_entry(batch, i, regressed[0], valid, regressed[1])
+                entry["title"] = "regressed"
                 self.stream_shown.append(entry)
 
     def add_train_batch(self, batch: Batch, outputs: dict[str, np.ndarray]) -> None:
@@ -189,7 +197,8 @@ class WSDDNEvaluator(Evaluator):
                 tops, self.truth, c, names, plus_one=False
             )["corloc"]
         if self.stream_shown:
-            figures["streams"] = detections_figure(self.stream_shown, len(self.stream_tops))
+            columns = len(self.stream_tops) + (len(self.proposal_tops) > 0)  # + 'regressed'
+            figures["streams"] = detections_figure(self.stream_shown, columns)
         if self.proposal_tops:
             metrics["corloc_proposals"] = det_metrics.corloc(
                 self.proposal_tops, self.truth, c, names, plus_one=False

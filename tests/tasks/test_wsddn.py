@@ -343,10 +343,19 @@ def test_evaluator_scores_regressed_boxes_and_keeps_the_proposals_corloc(task):
     boxes = np.repeat(batch["proposals"][:, :, None], 3, axis=2).copy()
     boxes[0, 0, 0] = boxes[0, 2, 0]  # class a's top proposal regressed onto another place
     evaluator = WSDDNEvaluator(task, first=False)
-    evaluator.add(batch, {"region_scores": scores, "image_scores": scores.sum(1), "boxes": boxes})
-    metrics, _ = evaluator.result()
+    streams = scores[:, None]  # the MIL stream alone
+    evaluator.add(
+        batch,
+        {"region_scores": scores, "image_scores": scores.sum(1), "boxes": boxes,
+         "stream_scores": streams},
+    )  # fmt: skip
+    metrics, figures = evaluator.result()
     assert metrics["corloc_proposals"] == pytest.approx(1.0)
     assert metrics["corloc"] == pytest.approx(2 / 3)
+    # The streams picture adds a 'regressed' panel per image, showing the moved box.
+    assert [e["title"] for e in evaluator.stream_shown] == ["mil", "regressed"] * 2
+    np.testing.assert_array_equal(evaluator.stream_shown[1]["boxes"][0], boxes[0, 2, 0])
+    assert figures["streams"].dtype == np.uint8
 
 
 def test_oicr_evaluator_scores_every_stream_and_the_training_split(task):
