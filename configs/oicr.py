@@ -18,8 +18,10 @@ Variants (grammar: configs/common.py):
   configs/oicr.py:smoke    tiny and fast, on made-up objects.
 Modifiers: `k=N` refinement streams (0 = WSDDN), `tta` (test canvases of 0.8, 1 and 1.2 times
 the side and their flips, at the final evaluation), `reg` (a box regression head trained on the
-last stream's pseudo boxes, Yang et al. ICCV 2019), both on for scenes unless set (`tta=false`,
-`reg=false`), `scratch` (no pretrained trunk), `steps=N`, `res=S`; e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
+last stream's pseudo boxes, Yang et al. ICCV 2019), `ss=S` (selective search again with the
+longer side at S px, its new boxes appended up to data.max_proposals; 0 = once), on for scenes
+unless set (`tta=false`, `reg=false`, `ss=0`: the recipe before them, with `steps=1000`),
+`scratch` (no pretrained trunk), `steps=N`, `res=S`; e.g. `configs/oicr.py:scenes,k=2,tta`. Results: docs/oicr.md.
 """
 
 import os
@@ -37,7 +39,15 @@ PAPER_SCALES = (480, 576, 688, 864, 1200)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(
-        arg, bases=("scenes", "smoke"), k=3, tta=False, steps=0, res=0, scratch=False, reg=False
+        arg,
+        bases=("scenes", "smoke"),
+        k=3,
+        tta=False,
+        steps=0,
+        res=0,
+        scratch=False,
+        reg=False,
+        ss=0,
     )
     if arg.k < 0:
         raise ValueError(f"configs/oicr.py: k={arg.k}; expected 0 or more refinement streams.")
@@ -65,20 +75,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval.flip = True
         config.eval.views_final_only = True
     if main:
-        _scenes(config)
+        config.train.num_steps = 1500  # about 10 minutes here
+    second_side = arg.ss if "ss" in arg.given else (192 if main else 0)
+    if second_side:
+        # Selective search again at this side, its new boxes filling the proposal slots.
+        config.data.proposals.also_resize = (second_side,)
+        config.data.proposals.max_boxes = int(config.data.max_proposals)
     if arg.steps:
         config.train.num_steps = arg.steps
         config.train.num_epochs = 0
     return config
-
-
-def _scenes(config: ml_collections.ConfigDict) -> None:
-    """The main job's additions to WSDDN's scenes recipe: 1,500 steps (about 10 minutes here)
-    and selective search run again at 192 px, its new boxes filling the 128 proposal slots
-    (recall at IoU 0.5 / 0.7: 0.964 / 0.874 -> 0.979 / 0.915, docs/data.md)."""
-    config.train.num_steps = 1500
-    config.data.proposals.also_resize = (192,)
-    config.data.proposals.max_boxes = int(config.data.max_proposals)
 
 
 def _paper(config: ml_collections.ConfigDict) -> None:
