@@ -44,8 +44,8 @@ def _kill_inside_eval(n: int) -> None:
             return evaluate(self, state, ctx)
         predictions = self._predictions
 
-        def die_after_first(variables, batches):
-            for item in predictions(variables, batches):
+        def die_after_first(variables, batches, final=False):
+            for item in predictions(variables, batches, final):
                 yield item
                 _die()
 
