@@ -360,8 +360,9 @@ def _make_batch_transform(
         """uint8 [B, H, W, C] (C = 1 or 3), flipped bool [B] -> float32 [B, new_h, new_w, 3]."""
         if resized:
             image, _ = augment.resize_image(image, new_h, new_w, antialias=bool(c.antialias))
-        if flip_enabled:
-            image = tf.where(flipped[:, None, None, None], tf.reverse(image, axis=[2]), image)
+        if flip_enabled:  # NOTE: per example, only those flipped: a batched select costs more
+            flip = lambda pair: tf.cond(pair[1], lambda: tf.reverse(pair[0], [1]), lambda: pair[0])
+            image = tf.map_fn(flip, (image, flipped), fn_output_signature=image.dtype)
         if resized:
             return augment.normalize(image)
         if image.shape[-1] == 1:
