@@ -48,6 +48,7 @@ from absl import logging
 
 from jwsol.data import augment, plan
 from jwsol.data.records import Records, load_records
+from jwsol.data.stats import IMAGENET_MEAN, IMAGENET_STD
 from jwsol.errors import ConfigError
 
 
@@ -336,6 +337,14 @@ def _batch_signature(arrays: dict[str, np.ndarray], batch: int | None) -> dict:
     return out
 
 
+def _normalize_by_channel(image: tf.Tensor) -> tf.Tensor:
+    """`augment.normalize` of float [B, h, w, C] (C = 1: grey, or 3) -> [B, h, w, 3], one channel
+    at a time: the same float32 ops, without TensorFlow's slow broadcast over the last axis."""
+    channels = [image[..., c if image.shape[-1] == 3 else 0] / 255.0 for c in range(3)]
+    pairs = zip(channels, IMAGENET_MEAN, IMAGENET_STD, strict=True)
+    return tf.stack([(v - mean) / std for v, mean, std in pairs], axis=-1)
+
+
 def _make_batch_transform(
     c: ml_collections.ConfigDict, image_shape: tuple, *, train: bool, seed: int
 ):
@@ -364,7 +373,7 @@ def _make_batch_transform(
             flip = lambda pair: tf.cond(pair[1], lambda: tf.reverse(pair[0], [1]), lambda: pair[0])
             image = tf.map_fn(flip, (image, flipped), fn_output_signature=image.dtype)
         if resized:
-            return augment.normalize(image)
+            return _normalize_by_channel(image)
         if image.shape[-1] == 1:
             return tf.gather(levels, tf.cast(image[..., 0], tf.int32))
         index = tf.cast(image, tf.int32) * 3 + tf.range(3)

@@ -44,14 +44,22 @@ def _as_png(records: records_lib.Records) -> records_lib.Records:
     return dataclasses.replace(records, images=images, image_kind="bytes")
 
 
-def _both(monkeypatch, config, split, count, **kwargs):
+def _as_rgb(records: records_lib.Records) -> records_lib.Records:
+    """Colour scenes: three different channels made from each grey one."""
+    images = [np.stack([g, 255 - g, g // 2 + 60], axis=-1) for g in records.images]
+    return dataclasses.replace(records, images=images)
+
+
+def _both(monkeypatch, config, split, count, rgb=False, **kwargs):
     """(whole-batch path, per-example reference): their element specs and `count` batches (all
     when None)."""
     records = records_lib.load_records(config, split)
+    records = _as_rgb(records) if rgb else records
     assert records.image_kind == "raw" and detection._one_shape(records, config, kwargs["train"])
-    fast = detection.build(config, split, **kwargs)
     png = _as_png(records)
     with monkeypatch.context() as m:
+        m.setattr(detection, "load_records", lambda c, s: records)
+        fast = detection.build(config, split, **kwargs)
         m.setattr(detection, "load_records", lambda c, s: png)
         reference = detection.build(config, split, **kwargs)
     out = []
@@ -72,11 +80,12 @@ def _assert_same(fast, reference):
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.parametrize("rgb", [False, True], ids=["grey", "rgb"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_training_batches_equal_the_per_example_path(case, scenes_config, monkeypatch):
+def test_training_batches_equal_the_per_example_path(case, rgb, scenes_config, monkeypatch):
     config = scenes_config(**CASES[case])
     fast, reference = _both(
-        monkeypatch, config, "train", 4, train=True, seed=3, batch_size=5
+        monkeypatch, config, "train", 4, rgb=rgb, train=True, seed=3, batch_size=5
     )  # 20 draws over 12 scenes: a second epoch and both flips
     _assert_same(fast, reference)
     batches = fast[1]
