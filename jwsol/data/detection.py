@@ -33,7 +33,9 @@ stateless function of `(seed, g)`, so the batches from `start_index = k * batch_
 those an uninterrupted run sees from step k. Evaluation (train=False) walks the images in order
 once, without flips, at the eval scale; its last batch is short (the training loop pads it).
 
-The records it reads (one split, cleaned, in NumPy) come from `jwsol.data.records`.
+The records it reads (one split, cleaned, in NumPy) come from `jwsol.data.records`. Two paths
+give the same values: in-memory images of one shape resized to one shape (the scenes) are
+gathered and transformed a whole batch at a time; files, bytes and mixed sizes go per example.
 """
 
 from __future__ import annotations
@@ -269,8 +271,8 @@ def _dataset(records: Records, config_data: ml_collections.ConfigDict, plan_kwar
 
 
 # In-memory images of one shape, all resized to one shape: whole batches are gathered in NumPy
-# and transformed at once, the same numbers as the per-example path at a fraction of its cost
-# (tf.data's per-element overhead dominated; docs/speed.md).
+# and transformed at once: the per-example path's values at a fraction of its CPU time
+# (its per-element generator and ops were most of it; docs/speed.md).
 
 
 def _one_shape(records: Records, c: ml_collections.ConfigDict, train: bool) -> bool:
