@@ -17,7 +17,8 @@ benchmarks/results/loop_overhead.json.
 images of one size), per batch, wall and CPU time (all threads): `jwsol.data.detection.build`
 (whole batches) against the per-example path built from the same module's pieces (Python
 generator per example, per-example transform, batch), and that path's generator alone,
-alternated. Results: benchmarks/results/loop_overhead_pipeline.json.
+alternated (the smoke configs with JWSOL_BENCH_SIZE=smoke, as CI runs it). Results:
+benchmarks/results/loop_overhead_pipeline{,_smoke}.json.
 """
 
 from __future__ import annotations
@@ -192,9 +193,8 @@ def _time_batches(iterator, count: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("job", list(SCENES))
 def test_scenes_pipeline(job):
-    if SIZE == "smoke":
-        pytest.skip("default size only: the scenes are made and searched once, then cached")
-    config = load(str(CONFIGS / SCENES[job]))
+    name = SCENES[job].split(":")[0] + ":smoke" if SIZE == "smoke" else SCENES[job]
+    config = load(str(CONFIGS / name))
     iterators = {name: ds.as_numpy_iterator() for name, ds in _pipelines(config).items()}
     for it in iterators.values():  # warm up: functions traced, buffers filled
         _time_batches(it, 2)
@@ -207,7 +207,7 @@ def test_scenes_pipeline(job):
     a, b = next(fresh["whole_batch"]), next(fresh["per_example"])
     for key in a:
         assert (a[key] == b[key]).all(), key
-    row = {"job": job, "config": SCENES[job], "batch_size": config.train.batch_size}
+    row = {"job": job, "config": name, "batch_size": config.train.batch_size}
     for name, (wall, cpu) in best.items():
         row[f"{name}_ms"], row[f"{name}_cpu_ms"] = wall * 1e3, cpu * 1e3
     row["speedup"] = row["per_example_ms"] / row["whole_batch_ms"]
@@ -229,4 +229,6 @@ def test_pipeline_report(write_results, report_table, format_table):
         f"{PIPELINE_BATCHES} batches)",
         format_table(PIPELINE_ROWS, columns),
     )
-    write_results("loop_overhead_pipeline", PIPELINE_ROWS)
+    write_results(
+        "loop_overhead_pipeline" + ("" if SIZE == "default" else f"_{SIZE}"), PIPELINE_ROWS
+    )
