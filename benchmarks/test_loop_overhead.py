@@ -17,7 +17,7 @@ benchmarks/results/loop_overhead.json.
 images of one size), per batch, wall and CPU time (all threads): `jwsol.data.detection.build`
 (whole batches) against the per-example path built from the same module's pieces (Python
 generator per example, per-example transform, batch), and that path's generator alone,
-alternated (the smoke configs with JWSOL_BENCH_SIZE=smoke, as CI runs it). Results:
+alternated (the smoke configs with JWSOL_BENCH_SIZE=smoke). Results:
 benchmarks/results/loop_overhead_pipeline{,_smoke}.json.
 """
 
