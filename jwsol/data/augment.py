@@ -73,7 +73,8 @@ def target_size(
 def resize_image(
     image: tf.Tensor, new_height: tf.Tensor, new_width: tf.Tensor, antialias: bool = True
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Resizes `image [H, W, C]` to float32 [new_height, new_width, C] (values kept, 0..255).
+    """Resizes `image [H, W, C]` (or a batch [B, H, W, C]) to float32 [(B,) new_height,
+    new_width, C] (values kept, 0..255).
 
     With `antialias`, the dimensions that shrink are first reduced by area averaging (a box
     filter, exact pixel-area weights), then those that grow are bilinearly interpolated; without
@@ -85,7 +86,7 @@ def resize_image(
     that map box edge coordinates.
     """
     shape = tf.shape(image)
-    height, width = shape[0], shape[1]
+    height, width = shape[-3], shape[-2]
     resized = tf.cast(image, tf.float32)
     if antialias:
         shrunk = tf.stack([tf.minimum(height, new_height), tf.minimum(width, new_width)])
@@ -136,13 +137,15 @@ def denormalize(image: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.n
 
 
 def pad_image(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Pads `image [h, w, C]` (h, w <= size) with zeros at the bottom/right to [size, size, C].
+    """Pads `image [h, w, C]` (or a batch [B, h, w, C]; h, w <= size) with zeros at the
+    bottom/right to [(B,) size, size, C].
 
     After `normalize`, zero is the ImageNet mean colour. Boxes are unaffected (top-left anchor).
     """
     shape = tf.shape(image)
-    padded = tf.pad(image, [[0, size - shape[0]], [0, size - shape[1]], [0, 0]])
-    return tf.ensure_shape(padded, [size, size, image.shape[-1]])
+    batch = [[0, 0]] * (image.shape.rank - 3)
+    padded = tf.pad(image, batch + [[0, size - shape[-3]], [0, size - shape[-2]], [0, 0]])
+    return tf.ensure_shape(padded, image.shape[:-3].as_list() + [size, size, image.shape[-1]])
 
 
 def pad_rows(values: tf.Tensor, count: int, fill=0) -> tf.Tensor:
