@@ -116,11 +116,10 @@ def batched_pseudo_labels(
     ignore_below: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """`pseudo_labels` over a batch ([N, R, C], [N, R, 4], [N, C], [N, R]), without gradient."""
-    fn = functools.partial(pseudo_labels, fg_iou=fg_iou, ignore_below=ignore_below)
-    labels, weights = jax.vmap(fn)(
-        jax.lax.stop_gradient(region_scores), proposals, image_labels, mask
+    labels, weights, _ = batched_pseudo_targets(
+        region_scores, proposals, image_labels, mask, fg_iou=fg_iou, ignore_below=ignore_below
     )
-    return labels, jax.lax.stop_gradient(weights)
+    return labels, weights
 
 
 def batched_pseudo_targets(

@@ -23,9 +23,14 @@ def view(
         proposals = proposals * (size / s)
     if flip:
         images = images[:, :, ::-1]
-        x1, y1, x2, y2 = jnp.moveaxis(proposals, -1, 0)
-        proposals = jnp.stack([size - x2, y1, size - x1, y2], axis=-1)
+        proposals = _mirror(proposals, size)
     return images, proposals
+
+
+def _mirror(boxes: jax.Array, width: int) -> jax.Array:
+    """Boxes [..., 4] of a canvas `width` wide, mirrored left-right (its own inverse)."""
+    x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
+    return jnp.stack([width - x2, y1, width - x1, y2], axis=-1)
 
 
 def canvas_sizes(canvas: int, base: int, scales) -> tuple[int, ...]:
@@ -42,8 +47,7 @@ def unview_boxes(boxes: jax.Array, canvas: int, size: int, flip: bool) -> jax.Ar
     (the inverse of the view's proposal mapping)."""
     boxes = boxes.astype(jnp.float32)
     if flip:
-        x1, y1, x2, y2 = jnp.moveaxis(boxes, -1, 0)
-        boxes = jnp.stack([size - x2, y1, size - x1, y2], axis=-1)
+        boxes = _mirror(boxes, size)
     if size != canvas:
         boxes = boxes * (canvas / size)
     return boxes

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jwsol import losses
 from jwsol.errors import ConfigError
 from jwsol.ops import box_coder, oicr, tta
+from jwsol.ops import boxes as box_ops
 
 SCORE_SOURCES = ("mil", "refine")
 
@@ -73,9 +74,5 @@ def view_boxes(deltas: jax.Array, view_proposals: jax.Array, canvas: int, size: 
 
 def clip_to_images(boxes: jax.Array, image_size: jax.Array) -> jax.Array:
     """boxes [N, R, C, 4] clipped to each image's (height, width) image_size [N, 2]."""
-    h = image_size[:, 0].astype(jnp.float32)[:, None, None]
-    w = image_size[:, 1].astype(jnp.float32)[:, None, None]
-    x1, y1, x2, y2 = (boxes[..., i] for i in range(4))
-    return jnp.stack(
-        [jnp.clip(x1, 0, w), jnp.clip(y1, 0, h), jnp.clip(x2, 0, w), jnp.clip(y2, 0, h)], axis=-1
-    )
+    size = image_size.astype(jnp.float32)[:, None, None, None, :]  # against [N, R, C, 2]
+    return box_ops.clip_boxes(boxes, size[..., 0], size[..., 1])
