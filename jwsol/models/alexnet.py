@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
+from jwsol.ops.pool import max_pool
+
 # NOTE: torch's default Conv2d/Linear weight init (kaiming_uniform with a=sqrt(5)) is
 # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which is exactly this distribution. Biases start at zero
 # instead of torch's uniform draw because a Flax bias initialiser does not see fan_in.
@@ -55,7 +57,7 @@ def _dense(features: int, name: str) -> nn.Dense:
 
 def _max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """torch MaxPool2d(kernel_size=3, stride=2): no padding, floor mode. [N,H,W,C] -> [N,h,w,C]."""
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return max_pool(x, 3, 2)
 
 
 def _adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 
 from jwsol.models.alexnet import torch_default_kernel_init
 from jwsol.ops.conv import conv2d
+from jwsol.ops.pool import max_pool
 
 # depth -> (residual block kind, blocks per stage), as torchvision's resnet18/34/50.
 STAGE_SIZES = {
@@ -197,7 +198,7 @@ class ResNet(nn.Module):
         """
         x = nn.relu(self.bn1(self.conv1(x), use_running_average=not train))
         if not self.small_input:
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+            x = max_pool(x, 3, 2, ((1, 1), (1, 1)))
         acts = {"stem": x}
         for name in ACTIVATION_NAMES[1:]:
             x = acts[name] = getattr(self, name)(x, train=train)

@@ -26,6 +26,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from jwsol.ops.pool import max_pool
 from jwsol.ops.windows import (
     Layer,
     WindowGeometry,
@@ -104,7 +105,7 @@ class SlidingWindowNet(nn.Module):
                     x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
                 x = nn.relu(x)
             else:
-                x = nn.max_pool(x, k, strides=stride)
+                x = max_pool(x, k, stride)
         return nn.Conv(1 + self.num_classes + 4, (1, 1), name="head")(x)
 
 
@@ -141,9 +142,7 @@ def _check(layers: Sequence[Layer]) -> None:
 
 def _max_pool(x: jax.Array, layer: Layer) -> jax.Array:
     p = layer.padding
-    return nn.max_pool(
-        x, (layer.kernel,) * 2, strides=(layer.stride,) * 2, padding=((p, p), (p, p))
-    )
+    return max_pool(x, layer.kernel, layer.stride, ((p, p), (p, p)))
 
 
 class ConvStack(nn.Module):

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 
 from jwsol.models.alexnet import adaptive_avg_pool
+from jwsol.ops.pool import max_pool
 
 # Channels of each conv, stage by stage; a 2x2/2 max pool ends every stage (torchvision cfg "D").
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -31,7 +32,7 @@ dense_kernel_init = nn.initializers.normal(0.01)
 
 def _max_pool_2x2(x: jax.Array) -> jax.Array:
     """torch MaxPool2d(kernel_size=2, stride=2): floor mode. [N,H,W,C] -> [N,H//2,W//2,C]."""
-    return nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+    return max_pool(x, 2, 2)
 
 
 class VGG16Features(nn.Module):
