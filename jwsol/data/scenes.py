@@ -20,13 +20,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 from absl import logging
 
 from jwsol.data import mnist
 from jwsol.errors import ConfigError, DataError
+from jwsol.files import write_atomic
 from jwsol.ops.boxes_np import iou
 
 SPLITS = ("train", "test")
@@ -191,13 +191,9 @@ def _save(path: str, splits: dict[str, Scenes]) -> None:
     for split, scenes in splits.items():
         for field in dataclasses.fields(Scenes):
             arrays[f"{split}/{field.name}"] = getattr(scenes, field.name)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)  # atomic: concurrent processes never read half a file
+    write_atomic(path, buffer.getvalue())  # concurrent processes never read half a file
 
 
 def _read(path: str) -> dict[str, Scenes]:

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from jwsol.errors import UserError
+from jwsol.files import write_atomic
 
 WANDB_RUN_ID_FILE = "wandb_run_id.txt"  # a resumed run continues the same W&B run
 
@@ -105,9 +106,7 @@ class Writer:
         rows = [line for line in lines if kept(json.loads(line))]
         if len(rows) == len(lines):
             return
-        with open(path + ".tmp", "w") as f:
-            f.writelines(rows)
-        os.replace(path + ".tmp", path)  # a kill here leaves the old or the new file, whole
+        write_atomic(path, "".join(rows).encode())  # a kill leaves the old or the new file
 
     def images(self, step: int, images: dict[str, np.ndarray]) -> None:
         """`images`: name -> uint8 [H, W, 3]; TensorBoard and figures/NAME.png."""

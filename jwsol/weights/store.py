@@ -19,6 +19,7 @@ import jax
 import numpy as np
 
 from jwsol.errors import DataError, UserError
+from jwsol.files import write_atomic
 
 VARIABLES_FILE = "variables.msgpack"
 META_FILE = "meta.json"
@@ -107,10 +108,7 @@ def save_variables(variables: Mapping[str, Any], out_dir: str, meta: Mapping[str
         (VARIABLES_FILE, flax.serialization.msgpack_serialize(host)),
         (META_FILE, (json.dumps(dict(meta), indent=2, sort_keys=True) + "\n").encode()),
     ):
-        tmp = os.path.join(out_dir, name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, os.path.join(out_dir, name))
+        write_atomic(os.path.join(out_dir, name), payload)
 
 
 def load_variables(path: str, arch: str) -> tuple[dict[str, Any], dict[str, Any], str]:

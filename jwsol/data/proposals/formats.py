@@ -23,6 +23,7 @@ import numpy as np
 from jwsol.data.proposals import mat as mat_format
 from jwsol.data.proposals import search
 from jwsol.errors import DataError
+from jwsol.files import write_atomic
 from jwsol.ops.boxes_np import clip_boxes
 
 FORMATS = {".mat": "mat", ".pkl": "pkl", ".pickle": "pkl", ".npz": "npz"}
@@ -213,10 +214,10 @@ def write(path: str, proposals: ProposalSet, *, int_ids: bool = False) -> None:
         return
     if kind == "mat":
         payload = _mat_payload(proposals)
-        _atomic(path, lambda f: _save_mat(f, payload))
+        write_atomic(path, lambda f: _save_mat(f, payload))
         return
     payload = _pkl_payload(path, proposals, int_ids)
-    _atomic(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
+    write_atomic(path, lambda f: pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _cell(arrays) -> np.ndarray:
@@ -260,18 +261,3 @@ def _pkl_payload(path: str, proposals: ProposalSet, int_ids: bool) -> dict:
         "scores": [np.asarray(s, np.float32) for s in scores],
         "indexes": ids,
     }
-
-
-def _atomic(path: str, dump) -> None:
-    import tempfile
-
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            dump(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)

@@ -13,7 +13,6 @@ import io
 import json
 import multiprocessing
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +20,7 @@ from absl import logging
 
 from jwsol.data.proposals import unique_boxes
 from jwsol.errors import DataError
+from jwsol.files import write_atomic
 from jwsol.ops.boxes_np import clip_boxes
 
 
@@ -256,13 +256,9 @@ def save_boxes(
         arrays["sizes"] = np.asarray([sizes[i] for i in ids], np.int64).reshape(-1, 2)
     if settings_key:
         arrays["settings"] = np.asarray(settings_key)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_proposal_npz(path: str) -> dict:
