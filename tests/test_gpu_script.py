@@ -1,4 +1,5 @@
-"""benchmarks/gpu.sh at smoke size on the CPU: every step runs and leaves its results."""
+"""benchmarks/gpu.sh at smoke size on the CPU: every step runs and leaves its results; and the
+CPU profile tool, benchmarks/profile_step.py."""
 
 from __future__ import annotations
 
@@ -49,3 +50,20 @@ def test_gpu_script_rejects_an_unknown_argument():
     assert done.stderr.strip().splitlines() == [
         "error: unknown argument '--fast'; use --smoke and/or --out DIR (--help)"
     ]
+
+
+@pytest.mark.slow
+def test_profile_step_lists_the_ops_of_a_step():
+    """benchmarks/profile_step.py at smoke size: thread time per step by op kind, from a trace."""
+    env = dict(os.environ, JWSOL_BENCH_SIZE="smoke")
+    done = subprocess.run(
+        [sys.executable, "benchmarks/profile_step.py", "sliding_window", "--steps", "2"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    total = float(lines[0].split("per step, ")[1].split()[0])
+    kinds = lines[lines.index("-- by kind") + 1 : lines.index("-- by op")]
+    assert total > 0 and kinds
+    assert sum(float(k.split()[0]) for k in kinds) <= total + 0.01 * len(kinds)
+    assert any("conv" in k or "ynn" in k for k in kinds)  # the step's convolutions are seen
