@@ -153,11 +153,14 @@ SMOKE_METRICS = {
     "configs/wsddn.py:smoke": {"cls_map": 0.1, "corloc": 0.1},  # measured 0.035, 0
     "configs/oicr.py:smoke": {"cls_map": 0.1, "corloc": 0.1},  # measured 0.033, 0
 }
-# The first logged loss (the mean of the first log_every steps): the first step differs by a few
-# bfloat16 ulps; the second follows Adam's sign-like first update, which bfloat16's rounding of
-# small gradients can flip (measured 1e-4 for WSDDN / OICR / localizer, 4e-3 sliding window,
-# 6e-3 ResNet-18, 1.2e-2 ResNet-50).
-FIRST_LOSS_RTOL = 2e-2
+# The first step's loss (logged alone: train.log_every=1) is computed before any update, so only
+# the forward pass's bfloat16 rounding moves it (measured: 2.2e-2 sliding window, whose 4-channel
+# smoke net sums a loss over every window; 1e-4 localizer, 6e-4 ResNet-18, 1.6e-3 ResNet-50,
+# 3e-4 WSDDN, 2.3e-4 OICR). Later losses are left to the metrics: Adam's sign-like first update
+# follows bfloat16's rounding of small gradients, so even a float32 rounding change elsewhere in
+# the step (a fusion summing in another order) moves the second step's loss by several percent.
+FIRST_LOSS_RTOL = {"configs/sliding_window.py:smoke": 3e-2}
+FIRST_LOSS_RTOL_OTHERS = 5e-3
 
 
 @pytest.mark.slow
@@ -166,12 +169,13 @@ def test_bfloat16_smoke_run_matches_float32(name, tmp_path):
     runs = {}
     for dtype in ("float32", "bfloat16"):
         workdir = str(tmp_path / dtype)
-        config = load(name, str(tmp_path / "cache"), **{"train.dtype": dtype})
+        config = load(name, str(tmp_path / "cache"), **{"train.dtype": dtype, "train.log_every": 1})
         final = loop.run(tasks.build(config), workdir)
         with open(f"{workdir}/metrics.jsonl") as f:
             first = next(row for row in map(json.loads, f) if "loss" in row)
         runs[dtype] = first["loss"], final
     (loss32, final32), (loss16, final16) = runs["float32"], runs["bfloat16"]
-    np.testing.assert_allclose(loss16, loss32, rtol=FIRST_LOSS_RTOL)
+    rtol = FIRST_LOSS_RTOL.get(name, FIRST_LOSS_RTOL_OTHERS)
+    np.testing.assert_allclose(loss16, loss32, rtol=rtol)
     for key, tolerance in SMOKE_METRICS[name].items():
         assert abs(final16[key] - final32[key]) <= tolerance, (key, final16[key], final32[key])
