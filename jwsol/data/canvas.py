@@ -1,7 +1,9 @@
 """One MNIST-style object randomly rotated, scaled and placed in a zero canvas, in tf.data.
 
 Example i of a split is a pure function of (seed, i): stateless random ops keyed by the index,
-so the pipeline can start at any example (resume) and is the same on every run.
+so the pipeline can start at any example (resume) and is the same on every run. Whole batches
+are made at once: the draws in NumPy (`jwsol.data.stateless`: TensorFlow's stateless values),
+one bilinear transform for the batch, then the shift and crop as one gather.
 Boxes are (x1, y1, x2, y2) in canvas pixels with exclusive ends: the object's nonzero pixels
 span columns x1 .. x2 - 1 and rows y1 .. y2 - 1.
 
@@ -16,7 +18,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
-from jwsol.data import plan
+from jwsol.data import plan, stateless
 from jwsol.ops.windows import WindowGeometry
 
 
@@ -26,90 +28,124 @@ def max_object_extent(source_size: int, max_scale: float, max_rotation_deg: floa
     return source_size * max_scale * (math.cos(theta) + math.sin(theta))
 
 
-def _affine(angle: tf.Tensor, scale: tf.Tensor, src_center: float, dst_center: float) -> tf.Tensor:
-    """Output pixel -> input pixel map (as ImageProjectiveTransform wants it), 8 floats.
+def _draws(
+    seed: int,
+    index: np.ndarray,
+    num_images: int,
+    sample_with_replacement: bool,
+    scale_range: tuple[float, float],
+    max_rotation_deg: float,
+) -> dict[str, np.ndarray]:
+    """The random choices of the examples `index` (int64 [B]), each from its own (seed, index).
 
-    The source is rotated by `angle` (radians) and scaled by `scale` about its centre, which
-    lands on `dst_center` of the canvas. Pixel centres sit at integer coordinates.
+    Returns src int64 [B] (the source image), angle float32 [B] (radians), scale float32 [B],
+    shift_seeds int64 [B, 2, 2] (the x, y shifts' seeds, drawn once the box is known) and
+    crop_seeds int32 [B, 2, 2] (the crop corner's x, y seeds).
     """
-    c, s = tf.cos(angle) / scale, tf.sin(angle) / scale
+    index = np.asarray(index, np.int64)
+    pick, place = np.moveaxis(
+        stateless.split(np.stack([np.full_like(index, seed), index], -1), 2), 1, 0
+    )
+    if sample_with_replacement:
+        src = stateless.uniform_int64(pick, 0, num_images)
+    else:
+        src = index % num_images
+    seeds = stateless.split(place, 4)
+    degrees = stateless.uniform_float32(seeds[:, 0], -max_rotation_deg, max_rotation_deg)
+    return {
+        "src": src,
+        "angle": degrees * np.float32(math.pi / 180.0),
+        "scale": stateless.uniform_float32(seeds[:, 1], *scale_range),
+        "shift_seeds": seeds[:, 2:],
+        "crop_seeds": stateless.split(stateless.fold_in(place, 1), 2),
+    }
+
+
+def _affine(angle: tf.Tensor, scale: tf.Tensor, src_center: float, dst_center: float) -> tf.Tensor:
+    """Output pixel -> input pixel maps (as ImageProjectiveTransform wants them), float32 [B, 8].
+
+    The source is rotated by `angle` [B] (radians) and scaled by `scale` [B] about its centre,
+    which lands on `dst_center` of the canvas. Pixel centres sit at integer coordinates.
+    """
+    # NOTE: one angle at a time: TensorFlow's vectorised cos/sin differ from its scalar ones in
+    # the last bit for ~1% of angles, and every canvas so far was made with the scalar ones.
+    cos_sin = tf.map_fn(lambda a: tf.stack([tf.cos(a), tf.sin(a)]), angle)
+    c, s = cos_sin[:, 0] / scale, cos_sin[:, 1] / scale
     # input = R(-angle) / scale @ (output - dst_center) + src_center
     a0, a1 = c, s
     b0, b1 = -s, c
     a2 = src_center - a0 * dst_center - a1 * dst_center
     b2 = src_center - b0 * dst_center - b1 * dst_center
-    return tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])
+    zero = tf.zeros_like(c)
+    return tf.stack([a0, a1, a2, b0, b1, b2, zero, zero], axis=-1)
 
 
-def _nonzero_extent(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """First index and one-past-last index of True along a 1-D boolean mask."""
-    n = tf.shape(mask, out_type=tf.int64)[0]
-    first = tf.argmax(tf.cast(mask, tf.int32), output_type=tf.int64)
-    last = n - tf.argmax(tf.cast(mask[::-1], tf.int32), output_type=tf.int64)
-    return first, last
-
-
-def place_object(
-    image: tf.Tensor,
-    seed: tf.Tensor,
-    canvas_size: int,
-    scale_range: tuple[float, float],
-    max_rotation_deg: float,
-    threshold: float,
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Randomly rotates, scales and places `image` (uint8 [h, w]) fully inside a zero canvas.
-
-    Args:
-      seed: int64 [2], the stateless seed of this example.
-    Returns:
-      canvas float32 [S, S, 1] in [0, 1]; box int64 [4] (x1, y1, x2, y2), exclusive ends, from
-      the pixels above `threshold` of the transformed object.
-    """
-    seeds = tf.random.experimental.stateless_split(seed, 4)
-    angle = tf.random.stateless_uniform(
-        [], seeds[0], -max_rotation_deg, max_rotation_deg, dtype=tf.float32
-    ) * (math.pi / 180.0)
-    scale = tf.random.stateless_uniform(
-        [], seeds[1], scale_range[0], scale_range[1], dtype=tf.float32
-    )
-    src = tf.cast(image, tf.float32)[None, :, :, None] / 255.0
-    src_center = (float(image.shape[0]) - 1.0) / 2.0
+def _centred(images: tf.Tensor, angle: tf.Tensor, scale: tf.Tensor, canvas_size: int) -> tf.Tensor:
+    """`images` (uint8 [B, h, w]) rotated and scaled about the centre of a zero canvas, one
+    bilinear resampling for the batch: float32 [B, S, S, 1] in [0, 1]."""
+    src = tf.cast(images, tf.float32)[:, :, :, None] / 255.0
+    src_center = (float(images.shape[1]) - 1.0) / 2.0
     dst_center = (canvas_size - 1.0) / 2.0
-    centred = tf.raw_ops.ImageProjectiveTransformV3(
-        images=src, transforms=_affine(angle, scale, src_center, dst_center)[None],
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=src, transforms=_affine(angle, scale, src_center, dst_center),
         output_shape=[canvas_size, canvas_size], fill_value=0.0, interpolation="BILINEAR",
         fill_mode="CONSTANT",
-    )[0]  # fmt: skip
-    on = centred[:, :, 0] > threshold
-    y1, y2 = _nonzero_extent(tf.reduce_any(on, axis=1))
-    x1, x2 = _nonzero_extent(tf.reduce_any(on, axis=0))
-    # An integer shift keeps the pixels exact; every allowed shift keeps the box inside.
-    dx = tf.random.stateless_uniform([], seeds[2], -x1, canvas_size - x2 + 1, dtype=tf.int64)
-    dy = tf.random.stateless_uniform([], seeds[3], -y1, canvas_size - y2 + 1, dtype=tf.int64)
-    canvas = tf.roll(centred, shift=tf.stack([dy, dx]), axis=[0, 1])
-    return canvas, tf.stack([x1 + dx, y1 + dy, x2 + dx, y2 + dy])
+    )  # fmt: skip
 
 
-def crop_around_box(
-    canvas: tf.Tensor, box: tf.Tensor, seed: tf.Tensor, crop_size: int, step: int
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """A random `crop_size` square of `canvas` [S, S, 1] that holds the whole `box`.
+def _nonzero_extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First index and one-past-last index of True along each row of a boolean mask [B, n]."""
+    n = mask.shape[1]
+    return np.argmax(mask, axis=1), n - np.argmax(mask[:, ::-1], axis=1)
 
-    The crop's top-left corner is a multiple of `step` on each axis (the net's window stride:
-    then the crop's windows are windows of the whole canvas), drawn uniformly among those that
-    keep the box (x1, y1, x2, y2, exclusive ends) inside. Returns (crop [C, C, 1], box in crop
-    pixels). The caller guarantees such a corner exists (`min_crop_size`).
+
+def _grid_corner(seeds: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: int) -> np.ndarray:
+    """int64 [B]: a multiple of `step` in [lo, hi], uniform over those (each its seed [B, 2])."""
+    first, last = (lo + step - 1) // step, hi // step
+    return stateless.uniform_int64(seeds, first, last + 1) * step
+
+
+def place_and_crop(
+    centred: np.ndarray,
+    shift_seeds: np.ndarray,
+    crop_seeds: np.ndarray,
+    threshold: float,
+    crop: tuple[int, int] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shifts each centred object to a random place where it lies fully inside its canvas, and
+    with `crop` = (C, step) cuts a random C x C part of the canvas that holds the whole object.
+
+    Args:
+      centred: float32 [B, S, S, 1], the objects about the canvases' centre (`_centred`).
+      shift_seeds, crop_seeds: the seeds of `_draws`.
+    Returns:
+      image float32 [B, S, S, 1] (or [B, C, C, 1]); box int64 [B, 4] (x1, y1, x2, y2) in its
+      pixels, exclusive ends, from the pixels above `threshold`.
     """
-    size = tf.shape(canvas, out_type=tf.int64)[0]
-    corner = []
-    for k, s in enumerate(tf.unstack(tf.random.experimental.stateless_split(seed, 2))):
-        lo = tf.maximum(box[k + 2] - crop_size, 0)  # x2 - C (k = 0) or y2 - C, at least 0
-        hi = tf.minimum(box[k], size - crop_size)  # x1 (k = 0) or y1, at most S - C
-        first, last = (lo + step - 1) // step, hi // step
-        corner.append(tf.random.stateless_uniform([], s, first, last + 1, dtype=tf.int64) * step)
-    x0, y0 = corner
-    crop = canvas[y0 : y0 + crop_size, x0 : x0 + crop_size]
-    return tf.ensure_shape(crop, [crop_size, crop_size, 1]), box - tf.stack([x0, y0, x0, y0])
+    size = centred.shape[1]
+    on = centred[..., 0] > threshold
+    y1, y2 = _nonzero_extent(on.any(axis=2))
+    x1, x2 = _nonzero_extent(on.any(axis=1))
+    # An integer shift keeps the pixels exact; every allowed shift keeps the box inside.
+    dx = stateless.uniform_int64(shift_seeds[:, 0], -x1, size - x2 + 1)
+    dy = stateless.uniform_int64(shift_seeds[:, 1], -y1, size - y2 + 1)
+    box = np.stack([x1 + dx, y1 + dy, x2 + dx, y2 + dy], axis=-1)
+    x0 = y0 = np.zeros_like(dx)
+    out = size
+    if crop is not None:
+        # The corner on the `step` grid (the net's window stride: then the crop's windows are
+        # windows of the whole canvas), uniform among those that keep the box inside.
+        out, step = crop
+        x0 = _grid_corner(crop_seeds[:, 0], np.maximum(box[:, 2] - out, 0),
+                          np.minimum(box[:, 0], size - out), step)  # fmt: skip
+        y0 = _grid_corner(crop_seeds[:, 1], np.maximum(box[:, 3] - out, 0),
+                          np.minimum(box[:, 1], size - out), step)  # fmt: skip
+        box = box - np.stack([x0, y0, x0, y0], axis=-1)
+    # Shift (a roll of the zero-bordered canvas) and crop as one gather.
+    rows = (y0[:, None] + np.arange(out) - dy[:, None]) % size  # [B, out]
+    cols = (x0[:, None] + np.arange(out) - dx[:, None]) % size
+    batch = np.arange(len(centred))[:, None, None]
+    return centred[batch, rows[:, :, None], cols[:, None, :]], box
 
 
 def min_crop_size(max_extent: float, step: int) -> int:
@@ -134,12 +170,13 @@ def canvas_dataset(
     sample_with_replacement: bool,
     crop: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
-    """Maps example indices (int64) to dicts image [S,S,1], box int64 [4], label int32 [].
+    """Maps batches of example indices (int64 [B]) to dicts image [B, S, S, 1], box int64
+    [B, 4], label int32 [B], index int64 [B], one whole-batch transform each.
 
     `sample_with_replacement`: example i takes a random source image (training); otherwise
     source image i % N (the fixed test split). `crop` = (C, step): return instead a random
     C x C crop of each canvas holding the whole object, its corner on a `step` grid
-    (`crop_around_box`); image [C, C, 1], box in crop pixels.
+    (`place_and_crop`); image [B, C, C, 1], box in crop pixels.
     """
     if crop is not None and (crop[0] > canvas_size or (canvas_size - crop[0]) % crop[1]):
         raise ValueError(
@@ -147,22 +184,34 @@ def canvas_dataset(
             f"{crop[1]} (the crop's corner is on that grid) and not negative"
         )
     images_t, labels_t = tf.constant(images), tf.constant(labels)
-    n = len(images)
+    draw_kwargs = {"num_images": len(images), "sample_with_replacement": sample_with_replacement,
+                   "scale_range": scale_range, "max_rotation_deg": max_rotation_deg}  # fmt: skip
+    draw_keys = ("src", "angle", "scale", "shift_seeds", "crop_seeds")
+    out = crop[0] if crop is not None else canvas_size
+
+    def draws(index):
+        values = _draws(seed, index, **draw_kwargs)
+        return tuple(values[k] for k in draw_keys)
+
+    def place(centred, shift_seeds, crop_seeds):
+        return place_and_crop(centred, shift_seeds, crop_seeds, threshold, crop)
 
     def make(index):
-        seed_pair = tf.stack([tf.constant(seed, tf.int64), index])
-        pick, place = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
-        if sample_with_replacement:
-            src = tf.random.stateless_uniform([], pick, 0, n, dtype=tf.int64)
-        else:
-            src = index % n
-        canvas, box = place_object(
-            images_t[src], place, canvas_size, scale_range, max_rotation_deg, threshold
+        batch = index.shape[0]
+        dtypes = (tf.int64, tf.float32, tf.float32, tf.int64, tf.int32)
+        values = tf.numpy_function(draws, [index], dtypes, stateful=False)
+        shapes = ([batch], [batch], [batch], [batch, 2, 2], [batch, 2, 2])
+        src, angle, scale, shift_seeds, crop_seeds = map(tf.ensure_shape, values, shapes)
+        centred = _centred(tf.gather(images_t, src), angle, scale, canvas_size)
+        image, box = tf.numpy_function(
+            place, [centred, shift_seeds, crop_seeds], (tf.float32, tf.int64), stateful=False
         )
-        if crop is not None:
-            cut = tf.random.experimental.stateless_fold_in(place, 1)
-            canvas, box = crop_around_box(canvas, box, cut, *crop)
-        return {"image": canvas, "box": box, "label": labels_t[src], "index": index}
+        return {
+            "image": tf.ensure_shape(image, [batch, out, out, 1]),
+            "box": tf.ensure_shape(box, [batch, 4]),
+            "label": tf.gather(labels_t, src),
+            "index": index,
+        }
 
     return indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
@@ -208,10 +257,41 @@ def window_box_to_canvas(
     return origin + np.asarray(box, np.float32) * geom.size
 
 
-def _with_targets(batch: dict[str, np.ndarray], geom: WindowGeometry) -> dict[str, np.ndarray]:
-    """`batch` plus its window targets as `target_<name>` (see `window_targets`)."""
-    targets = window_targets(batch["box"], batch["label"], geom)
-    return {**batch, **{f"target_{k}": v for k, v in targets.items()}}
+def _with_targets(batch: dict[str, tf.Tensor], geom: WindowGeometry) -> dict[str, tf.Tensor]:
+    """`batch` plus its window targets as `target_<name>` (`window_targets`, in the pipeline)."""
+    size = batch["box"].shape[0]
+    shapes = {"y0": [size, geom.count, geom.count], "y1": [size, geom.count, geom.count],
+              "box": [size, geom.count, geom.count, 4]}  # fmt: skip
+    values = tf.numpy_function(
+        lambda boxes, labels: tuple(window_targets(boxes, labels, geom).values()),
+        [batch["box"], batch["label"]], (tf.float32, tf.int32, tf.float32), stateful=False,
+    )  # fmt: skip
+    targets = {f"target_{k}": tf.ensure_shape(v, shapes[k]) for k, v in zip(shapes, values)}
+    return {**batch, **targets}
+
+
+def _index_batches(num_examples: int, *, train: bool, **where) -> tf.data.Dataset:
+    """This process's global example indices int64 [B] of each batch of the plan (`plan`):
+    endless in training, from `start_step`; one pass in evaluation, the last batch short."""
+    local = plan.local_batch_size(where["batch_size"], where["process_count"])
+
+    def batches():
+        if train:
+            yield from (g for g, _ in plan.train_plan(num_examples, seed=0, **where))
+        else:
+            yield from (g for g in plan.eval_plan(num_examples, **where) if len(g))
+
+    spec = tf.TensorSpec([local if train else None], tf.int64)
+    return tf.data.Dataset.from_generator(batches, output_signature=spec)
+
+
+def _batches(
+    images: np.ndarray, labels: np.ndarray, geom: WindowGeometry, indices: tf.data.Dataset,
+    **canvas_kwargs,
+) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
+    ds = canvas_dataset(images, labels, indices, **canvas_kwargs)
+    ds = ds.map(lambda batch: _with_targets(batch, geom), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(2).as_numpy_iterator()
 
 
 def train_batches(
@@ -229,16 +309,12 @@ def train_batches(
     """Endless host batches of B = batch_size // process_count random canvases with the window
     targets of `geom`; global example g of the plan (`jwsol.data.plan`) draws its source image
     and placement from (seed, g). `canvas_kwargs`: those of `canvas_dataset`."""
-    local = plan.local_batch_size(batch_size, process_count)
-    indices = plan.plan_dataset(
+    indices = _index_batches(
         len(labels), train=True, batch_size=batch_size, start_step=start_step,
         process_index=process_index, process_count=process_count,
-    ).map(lambda g, _: g)  # fmt: skip
-    ds = canvas_dataset(
-        images, labels, indices, seed=seed, sample_with_replacement=True, **canvas_kwargs
-    )
-    for batch in ds.batch(local, drop_remainder=True).prefetch(2).as_numpy_iterator():
-        yield _with_targets(batch, geom)
+    )  # fmt: skip
+    return _batches(images, labels, geom, indices, seed=seed, sample_with_replacement=True,
+                    **canvas_kwargs)  # fmt: skip
 
 
 def eval_batches(
@@ -254,13 +330,9 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """One canvas per source image, in order (fixed placements from `seed`), with the window
     targets of `geom`; this process's share, the last batch short."""
-    local = plan.local_batch_size(batch_size, process_count)
-    indices = plan.plan_dataset(
+    indices = _index_batches(
         len(labels), train=False, batch_size=batch_size, process_index=process_index,
         process_count=process_count,
-    ).map(lambda g, _: g)  # fmt: skip
-    ds = canvas_dataset(
-        images, labels, indices, seed=seed, sample_with_replacement=False, **canvas_kwargs
-    )
-    for batch in ds.batch(local).prefetch(2).as_numpy_iterator():
-        yield _with_targets(batch, geom)
+    )  # fmt: skip
+    return _batches(images, labels, geom, indices, seed=seed, sample_with_replacement=False,
+                    **canvas_kwargs)  # fmt: skip
