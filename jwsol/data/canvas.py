@@ -13,7 +13,7 @@ Per-window targets (NumPy, vectorised over the batch and the windows) live here 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
@@ -32,32 +32,36 @@ def _draws(
     seed: int,
     index: np.ndarray,
     num_images: int,
+    canvas_size: int,
     sample_with_replacement: bool,
     scale_range: tuple[float, float],
     max_rotation_deg: float,
 ) -> dict[str, np.ndarray]:
-    """The random choices of the examples `index` (int64 [B]), each from its own (seed, index).
+    """The random choices of the examples `index` (int64 [N]), each from its own (seed, index).
 
-    Returns src int64 [B] (the source image), angle float32 [B] (radians), scale float32 [B],
-    shift_seeds int64 [B, 2, 2] (the x, y shifts' seeds, drawn once the box is known) and
-    crop_seeds int32 [B, 2, 2] (the crop corner's x, y seeds).
+    Returns src int64 [N] (the source image), angle float32 [N] (radians), scale float32 [N]
+    and remainders int64 [N, 4, S + 1]: the x shift's, y shift's, crop corner x's and y's
+    random bits modulo 1 .. S + 1, so that once the box fixes a draw's range [lo, hi) the draw,
+    lo + bits mod (hi - lo), is a lookup (`_in_range`) in the whole-batch stage.
     """
     index = np.asarray(index, np.int64)
-    pick, place = np.moveaxis(
-        stateless.split(np.stack([np.full_like(index, seed), index], -1), 2), 1, 0
-    )
+    pair = np.stack([np.full_like(index, seed), index], axis=-1)
+    pick, place = np.moveaxis(stateless.split(pair, 2), 1, 0)
     if sample_with_replacement:
         src = stateless.uniform_int64(pick, 0, num_images)
     else:
         src = index % num_images
-    seeds = stateless.split(place, 4)
-    degrees = stateless.uniform_float32(seeds[:, 0], -max_rotation_deg, max_rotation_deg)
+    seeds = stateless.split(place, 4)  # angle, scale, x shift, y shift
+    low, high = [-max_rotation_deg, scale_range[0]], [max_rotation_deg, scale_range[1]]
+    degrees, scale = stateless.uniform_float32(seeds[:, :2], low, high).T
+    corner_seeds = stateless.split(stateless.fold_in(place, 1), 2)  # x, y
+    bits = stateless.full_int64(np.concatenate([seeds[:, 2:], corner_seeds], axis=1), 1)
+    spans = np.arange(1, canvas_size + 2)  # every range a shift or a corner can have
     return {
         "src": src,
         "angle": degrees * np.float32(math.pi / 180.0),
-        "scale": stateless.uniform_float32(seeds[:, 1], *scale_range),
-        "shift_seeds": seeds[:, 2:],
-        "crop_seeds": stateless.split(stateless.fold_in(place, 1), 2),
+        "scale": scale,
+        "remainders": stateless.in_range(bits, 0, spans),
     }
 
 
@@ -93,59 +97,55 @@ def _centred(images: tf.Tensor, angle: tf.Tensor, scale: tf.Tensor, canvas_size:
     )  # fmt: skip
 
 
-def _nonzero_extent(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _nonzero_extent(mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """First index and one-past-last index of True along each row of a boolean mask [B, n]."""
-    n = mask.shape[1]
-    return np.argmax(mask, axis=1), n - np.argmax(mask[:, ::-1], axis=1)
+    n = tf.shape(mask, out_type=tf.int64)[1]
+    first = tf.argmax(tf.cast(mask, tf.int32), axis=1, output_type=tf.int64)
+    return first, n - tf.argmax(tf.cast(mask[:, ::-1], tf.int32), axis=1, output_type=tf.int64)
 
 
-def _grid_corner(seeds: np.ndarray, lo: np.ndarray, hi: np.ndarray, step: int) -> np.ndarray:
-    """int64 [B]: a multiple of `step` in [lo, hi], uniform over those (each its seed [B, 2])."""
-    first, last = (lo + step - 1) // step, hi // step
-    return stateless.uniform_int64(seeds, first, last + 1) * step
+def _in_range(remainders: tf.Tensor, lo: tf.Tensor, hi: tf.Tensor) -> tf.Tensor:
+    """int64 [B, K]: draws in [lo, hi) ([B, K] each) from their `remainders` [B, K, M]."""
+    return lo + tf.gather(remainders, hi - lo - 1, batch_dims=2)
 
 
 def place_and_crop(
-    centred: np.ndarray,
-    shift_seeds: np.ndarray,
-    crop_seeds: np.ndarray,
-    threshold: float,
-    crop: tuple[int, int] | None,
-) -> tuple[np.ndarray, np.ndarray]:
+    centred: tf.Tensor, remainders: tf.Tensor, threshold: float, crop: tuple[int, int] | None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Shifts each centred object to a random place where it lies fully inside its canvas, and
     with `crop` = (C, step) cuts a random C x C part of the canvas that holds the whole object.
 
     Args:
       centred: float32 [B, S, S, 1], the objects about the canvases' centre (`_centred`).
-      shift_seeds, crop_seeds: the seeds of `_draws`.
+      remainders: int64 [B, 4, S + 1], the random draws of `_draws`.
     Returns:
       image float32 [B, S, S, 1] (or [B, C, C, 1]); box int64 [B, 4] (x1, y1, x2, y2) in its
       pixels, exclusive ends, from the pixels above `threshold`.
     """
     size = centred.shape[1]
     on = centred[..., 0] > threshold
-    y1, y2 = _nonzero_extent(on.any(axis=2))
-    x1, x2 = _nonzero_extent(on.any(axis=1))
+    y1, y2 = _nonzero_extent(tf.reduce_any(on, axis=2))
+    x1, x2 = _nonzero_extent(tf.reduce_any(on, axis=1))
     # An integer shift keeps the pixels exact; every allowed shift keeps the box inside.
-    dx = stateless.uniform_int64(shift_seeds[:, 0], -x1, size - x2 + 1)
-    dy = stateless.uniform_int64(shift_seeds[:, 1], -y1, size - y2 + 1)
-    box = np.stack([x1 + dx, y1 + dy, x2 + dx, y2 + dy], axis=-1)
-    x0 = y0 = np.zeros_like(dx)
+    lo, hi = -tf.stack([x1, y1], 1), size - tf.stack([x2, y2], 1) + 1
+    dx, dy = tf.unstack(_in_range(remainders[:, :2], lo, hi), axis=1)
+    box = tf.stack([x1 + dx, y1 + dy, x2 + dx, y2 + dy], axis=-1)
+    x0 = y0 = tf.zeros_like(dx)
     out = size
     if crop is not None:
         # The corner on the `step` grid (the net's window stride: then the crop's windows are
         # windows of the whole canvas), uniform among those that keep the box inside.
         out, step = crop
-        x0 = _grid_corner(crop_seeds[:, 0], np.maximum(box[:, 2] - out, 0),
-                          np.minimum(box[:, 0], size - out), step)  # fmt: skip
-        y0 = _grid_corner(crop_seeds[:, 1], np.maximum(box[:, 3] - out, 0),
-                          np.minimum(box[:, 1], size - out), step)  # fmt: skip
-        box = box - np.stack([x0, y0, x0, y0], axis=-1)
-    # Shift (a roll of the zero-bordered canvas) and crop as one gather.
-    rows = (y0[:, None] + np.arange(out) - dy[:, None]) % size  # [B, out]
-    cols = (x0[:, None] + np.arange(out) - dx[:, None]) % size
-    batch = np.arange(len(centred))[:, None, None]
-    return centred[batch, rows[:, :, None], cols[:, None, :]], box
+        lo, hi = tf.maximum(box[:, 2:] - out, 0), tf.minimum(box[:, :2], size - out)
+        first, last = (lo + step - 1) // step, hi // step
+        x0, y0 = tf.unstack(_in_range(remainders[:, 2:], first, last + 1) * step, axis=1)
+        box = box - tf.stack([x0, y0, x0, y0], axis=-1)
+    # The shift (a roll of the canvas) and the crop as two gathers.
+    offsets = tf.range(out, dtype=tf.int64)
+    rows = (y0[:, None] + offsets - dy[:, None]) % size  # [B, out]
+    cols = (x0[:, None] + offsets - dx[:, None]) % size
+    image = tf.gather(tf.gather(centred, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)
+    return image, box
 
 
 def min_crop_size(max_extent: float, step: int) -> int:
@@ -157,11 +157,41 @@ def min_crop_size(max_extent: float, step: int) -> int:
     return math.ceil(max_extent) + step
 
 
+_CHUNK = 1024  # examples whose draws are made together: NumPy's per-call cost, amortised
+
+
+def _draw_chunks(index_batches: Callable[[], Iterable[np.ndarray]], draw: Callable):
+    """A generator function of chunks of batches: dicts index int64 [K, B] and `draw(index)`
+    reshaped to [K, B, ...], for the batches of `index_batches()` in order (a shorter batch in
+    a chunk of its own)."""
+
+    def generate():
+        batches = iter(index_batches())
+        while True:
+            group, count = [], 0
+            while count < _CHUNK and (batch := next(batches, None)) is not None:
+                group.append(np.asarray(batch, np.int64))
+                count += len(group[-1])
+            if not group:
+                return
+            values = {"index": np.concatenate(group)}
+            values |= draw(values["index"])
+            start = 0
+            for size in dict.fromkeys(len(g) for g in group):  # only the last batch is short
+                count = sum(len(g) == size for g in group) * size
+                yield {k: v[start : start + count].reshape(-1, size, *v.shape[1:])
+                       for k, v in values.items()}  # fmt: skip
+                start += count
+
+    return generate
+
+
 def canvas_dataset(
     images: np.ndarray,
     labels: np.ndarray,
-    indices: tf.data.Dataset,
+    index_batches: Callable[[], Iterable[np.ndarray]],
     *,
+    batch_size: int | None,
     seed: int,
     canvas_size: int,
     scale_range: tuple[float, float],
@@ -170,8 +200,9 @@ def canvas_dataset(
     sample_with_replacement: bool,
     crop: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
-    """Maps batches of example indices (int64 [B]) to dicts image [B, S, S, 1], box int64
-    [B, 4], label int32 [B], index int64 [B], one whole-batch transform each.
+    """Batches of example indices (int64 [B], from the iterable `index_batches()` returns) as
+    dicts image [B, S, S, 1], box int64 [B, 4], label int32 [B], index int64 [B], made a whole
+    batch at a time; `batch_size`: B when every batch has it (a static shape), else None.
 
     `sample_with_replacement`: example i takes a random source image (training); otherwise
     source image i % N (the fixed test split). `crop` = (C, step): return instead a random
@@ -184,36 +215,29 @@ def canvas_dataset(
             f"{crop[1]} (the crop's corner is on that grid) and not negative"
         )
     images_t, labels_t = tf.constant(images), tf.constant(labels)
-    draw_kwargs = {"num_images": len(images), "sample_with_replacement": sample_with_replacement,
+    draw_kwargs = {"num_images": len(images), "canvas_size": canvas_size,
+                   "sample_with_replacement": sample_with_replacement,
                    "scale_range": scale_range, "max_rotation_deg": max_rotation_deg}  # fmt: skip
-    draw_keys = ("src", "angle", "scale", "shift_seeds", "crop_seeds")
-    out = crop[0] if crop is not None else canvas_size
+    b = batch_size
+    signature = {
+        "index": tf.TensorSpec([None, b], tf.int64), "src": tf.TensorSpec([None, b], tf.int64),
+        "angle": tf.TensorSpec([None, b], tf.float32),
+        "scale": tf.TensorSpec([None, b], tf.float32),
+        "remainders": tf.TensorSpec([None, b, 4, canvas_size + 1], tf.int64),
+    }  # fmt: skip
+    # NOTE: Python runs once a chunk: per batch it would hold the GIL the training loop needs.
+    draws = tf.data.Dataset.from_generator(
+        _draw_chunks(index_batches, lambda index: _draws(seed, index, **draw_kwargs)),
+        output_signature=signature,
+    ).unbatch()
 
-    def draws(index):
-        values = _draws(seed, index, **draw_kwargs)
-        return tuple(values[k] for k in draw_keys)
+    def make(ex):
+        centred = _centred(tf.gather(images_t, ex["src"]), ex["angle"], ex["scale"], canvas_size)
+        image, box = place_and_crop(centred, ex["remainders"], threshold, crop)
+        return {"image": image, "box": box, "label": tf.gather(labels_t, ex["src"]),
+                "index": ex["index"]}  # fmt: skip
 
-    def place(centred, shift_seeds, crop_seeds):
-        return place_and_crop(centred, shift_seeds, crop_seeds, threshold, crop)
-
-    def make(index):
-        batch = index.shape[0]
-        dtypes = (tf.int64, tf.float32, tf.float32, tf.int64, tf.int32)
-        values = tf.numpy_function(draws, [index], dtypes, stateful=False)
-        shapes = ([batch], [batch], [batch], [batch, 2, 2], [batch, 2, 2])
-        src, angle, scale, shift_seeds, crop_seeds = map(tf.ensure_shape, values, shapes)
-        centred = _centred(tf.gather(images_t, src), angle, scale, canvas_size)
-        image, box = tf.numpy_function(
-            place, [centred, shift_seeds, crop_seeds], (tf.float32, tf.int64), stateful=False
-        )
-        return {
-            "image": tf.ensure_shape(image, [batch, out, out, 1]),
-            "box": tf.ensure_shape(box, [batch, 4]),
-            "label": tf.gather(labels_t, src),
-            "index": index,
-        }
-
-    return indices.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return draws.map(make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def window_targets(
@@ -270,26 +294,24 @@ def _with_targets(batch: dict[str, tf.Tensor], geom: WindowGeometry) -> dict[str
     return {**batch, **targets}
 
 
-def _index_batches(num_examples: int, *, train: bool, **where) -> tf.data.Dataset:
+def _index_batches(num_examples: int, *, train: bool, **where) -> Iterator[np.ndarray]:
     """This process's global example indices int64 [B] of each batch of the plan (`plan`):
     endless in training, from `start_step`; one pass in evaluation, the last batch short."""
-    local = plan.local_batch_size(where["batch_size"], where["process_count"])
-
-    def batches():
-        if train:
-            yield from (g for g, _ in plan.train_plan(num_examples, seed=0, **where))
-        else:
-            yield from (g for g in plan.eval_plan(num_examples, **where) if len(g))
-
-    spec = tf.TensorSpec([local if train else None], tf.int64)
-    return tf.data.Dataset.from_generator(batches, output_signature=spec)
+    if train:
+        yield from (g for g, _ in plan.train_plan(num_examples, seed=0, **where))
+    else:
+        yield from (g for g in plan.eval_plan(num_examples, **where) if len(g))
 
 
 def _batches(
-    images: np.ndarray, labels: np.ndarray, geom: WindowGeometry, indices: tf.data.Dataset,
+    images: np.ndarray, labels: np.ndarray, geom: WindowGeometry, *, train: bool, where: dict,
     **canvas_kwargs,
 ) -> Iterator[dict[str, np.ndarray]]:  # fmt: skip
-    ds = canvas_dataset(images, labels, indices, **canvas_kwargs)
+    local = plan.local_batch_size(where["batch_size"], where["process_count"])
+    ds = canvas_dataset(
+        images, labels, lambda: _index_batches(len(labels), train=train, **where),
+        batch_size=local if train else None, sample_with_replacement=train, **canvas_kwargs,
+    )  # fmt: skip
     ds = ds.map(lambda batch: _with_targets(batch, geom), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(2).as_numpy_iterator()
 
@@ -309,12 +331,9 @@ def train_batches(
     """Endless host batches of B = batch_size // process_count random canvases with the window
     targets of `geom`; global example g of the plan (`jwsol.data.plan`) draws its source image
     and placement from (seed, g). `canvas_kwargs`: those of `canvas_dataset`."""
-    indices = _index_batches(
-        len(labels), train=True, batch_size=batch_size, start_step=start_step,
-        process_index=process_index, process_count=process_count,
-    )  # fmt: skip
-    return _batches(images, labels, geom, indices, seed=seed, sample_with_replacement=True,
-                    **canvas_kwargs)  # fmt: skip
+    where = {"batch_size": batch_size, "start_step": start_step,
+             "process_index": process_index, "process_count": process_count}  # fmt: skip
+    return _batches(images, labels, geom, train=True, where=where, seed=seed, **canvas_kwargs)
 
 
 def eval_batches(
@@ -330,9 +349,6 @@ def eval_batches(
 ) -> Iterator[dict[str, np.ndarray]]:
     """One canvas per source image, in order (fixed placements from `seed`), with the window
     targets of `geom`; this process's share, the last batch short."""
-    indices = _index_batches(
-        len(labels), train=False, batch_size=batch_size, process_index=process_index,
-        process_count=process_count,
-    )  # fmt: skip
-    return _batches(images, labels, geom, indices, seed=seed, sample_with_replacement=False,
-                    **canvas_kwargs)  # fmt: skip
+    where = {"batch_size": batch_size, "process_index": process_index,
+             "process_count": process_count}  # fmt: skip
+    return _batches(images, labels, geom, train=False, where=where, seed=seed, **canvas_kwargs)

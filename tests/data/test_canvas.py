@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from jwsol.data import canvas
 from jwsol.ops.windows import WindowGeometry
@@ -71,7 +70,8 @@ def _examples(seed, n=16, rot=15.0, images=None, crop=None):
     ds = canvas.canvas_dataset(
         images,
         np.arange(len(images), dtype=np.int32),
-        tf.data.Dataset.range(n).batch(5),
+        lambda: np.array_split(np.arange(n), range(5, n, 5)),
+        batch_size=None,
         seed=seed,
         canvas_size=64,
         scale_range=(0.75, 1.25),

@@ -60,6 +60,22 @@ def test_uniform_float32(bounds):
 
 def test_philox_known_answer():
     """Random123's published Philox-4x32-10 known-answer vector (counter and key all ones)."""
-    ones = np.full((1, 4), 0xFFFFFFFF, np.uint32)
-    got = stateless._philox(ones[:, :2], ones)
-    np.testing.assert_array_equal(got[0], [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD])
+    ones = np.full((4, 1), 0xFFFFFFFF, np.uint64)
+    got = stateless._philox(ones[:2], ones)
+    np.testing.assert_array_equal(got[:, 0], [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD])
+
+
+def test_leading_dimensions_are_independent_seeds():
+    """Seeds [B, K, 2] with bounds per column: the same as each column [B, 2] on its own."""
+    seeds = _seeds(np.int64, n=24).reshape(8, 3, 2)
+    low, high = np.array([-15.0, 0.75, 2.0]), np.array([15.0, 1.25, 9.0])
+    got = stateless.uniform_float32(seeds, low, high)
+    ints = stateless.uniform_int64(seeds, np.arange(24).reshape(8, 3), 100)
+    splits = stateless.split(seeds, 2)
+    assert got.shape == ints.shape == (8, 3) and splits.shape == (8, 3, 2, 2)
+    for k in range(3):
+        column = seeds[:, k]
+        np.testing.assert_array_equal(got[:, k], stateless.uniform_float32(column, low[k], high[k]))
+        bound = np.arange(24).reshape(8, 3)[:, k]
+        np.testing.assert_array_equal(ints[:, k], stateless.uniform_int64(column, bound, 100))
+        np.testing.assert_array_equal(splits[:, k], stateless.split(column, 2))
