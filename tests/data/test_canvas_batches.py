@@ -188,6 +188,11 @@ def test_transforms_equal_the_per_example_ones_bit_for_bit():
     rng = np.random.default_rng(5)
     angle = (rng.uniform(-15, 15, 400) * (math.pi / 180)).astype(np.float32)
     scale = rng.uniform(0.75, 1.25, 400).astype(np.float32)
-    got = canvas._affine(tf.constant(angle), tf.constant(scale), 13.5, 31.5).numpy()
     want = [_ref_affine(tf.constant(a), tf.constant(s), 13.5, 31.5) for a, s in zip(angle, scale)]
-    np.testing.assert_array_equal(got, np.stack(want))
+    static = canvas._affine(tf.constant(angle), tf.constant(scale), 13.5, 31.5)
+    np.testing.assert_array_equal(static.numpy(), np.stack(want))
+    dynamic = tf.function(
+        lambda a, s: canvas._affine(a, s, 13.5, 31.5),
+        input_signature=[tf.TensorSpec([None], tf.float32)] * 2,
+    )  # an evaluation batch: its size unknown when traced
+    np.testing.assert_array_equal(dynamic(angle, scale).numpy(), np.stack(want))
