@@ -2,8 +2,9 @@
 
 Example i of a split is a pure function of (seed, i): stateless random ops keyed by the index,
 so the pipeline can start at any example (resume) and is the same on every run. Whole batches
-are made at once: the draws in NumPy (`jwsol.data.stateless`: TensorFlow's stateless values),
-one bilinear transform for the batch, then the shift and crop as one gather.
+are made at once, with the values the per-example ops gave: the draws of 1,024 examples at a
+time in NumPy (`jwsol.data.stateless`: TensorFlow's stateless values), then per batch in
+TensorFlow one bilinear transform, the extents, and the shift and crop as two gathers.
 Boxes are (x1, y1, x2, y2) in canvas pixels with exclusive ends: the object's nonzero pixels
 span columns x1 .. x2 - 1 and rows y1 .. y2 - 1.
 
