@@ -300,7 +300,7 @@ def _with_targets(batch: dict[str, tf.Tensor], geom: WindowGeometry) -> dict[str
     shapes = {"y0": [size, geom.count, geom.count], "y1": [size, geom.count, geom.count],
               "box": [size, geom.count, geom.count, 4]}  # fmt: skip
     values = tf.numpy_function(
-        lambda boxes, labels: tuple(window_targets(boxes, labels, geom).values()),
+        lambda boxes, labels: tuple(window_targets(boxes, labels, geom)[k] for k in shapes),
         [batch["box"], batch["label"]], (tf.float32, tf.int32, tf.float32), stateful=False,
     )  # fmt: skip
     targets = {f"target_{k}": tf.ensure_shape(v, shapes[k]) for k, v in zip(shapes, values)}
@@ -310,7 +310,7 @@ def _with_targets(batch: dict[str, tf.Tensor], geom: WindowGeometry) -> dict[str
 def _index_batches(num_examples: int, *, train: bool, **where) -> Iterator[np.ndarray]:
     """This process's global example indices int64 [B] of each batch of the plan (`plan`):
     endless in training, from `start_step`; one pass in evaluation, the last batch short."""
-    if train:
+    if train:  # the plan's epoch order is unused: each example draws its source (`_draws`)
         yield from (g for g, _ in plan.train_plan(num_examples, seed=0, **where))
     else:
         yield from (g for g in plan.eval_plan(num_examples, **where) if len(g))
