@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from jwsol.data import canvas
 from jwsol.ops.windows import WindowGeometry
@@ -71,7 +70,8 @@ def _examples(seed, n=16, rot=15.0, images=None, crop=None):
     ds = canvas.canvas_dataset(
         images,
         np.arange(len(images), dtype=np.int32),
-        tf.data.Dataset.range(n),
+        lambda: np.array_split(np.arange(n), range(5, n, 5)),
+        batch_size=None,
         seed=seed,
         canvas_size=64,
         scale_range=(0.75, 1.25),
@@ -80,7 +80,8 @@ def _examples(seed, n=16, rot=15.0, images=None, crop=None):
         sample_with_replacement=True,
         crop=crop,
     )
-    return list(ds.as_numpy_iterator())
+    batches = list(ds.as_numpy_iterator())
+    return [{k: v[i] for k, v in b.items()} for b in batches for i in range(len(b["index"]))]
 
 
 def test_canvas_box_is_the_nonzero_extent_and_inside():
