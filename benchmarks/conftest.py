@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -165,6 +166,20 @@ def best_time(fn: Callable[[], Any], rounds: int) -> float:
     return best
 
 
+def median_alternated(runs: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median seconds per call of each run, called A B A B `rounds` times after one warm-up
+    call each (which also compiles); each run must block until its result is ready."""
+    for run in runs.values():
+        run()
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(s) for name, s in seconds.items()}
+
+
 @functools.cache
 def _matmuls(size: int) -> tuple[Any, Any, dict[str, Any]]:
     """Operands and compiled matmuls per XLA CPU dot backend, made once per size."""
@@ -221,6 +236,11 @@ def _report_table_fixture() -> Callable[[str, str], None]:
 @pytest.fixture(name="best_time", scope="session")
 def _best_time_fixture() -> Callable[[Callable[[], Any], int], float]:
     return best_time
+
+
+@pytest.fixture(name="median_alternated", scope="session")
+def _median_alternated_fixture() -> Callable[..., dict[str, float]]:
+    return median_alternated
 
 
 @pytest.fixture(name="format_table", scope="session")

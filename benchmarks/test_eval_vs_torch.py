@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -114,7 +113,8 @@ def _forward_runs(shape: EvalShape):
     variables = jax.jit(task.init_variables)(
         jax.random.key(0), {k: v[:1] for k, v in batch.items()}
     )
-    predict = jax.jit(task.predict)
+    predict = jax.jit(task.final_predict)  # every test view (training's evaluations use one)
+    sizes = task.final_views[0]
     device_batch = jax.device_put(batch)
 
     def run_jwsol() -> None:
@@ -130,7 +130,7 @@ def _forward_runs(shape: EvalShape):
     def run_torch() -> None:
         with torch.inference_mode():
             total = 0
-            for size in task.canvas_sizes:
+            for size in sizes:
                 view = F.interpolate(images, size=(size, size), mode="bilinear")
                 scaled = boxes * (size / s)
                 for flip in (False, True):
@@ -141,21 +141,9 @@ def _forward_runs(shape: EvalShape):
                             [size - b[..., 2], b[..., 1], size - b[..., 0], b[..., 3]], -1
                         )
                     total = total + model(x, b, mask)[0]
-            return total / (2 * len(task.canvas_sizes))
+            return total / (2 * len(sizes))
 
-    return {"jwsol": run_jwsol, "torch": run_torch}, task.canvas_sizes
-
-
-def _alternate(runs, rounds: int) -> dict[str, float]:
-    for run in runs.values():
-        run()  # compile / warm-up
-    seconds = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) for name, s in seconds.items()}
+    return {"jwsol": run_jwsol, "torch": run_torch}, sizes
 
 
 def _jwsol_detect(scores, boxes, threshold, iou):
@@ -168,7 +156,9 @@ def _jwsol_detect(scores, boxes, threshold, iou):
     return kept
 
 
-def test_detector_eval_vs_torchvision(tmp_path, write_results, report_table, format_table):
+def test_detector_eval_vs_torchvision(
+    tmp_path, write_results, report_table, format_table, median_alternated
+):
     if not _has_torchvision():
         pytest.skip(f"{SYSTEM_PYTHON} has no torchvision (Debian's python3-torchvision)")
     torch.set_num_threads(2)
@@ -196,7 +186,7 @@ def test_detector_eval_vs_torchvision(tmp_path, write_results, report_table, for
     post = {"jwsol": best / shape.nms_images, "torch": theirs["seconds"] / shape.nms_images}
 
     forward, sizes = _forward_runs(shape)
-    per_image = {k: v / shape.images for k, v in _alternate(forward, rounds).items()}
+    per_image = {k: v / shape.images for k, v in median_alternated(forward, rounds).items()}
     row = {
         "pixels": shape.pixels,
         "proposals": shape.proposals,

@@ -11,8 +11,6 @@ benchmarks/results/pool.json. JWSOL_BENCH_SIZE=smoke: one small pool, no OICR st
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import flax.linen as nn
 import jax
@@ -36,19 +34,7 @@ POOLS = {
 }
 
 
-def _alternate(runs: dict, rounds: int) -> dict[str, float]:
-    for run in runs.values():
-        run()
-    seconds = {name: [] for name in runs}
-    for _ in range(rounds):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: statistics.median(s) * 1e3 for name, s in seconds.items()}
-
-
-def _measure(name, shape, window, stride, pad) -> dict:
+def _measure(median_alternated, name, shape, window, stride, pad) -> dict:
     rng = np.random.default_rng(0)
     x = jnp.asarray(np.maximum(rng.standard_normal(shape, dtype=np.float32), 0))  # post-ReLU
     padding = ((pad, pad), (pad, pad))
@@ -66,14 +52,14 @@ def _measure(name, shape, window, stride, pad) -> dict:
         runs[f"{key}_gradient"] = lambda g=grad: jax.block_until_ready(g(x))
     for ours, theirs in zip(results["ours"], results["flax"]):
         np.testing.assert_array_equal(ours, theirs)
-    ms = _alternate(runs, ROUNDS)
+    ms = {k: v * 1e3 for k, v in median_alternated(runs, ROUNDS).items()}
     row = {"pool": name, "input": "x".join(map(str, shape))}
     row.update({f"{k}_ms": v for k, v in ms.items()})
     row["gradient_ratio"] = ms["flax_gradient"] / ms["ours_gradient"]
     return row
 
 
-def _oicr_step_row() -> dict:
+def _oicr_step_row(median_alternated) -> dict:
     """The main job's train step with either pool in the AlexNet trunk, alternated."""
     import test_oicr_step
 
@@ -87,7 +73,7 @@ def _oicr_step_row() -> dict:
         runs["flax"] = test_oicr_step._compiled_step(config)
     finally:
         alexnet.max_pool = ours
-    ms = _alternate(runs, 5)  # each run is test_oicr_step.STEPS steps
+    ms = {k: v * 1e3 for k, v in median_alternated(runs, 5).items()}  # a run: STEPS steps
     steps = test_oicr_step.STEPS
     return {
         "pool": "OICR scenes train step (main job)",
@@ -98,10 +84,10 @@ def _oicr_step_row() -> dict:
     }
 
 
-def test_pool(write_results, report_table, format_table):
-    rows = [_measure(*pool) for pool in POOLS.get(SIZE, POOLS["default"])]
+def test_pool(write_results, report_table, format_table, median_alternated):
+    rows = [_measure(median_alternated, *pool) for pool in POOLS.get(SIZE, POOLS["default"])]
     if SIZE != "smoke":
-        rows.append(_oicr_step_row())
+        rows.append(_oicr_step_row(median_alternated))
     for row in rows:
         row["load_average_1min"] = round(os.getloadavg()[0], 2)
     columns = [("pool", "pool", ""), ("input", "input", "")]
