@@ -20,7 +20,7 @@ run:
 	$(PYTHON) train.py --config $(MAIN_CONFIG) --workdir $(WORKDIR)
 
 test:
-	$(PYTHON) -m pytest tests -q
+	$(PYTHON) -m pytest tests -q -n 2
 
 # The inner loop: everything but the tests marked slow, over both cores.
 test-fast:

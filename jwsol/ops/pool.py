@@ -74,30 +74,49 @@ def max_pool(x: jax.Array, window, stride, padding="VALID") -> jax.Array:
 
 
 def _forward(x, window, stride, padding):
-    out = max_pool(x, window, stride, padding)
-    return out, (x, out)
+    return max_pool(x, window, stride, padding), x
 
 
 def _backward(window, stride, padding, residuals, g):
     """Each output's cotangent to the first maximum of its window: a strided add per offset."""
-    x, out = residuals
+    x = residuals
     (hp, wp), out_hw, k, s, pads = _geometry(x.shape, window, stride, padding)
     (h, w), zero = out_hw, jnp.array(0, g.dtype)
+    views = list(_views(_pad_input(x, pads), out_hw, k, s))
+    # The maxima again from the views' own x: the selection never depends on a second copy,
+    # and the residuals are x alone.
+    out = functools.reduce(jnp.maximum, (v for _, v in views))
     hits, taken = [], jnp.zeros(out.shape, bool)
-    for offset, view in _views(_pad_input(x, pads), out_hw, k, s):
+    for offset, view in views:
         hit = (view == out) & ~taken
         taken = taken | hit
         hits.append((offset, hit))
-    grad = None
     # Offsets last to first: each input then sums its outputs' cotangents in the outputs'
     # row-major order, the order select_and_scatter adds them in (same float rounding).
+    # Offset i = q * stride + r sends output row y to input row (y + q) * stride + r: per
+    # residue (r_h, r_w) a sum of cell-shifted arrays, then the residues interleaved by a
+    # reshape (a strided pad would do it in one op, but XLA's partitioner gets its interior
+    # padding wrong when the batch is sharded over devices).
+    (kh, kw), (sh, sw) = k, s
+    cells = (h + (kh - 1) // sh, w + (kw - 1) // sw)
+    by_residue = {}
     for (i, j), hit in reversed(hits):
-        placed = lax.pad(
-            jnp.where(hit, g, zero), zero,
-            ((0, 0, 0), (i, hp - i - s[0] * (h - 1) - 1, s[0] - 1),
-             (j, wp - j - s[1] * (w - 1) - 1, s[1] - 1), (0, 0, 0)),
-        )  # fmt: skip
-        grad = placed if grad is None else grad + placed
+        (qi, ri), (qj, rj) = divmod(i, sh), divmod(j, sw)
+        shifted = jnp.pad(
+            jnp.where(hit, g, zero),
+            ((0, 0), (qi, cells[0] - h - qi), (qj, cells[1] - w - qj), (0, 0)),
+        )
+        key = (ri, rj)
+        by_residue[key] = shifted + by_residue[key] if key in by_residue else shifted
+    empty = jnp.zeros((g.shape[0], *cells, g.shape[3]), g.dtype)  # residues no window reaches
+    rows = [
+        jnp.stack([by_residue.get((ri, rj), empty) for rj in range(sw)], axis=3) for ri in range(sh)
+    ]  # each [N, cells_h, cells_w, sw, C]
+    grad = jnp.stack(rows, axis=2).reshape(g.shape[0], cells[0] * sh, cells[1] * sw, -1)
+    grad = jnp.pad(
+        grad[:, :hp, :wp],
+        ((0, 0), (0, max(0, hp - grad.shape[1])), (0, max(0, wp - grad.shape[2])), (0, 0)),
+    )
     (top, bottom), (left, right) = pads
     return (grad[:, top : hp - bottom, left : wp - right],)
 
