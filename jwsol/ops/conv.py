@@ -30,7 +30,8 @@ from jax import lax
 IMPLS = ("xla", "im2col")
 
 
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+def pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """An int or a pair of ints as (height, width)."""
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
@@ -64,7 +65,7 @@ def conv2d(
     """x [N, H, W, C_in], kernel [kh, kw, C_in, C_out] -> [N, h, w, C_out]; explicit padding
     ((top, bottom), (left, right)). `impl`: one of IMPLS; `batch_chunk` > 0: that many examples
     at a time (the last chunk may be smaller)."""
-    stride, padding = _pair(stride), tuple(tuple(p) for p in padding)
+    stride, padding = pair(stride), tuple(tuple(p) for p in padding)
     if 0 < batch_chunk < x.shape[0]:
         chunks = [
             conv2d(x[i : i + batch_chunk], kernel, stride, padding, impl)

@@ -5,23 +5,20 @@ s + 1 (floor mode, padding with -inf), the same values as `nn.max_pool`. Its gra
 one XLA derives for `reduce_window` max (`select_and_scatter`: each output's cotangent goes to
 the FIRST maximum of its window in row-major order, as torch's `max_pool2d` does too), equal to
 the last bit, ties included (the adds run in the same order). It is built from the k*k strided
-views of the input instead, because XLA:CPU's `select_and_scatter` is several times slower than
-these views for every pool of our nets (docs/speed.md, "Max pooling"). Reverse mode only
+views of the input instead, because XLA:CPU's `select_and_scatter` is slower than these views
+for every pool of our nets (docs/speed.md, "Max pooling"). Reverse mode only
 (`jax.custom_vjp`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-
-def _pair(value: int | Sequence[int]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+from jwsol.ops.conv import pair
 
 
 def _padding(padding) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -35,7 +32,7 @@ def _padding(padding) -> tuple[tuple[int, int], tuple[int, int]]:
 
 def _geometry(shape, window, stride, padding):
     """(padded H, W; out h, w; window kh, kw; stride sh, sw; pads) of an [N, H, W, C] input."""
-    (kh, kw), (sh, sw), pads = _pair(window), _pair(stride), _padding(padding)
+    (kh, kw), (sh, sw), pads = pair(window), pair(stride), _padding(padding)
     hp, wp = shape[1] + sum(pads[0]), shape[2] + sum(pads[1])
     if hp < kh or wp < kw:
         raise ValueError(f"max_pool: window {(kh, kw)} larger than the padded input {(hp, wp)}")
@@ -78,7 +75,7 @@ def _forward(x, window, stride, padding):
 
 
 def _backward(window, stride, padding, residuals, g):
-    """Each output's cotangent to the first maximum of its window: a strided add per offset."""
+    """Each output's cotangent to the first maximum of its window (select_and_scatter's rule)."""
     x = residuals
     (hp, wp), out_hw, k, s, pads = _geometry(x.shape, window, stride, padding)
     (h, w), zero = out_hw, jnp.array(0, g.dtype)
