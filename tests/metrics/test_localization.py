@@ -280,6 +280,26 @@ def test_exact_boxes_equal_the_previous_implementation(seed):
     assert_same_sweep(L.exact_boxes(prepared, thresholds), reference_sweep(prepared, thresholds))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_exact_boxes_take_any_thresholds_thin_maps_and_nan(seed):
+    """Thresholds unsorted, repeated or none; maps one pixel thin; NaN pixels (in no mask)."""
+    rng = np.random.default_rng(seed)
+    size = [(1, 40), (40, 1), (1, 1), (17, 23)][seed]
+    prepared = rng.random(size).astype(np.float32)
+    prepared[rng.random(size) < 0.1] = np.nan
+    thresholds = rng.permutation(np.concatenate([np.arange(30) / 30, [0.5, 0.5, 0.0]]))
+    assert_same_sweep(L.exact_boxes(prepared, thresholds), reference_sweep(prepared, thresholds))
+    plane, boxes, largest = L.exact_boxes(prepared, [])
+    assert plane.shape == (0,) and boxes.shape == (0, 4) and largest.shape == (0,)
+
+
+def test_the_compiled_sweep_equals_its_python_source():
+    prepared = np.random.default_rng(0).random((9, 7)).astype(np.float32)
+    args = (prepared.reshape(-1), 7, (np.arange(10) / 10).astype(np.float32))
+    for got, want in zip(L._compiled_sweep()(*args), L._component_sweep(*args)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_boxes_use_pixel_edges_and_diagonal_neighbours_connect():
     heatmap = np.zeros((8, 8), np.float32)
     heatmap[2:5, 3:7] = 1.0  # rows 2..4, columns 3..6
