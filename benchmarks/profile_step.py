@@ -59,14 +59,16 @@ def main() -> None:
     geom = None
     if args.job == "sliding_window":
         geom = bench.tasks.build(config).model.window_geometry(shape.pixels)
-    run, _ = bench.jwsol_step(args.job, shape, config, bench.make_batch(args.job, shape, geom))
+    batch = bench.make_batch(args.job, shape, geom)
+    run, _, kernels = bench.jwsol_step(args.job, shape, config, batch)
     run(), run()
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             for _ in range(args.steps):
                 run()
         times = op_times(trace_dir, args.steps)
-    print(f"{args.job} ({bench.SIZE}): thread ms per step, {sum(times.values()):.1f} in all")
+    total = sum(times.values())
+    print(f"{args.job} ({bench.SIZE}, {kernels} kernels): thread ms per step, {total:.1f} in all")
     for title, table in (("by kind", by_kind(times)), ("by op", times)):
         print(f"-- {title}")
         for name, ms in table.most_common(args.top):

@@ -182,7 +182,9 @@ def _resnet_loss(model, job: str):
 
 
 def jwsol_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
-    """(run: () -> loss, number of parameters): the job's jwsol train step on `batch`, jitted."""
+    """(run: () -> loss, number of parameters, CPU kernels): the job's jwsol train step on
+    `batch`, jitted with the kernels the loop would pick (train.cpu_kernels, 'auto' timed
+    the same way: jwsol.training.cpu.choose_kernels)."""
     if job.startswith("resnet"):
         depth = 18 if job == "resnet18" else 50
         chunk = config.model.get("conv_batch_chunk", 0)
@@ -206,22 +208,26 @@ def jwsol_step(job: str, shape: Shape, config, batch: dict[str, np.ndarray]):
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), model_state, opt_state, loss
 
-    options = None
-    if config.train.cpu_eigen:
-        from jwsol.training.cpu import cpu_compiler_options
-
-        options = cpu_compiler_options()
-    compiled = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
     device_batch = jax.device_put(batch)
     state = [params, variables, tx.init(params)]
     rng = jax.random.key(1)
+    kernels = config.train.cpu_kernels
+    if kernels == "auto" and SIZE == "smoke":  # as the loop: short runs keep the default
+        kernels = "ynnpack"
+    if kernels == "auto":
+        chosen = cpu.choose_kernels(
+            lambda options: jax.jit(step, compiler_options=options), (*state, device_batch, rng)
+        )
+        kernels = "ynnpack" if chosen is None else chosen[0]
+    options = cpu.kernel_options(kernels)
+    compiled = jax.jit(step, donate_argnums=(0, 1, 2), compiler_options=options)
 
     def run() -> float:
         *new, loss = compiled(*state, device_batch, rng)
         state[:] = new
         return float(loss)  # waits for the step
 
-    return run, sum(x.size for x in jax.tree.leaves(params))
+    return run, sum(x.size for x in jax.tree.leaves(params)), kernels
 
 
 # ------------------------------------------------------------------------------ torch side
@@ -323,7 +329,7 @@ def test_step_vs_torch(job):
     if job == "sliding_window":  # crops: the windows of a shape.pixels square
         geom = tasks.build(config).model.window_geometry(shape.pixels)
     batch = make_batch(job, shape, geom)
-    ours, ours_count = jwsol_step(job, shape, config, batch)
+    ours, ours_count, kernels = jwsol_step(job, shape, config, batch)
     theirs, theirs_count = torch_step(job, shape, config, batch)
     assert ours_count == theirs_count, f"{job}: the torch model is not the jwsol model"
     runs = {"jwsol": ours, "torch": theirs}
@@ -335,6 +341,7 @@ def test_step_vs_torch(job):
         "pixels": shape.pixels,
         "proposals": shape.proposals,
         "parameters": ours_count,
+        "cpu_kernels": kernels,
         "jwsol_ms": median["jwsol"] * 1e3,
         "torch_ms": median["torch"] * 1e3,
         "jwsol_best_ms": min(seconds["jwsol"]) * 1e3,
@@ -359,6 +366,7 @@ def test_report(write_results, report_table, format_table, machine_info):
             ("images", "images", "d"),
             ("pixels", "px", "d"),
             ("proposals", "proposals", "d"),
+            ("cpu_kernels", "kernels", ""),
             ("jwsol_ms", "jwsol ms", ".1f"),
             ("torch_ms", "torch ms", ".1f"),
             ("ratio", "jwsol/torch", ".2f"),

@@ -98,9 +98,10 @@ def base_config(task: str) -> ml_collections.ConfigDict:
         "checkpoint_every_epochs": 0.0,
         "keep_checkpoints": 3,
         "progress_bar": True,
-        # On CPU, compile steps with jwsol.training.cpu.cpu_compiler_options() (Eigen, not
-        # YNNPACK): faster for some nets, slower for others, so opt in per job.
-        "cpu_eigen": False,
+        # On CPU, XLA's convolution and dot kernels: 'ynnpack' (XLA's default), 'eigen', or
+        # 'auto': time both on the run's first train steps and keep the faster (which one wins
+        # depends on the net and the CPU; runs under 200 steps keep the default).
+        "cpu_kernels": "auto",
         # 'float32' | 'bfloat16': the model computes in this dtype; parameters, optimizer state,
         # BatchNorm statistics and the loss stay float32 (jwsol.training.precision).
         "dtype": "float32",

@@ -55,7 +55,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train.log_every = 100
     config.train.eval_every = 0
     config.train.checkpoint_every = 1500
-    config.train.cpu_eigen = True  # Eigen kernels on CPU: faster for this net's step
     config.optimizer.name = "adamw"  # decoupled weight decay 0.1 (x the learning rate)
     config.optimizer.weight_decay = 0.1
     config.optimizer.learning_rate = 2e-3

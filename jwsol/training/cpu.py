@@ -3,7 +3,7 @@
 Measured on the 2-core development VM (`pytest benchmarks/test_train_step.py`; docs/
 sliding_window.md, "Training the localizer in 10 minutes on 2 CPU cores"): the sliding-window
 train step at batch 32 took 91 ms with XLA's defaults, 78 with either setting, 65 with both.
-The compiler options are per job (`train.cpu_eigen`): WSDDN's step is 1.5x slower with them.
+Which kernels a step compiles with is `train.cpu_kernels` ('auto' times both on the run's step).
 """
 
 from __future__ import annotations
@@ -12,15 +12,22 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-# NOTE: XLA:CPU sends dots (and, through fusions, convolutions) to YNNPACK by default (jaxlib
-# 0.10); with YNNPACK fusions off it uses Eigen, measured faster here for the conv pass
-# (tall [pixels, 400] x [400, 400] matmuls) and the sliding-window training step, slower for
-# WSDDN's. The option is experimental, hence the check below.
-_EIGEN_DOTS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# NOTE: XLA:CPU sends dots and convolutions to YNNPACK by default (jaxlib 0.10); with YNNPACK
+# fusions off it uses Eigen. Which is faster depends on the net and on the CPU: on an AMD EPYC
+# YNNPACK ran AlexNet's convolutions faster, on an Intel Xeon (AVX-512) Eigen ran the
+# localizer's step 1.9x faster and ResNet-50's 1.09x slower (docs/speed.md). So
+# `train.cpu_kernels='auto'` times both on the run's own step. The option is experimental,
+# hence the check below.
+_EIGEN = {"xla_cpu_experimental_ynn_fusion_type": ""}
+KERNELS = ("auto", "ynnpack", "eigen")
+AUTO_MIN_STEPS = 200  # shorter runs keep XLA's default: timing both would cost more than it saves
 
 
 @functools.cache
@@ -29,10 +36,39 @@ def cpu_compiler_options() -> dict[str, str] | None:
     if jax.default_backend() != "cpu":
         return None
     try:
-        jax.jit(jnp.negative).lower(jnp.zeros(2)).compile(compiler_options=_EIGEN_DOTS)
+        jax.jit(jnp.negative).lower(jnp.zeros(2)).compile(compiler_options=_EIGEN)
     except Exception:  # noqa: BLE001  an XLA that does not know the option: run its defaults
         return None
-    return dict(_EIGEN_DOTS)
+    return dict(_EIGEN)
+
+
+def kernel_options(kernels: str) -> dict[str, str] | None:
+    """XLA compiler options for `train.cpu_kernels` 'ynnpack' (None: XLA's default) or 'eigen'."""
+    if kernels not in KERNELS or kernels == "auto":
+        raise ValueError(f"cpu_kernels={kernels!r}: expected 'ynnpack' or 'eigen' here")
+    return cpu_compiler_options() if kernels == "eigen" else None
+
+
+def choose_kernels(
+    jit_for: Callable[[dict[str, str] | None], Callable], args: tuple, rounds: int = 2
+) -> tuple[str, dict[str, float]] | None:
+    """Times `jit_for(options)(*args)` with YNNPACK and with Eigen, A B A B after one warm-up
+    call each; returns ('ynnpack' | 'eigen', {kernels: median seconds}), or None where there is
+    no choice (not CPU, or an XLA without the option). `jit_for` must not donate `args`."""
+    eigen = cpu_compiler_options()
+    if eigen is None:
+        return None
+    runs = {"ynnpack": jit_for(None), "eigen": jit_for(eigen)}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for name, fn in runs.items():
+        jax.block_until_ready(fn(*args))  # compiles, warms up
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            seconds[name].append(time.perf_counter() - start)
+    medians = {name: float(np.median(s)) for name, s in seconds.items()}
+    return min(medians, key=medians.get), medians
 
 
 # glibc mallopt parameter numbers (malloc.h).

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from typing import Any
 
@@ -127,6 +128,17 @@ def train_step(task: Task, tx, schedule, state: TrainState, batch: Batch, rng: j
     return new_state, metrics, hists
 
 
+# Where train.cpu_kernels='auto' keeps its choice (jwsol.training.cpu), in the workdir.
+CPU_KERNELS_FILE = "cpu_kernels.json"
+
+
+def _from_process_0(value: int) -> int:
+    """Process 0's `value` on every process."""
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
 class Runner:
     """Holds what train and eval share: task, mesh, jitted functions, checkpointer, writer."""
 
@@ -150,13 +162,21 @@ class Runner:
         )
         self.writer = run_writer.Writer(workdir, wandb_project)
         self._data_counts: dict[str, float] = {}  # for the first metrics row of a fresh run
-        # On CPU, Eigen instead of YNNPACK kernels (jwsol.training.cpu) where the job's config asks.
-        self.compiler_options = cpu.cpu_compiler_options() if config.train.cpu_eigen else None
+        # On CPU, YNNPACK or Eigen kernels (jwsol.training.cpu); 'auto' picks when training starts.
+        kernels = config.train.cpu_kernels
+        if kernels not in cpu.KERNELS:
+            raise ConfigError(f"train.cpu_kernels={kernels!r}; expected one of {cpu.KERNELS}.")
+        self.compiler_options = None if kernels == "auto" else cpu.kernel_options(kernels)
+        if kernels == "auto" and jax.process_count() == 1 and self._saved_kernels():
+            self.compiler_options = cpu.kernel_options(self._saved_kernels())
         # Steps over it are refused before they run (jwsol.training.memory); None: no check.
         self.memory_budget = memory.budget_bytes(
             config.train.memory_budget_gib, jax.local_devices()[0]
         )
         self._predict_checked: set[tuple] = set()  # (final, batch shapes) that fit the budget
+        self._jit_predicts()
+
+    def _jit_predicts(self) -> None:
         self.predict, self.final_predict = (
             jax.jit(
                 fn,
@@ -311,14 +331,10 @@ class Runner:
             logging.info("data: %s", json.dumps(self._data_counts))
         if start_step in eval_steps and start_step < self.total_steps:
             self._write_eval(start_step, final=False, state=state)
-        train_step = jax.jit(
-            self._train_step,
-            in_shardings=(self.repl, self.data, self.repl),
-            out_shardings=(self.repl, self.repl, self.repl),
-            donate_argnums=0,
-            compiler_options=self.compiler_options,
-        )
         rng = jax.device_put(jax.random.PRNGKey(config.seed + 1), self.repl)
+        if config.train.cpu_kernels == "auto":
+            self._choose_kernels(state, first, rng, self.total_steps - start_step)
+        train_step = self._jit_train_step(self.compiler_options, donate=True)
         self._check_memory(train_step, state, first, rng)
         log_every, checkpoint_every = self.durations.log_every, self.durations.checkpoint_every
         pending: list[dict] = []
@@ -358,6 +374,54 @@ class Runner:
         metrics = self._write_eval(self.total_steps, final=True, state=state)
         self.close()
         return metrics
+
+    def _jit_train_step(self, compiler_options, donate: bool):
+        return jax.jit(
+            self._train_step,
+            in_shardings=(self.repl, self.data, self.repl),
+            out_shardings=(self.repl, self.repl, self.repl),
+            donate_argnums=0 if donate else (),
+            compiler_options=compiler_options,
+        )
+
+    def _saved_kernels(self) -> str | None:
+        """The kernels 'auto' chose for this workdir before (CPU_KERNELS_FILE), or None."""
+        try:
+            with open(os.path.join(self.workdir, CPU_KERNELS_FILE)) as f:
+                kernels = json.load(f)["kernels"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return kernels if kernels in ("ynnpack", "eigen") else None
+
+    def _choose_kernels(self, state: TrainState, batch: Batch, rng: jax.Array, steps: int) -> None:
+        """train.cpu_kernels='auto': the faster of YNNPACK and Eigen on this run's train step (a
+        few steps of each on the first batch, results dropped), for the run's steps and its
+        evaluations. The choice is saved in the workdir (CPU_KERNELS_FILE), so that a resumed
+        run and --mode=eval compile the same programs. Runs shorter than cpu.AUTO_MIN_STEPS keep
+        XLA's default; several processes take process 0's choice (they must run one program)."""
+        names = (None, "ynnpack", "eigen")
+        kernels = self._saved_kernels()
+        if jax.process_count() > 1:
+            kernels = names[_from_process_0(names.index(kernels))]
+        how = "as chosen before for this workdir"
+        if kernels is None:
+            if steps < cpu.AUTO_MIN_STEPS:
+                return
+            args = (state, sharding.to_global(_numeric(batch), self.mesh), rng)
+            chosen = cpu.choose_kernels(lambda options: self._jit_train_step(options, False), args)
+            if chosen is None:  # not CPU, or an XLA without the option
+                return
+            kernels, seconds = chosen
+            if jax.process_count() > 1:
+                kernels = names[_from_process_0(names.index(kernels))]
+            how = "train step " + ", ".join(f"{k} {1e3 * v:.0f} ms" for k, v in seconds.items())
+            self.writer.json(
+                CPU_KERNELS_FILE,
+                {"kernels": kernels, "train_step_ms": {k: 1e3 * v for k, v in seconds.items()}},
+            )
+        logging.info("train.cpu_kernels=auto: %s (%s)", kernels, how)
+        self.compiler_options = cpu.kernel_options(kernels)
+        self._jit_predicts()
 
     def _check_memory(self, train_step, state: TrainState, batch: Batch, rng: jax.Array) -> None:
         """Compiles the train step ahead of its first call (which reuses the executable) and

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,7 @@ def test_tune_malloc_reuses_freed_buffers():
 def test_cpu_compiler_options_keep_results():
     options = cpu.cpu_compiler_options()
     # The option is experimental: a jaxlib without it must give None (its defaults), not fail.
-    assert options is None or options == cpu._EIGEN_DOTS
+    assert options is None or options == cpu._EIGEN
     x = jax.random.normal(jax.random.key(0), (2, 12, 12, 3))
     w = jax.random.normal(jax.random.key(1), (3, 3, 3, 8))
 
@@ -61,9 +62,39 @@ def test_cpu_compiler_options_keep_results():
 
 
 def test_cpu_compiler_options_fall_back_when_xla_refuses(monkeypatch):
-    monkeypatch.setattr(cpu, "_EIGEN_DOTS", {"xla_cpu_no_such_option_anywhere": "1"})
+    monkeypatch.setattr(cpu, "_EIGEN", {"xla_cpu_no_such_option_anywhere": "1"})
     cpu.cpu_compiler_options.cache_clear()
     try:
         assert cpu.cpu_compiler_options() is None
     finally:
         cpu.cpu_compiler_options.cache_clear()
+
+
+def test_kernel_options_name_the_kernels():
+    assert cpu.kernel_options("ynnpack") is None  # XLA's default
+    assert cpu.kernel_options("eigen") == cpu.cpu_compiler_options()
+    with pytest.raises(ValueError, match="cpu_kernels='auto'"):
+        cpu.kernel_options("auto")  # the loop resolves 'auto' first
+
+
+@pytest.mark.parametrize("slow", ["ynnpack", "eigen"])
+def test_choose_kernels_keeps_the_faster(slow):
+    if cpu.cpu_compiler_options() is None:
+        pytest.skip("this XLA has no Eigen option: nothing to choose")
+    compiled = []
+
+    def jit_for(options):
+        name = "ynnpack" if options is None else "eigen"
+        compiled.append(name)
+        delay = 0.03 if name == slow else 0.0
+
+        def run(x):
+            time.sleep(delay)
+            return x + 1
+
+        return run
+
+    kernels, seconds = cpu.choose_kernels(jit_for, (jnp.zeros(3),), rounds=2)
+    assert compiled == ["ynnpack", "eigen"]
+    assert kernels == ("eigen" if slow == "ynnpack" else "ynnpack")
+    assert seconds[slow] >= 0.03 > seconds[kernels]

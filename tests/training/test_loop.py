@@ -146,6 +146,34 @@ def test_batch_that_does_not_divide_over_devices(idx_folder, tmp_path, monkeypat
         loop.run(tasks.build(smoke(idx_folder, **{"train.batch_size": 12})), str(tmp_path))
 
 
+def test_cpu_kernels_auto_times_both_once_per_workdir(idx_folder, tmp_path, monkeypatch):
+    from jwsol.training import cpu
+
+    if cpu.cpu_compiler_options() is None:
+        pytest.skip("this XLA has no Eigen option: nothing to choose")
+    monkeypatch.setattr(cpu, "AUTO_MIN_STEPS", 1)  # the smoke run is 6 steps
+    calls = []
+    choose = cpu.choose_kernels
+    monkeypatch.setattr(cpu, "choose_kernels", lambda *a, **k: calls.append(1) or choose(*a, **k))
+    workdir = str(tmp_path)
+    loop.run(tasks.build(smoke(idx_folder)), workdir)
+    saved = read_json(os.path.join(workdir, loop.CPU_KERNELS_FILE))
+    assert saved["kernels"] in ("ynnpack", "eigen")
+    assert set(saved["train_step_ms"]) == {"ynnpack", "eigen"}
+    assert len(calls) == 1
+    # Resumed for more steps and evaluated: the saved choice, not timed again.
+    loop.run(tasks.build(smoke(idx_folder, **{"train.num_steps": 8})), workdir)
+    runner = loop.Runner(tasks.build(smoke(idx_folder)), workdir, mode="eval")
+    assert runner.compiler_options == cpu.kernel_options(saved["kernels"])
+    assert len(calls) == 1
+
+
+def test_unknown_cpu_kernels_is_a_config_error(idx_folder, tmp_path):
+    config = smoke(idx_folder, **{"train.cpu_kernels": "mkl"})
+    with pytest.raises(ConfigError, match="train.cpu_kernels='mkl'"):
+        loop.run(tasks.build(config), str(tmp_path))
+
+
 def test_unknown_override_field():
     with pytest.raises(ConfigError, match="train.bogus"):
         config_lib.load("configs/sliding_window.py:smoke", {"train.bogus": 1})
