@@ -188,7 +188,7 @@ def _component_sweep(values: np.ndarray, width: int, thresholds: np.ndarray):
     n, t_count = values.shape[0], thresholds.shape[0]
     # level[p]: how many thresholds pixel p reaches; it is in the masks of planes < level[p]
     level = np.empty(n, np.int64)
-    per_level = np.zeros(t_count + 2, np.int64)
+    per_level = np.zeros(t_count + 1, np.int64)
     for p in range(n):
         v = values[p]
         low, high = 0, (0 if np.isnan(v) else t_count)  # NaN is in no mask

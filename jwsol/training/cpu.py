@@ -44,7 +44,7 @@ def cpu_compiler_options() -> dict[str, str] | None:
 
 def kernel_options(kernels: str) -> dict[str, str] | None:
     """XLA compiler options for `train.cpu_kernels` 'ynnpack' (None: XLA's default) or 'eigen'."""
-    if kernels not in KERNELS or kernels == "auto":
+    if kernels not in KERNELS[1:]:
         raise ValueError(f"cpu_kernels={kernels!r}: expected 'ynnpack' or 'eigen' here")
     return cpu_compiler_options() if kernels == "eigen" else None
 

@@ -166,9 +166,15 @@ class Runner:
         kernels = config.train.cpu_kernels
         if kernels not in cpu.KERNELS:
             raise ConfigError(f"train.cpu_kernels={kernels!r}; expected one of {cpu.KERNELS}.")
-        self.compiler_options = None if kernels == "auto" else cpu.kernel_options(kernels)
-        if kernels == "auto" and jax.process_count() == 1 and self._saved_kernels():
-            self.compiler_options = cpu.kernel_options(self._saved_kernels())
+        if kernels != "auto":
+            self.compiler_options = cpu.kernel_options(kernels)
+        else:  # a choice saved by an earlier run here; else chosen when training starts
+            saved = self._saved_kernels() if jax.process_count() == 1 else None
+            self.compiler_options = None if saved is None else cpu.kernel_options(saved)
+            if saved is not None:
+                logging.info(
+                    "train.cpu_kernels=auto: %s (as chosen before for this workdir)", saved
+                )
         # Steps over it are refused before they run (jwsol.training.memory); None: no check.
         self.memory_budget = memory.budget_bytes(
             config.train.memory_budget_gib, jax.local_devices()[0]
@@ -391,7 +397,7 @@ class Runner:
                 kernels = json.load(f)["kernels"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return kernels if kernels in ("ynnpack", "eigen") else None
+        return kernels if kernels in cpu.KERNELS[1:] else None
 
     def _choose_kernels(self, state: TrainState, batch: Batch, rng: jax.Array, steps: int) -> None:
         """train.cpu_kernels='auto': the faster of YNNPACK and Eigen on this run's train step (a
@@ -399,8 +405,10 @@ class Runner:
         evaluations. The choice is saved in the workdir (CPU_KERNELS_FILE), so that a resumed
         run and --mode=eval compile the same programs. Runs shorter than cpu.AUTO_MIN_STEPS keep
         XLA's default; several processes take process 0's choice (they must run one program)."""
-        names = (None, "ynnpack", "eigen")
+        names = (None, *cpu.KERNELS[1:])
         kernels = self._saved_kernels()
+        if jax.process_count() == 1 and kernels is not None:
+            return  # the runner applied it when it was made
         if jax.process_count() > 1:
             kernels = names[_from_process_0(names.index(kernels))]
         how = "as chosen before for this workdir"
